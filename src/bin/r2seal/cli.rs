@@ -1,0 +1,215 @@
+//! The command line: every flag and its help text. No behaviour lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Seal objects for R2 and S3 with keys you hold (age v1 envelopes).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  r2seal keygen -o key.txt                      # prints the recipient (age1…)
+  r2seal seal -r age1… -o notes.age notes.txt   # a standard age file
+  r2seal open -i key.txt notes.age              # plaintext to stdout
+  r2seal open -i key.txt --range 0-99 notes.age # only the chunks that cover it
+  r2seal inspect notes.age                      # the header, without keys
+
+Keys can also come from a keyring (--keyring FILE or R2SEAL_KEYRING): see `r2seal key --help`.
+Passphrases come from R2SEAL_PASSPHRASE or a terminal prompt.";
+
+#[derive(Debug, Parser)]
+#[command(name = "r2seal", version, about = ABOUT, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an age X25519 identity; print its recipient
+    #[command(
+        after_help = "Without -o, the identity goes to stdout and the recipient to stderr, as age-keygen does.\nAn existing file is never overwritten."
+    )]
+    Keygen {
+        /// Write the identity to FILE (created 0600, never overwritten)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Protect the file with a passphrase (Argon2id)
+        #[arg(long)]
+        passphrase: bool,
+    },
+
+    /// Print the recipient (age1…) of each identity in a file
+    Recipient {
+        /// Identity file ("-" for stdin)
+        #[arg(short, long = "identity", value_name = "FILE", required = true)]
+        identities: Vec<PathBuf>,
+    },
+
+    /// Seal a file into an age v1 file (the file form)
+    #[command(
+        after_help = "Recipients come from -r/-R/-i; with none given, from the keyring's policy for --name.\nThe output is written atomically: on any error no output file is left behind."
+    )]
+    Seal {
+        #[command(flatten)]
+        recipients: RecipientArgs,
+        /// Bind the object to NAME (its key in the bucket); opening then needs --name NAME
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Output file (default: stdout)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Input file (default: stdin)
+        #[arg(value_name = "IN")]
+        input: Option<PathBuf>,
+    },
+
+    /// Open a sealed file (age v1) and authenticate every byte
+    #[command(
+        after_help = "With -o, the plaintext is written to a temporary file and renamed into place only\nafter the whole object authenticated: no partial or unauthenticated file is left.\nTo stdout, each 64 KiB chunk is released once authenticated; a truncated or tampered\nobject ends with an error and a non-zero exit."
+    )]
+    Open {
+        #[command(flatten)]
+        identities: IdentityArgs,
+        /// The name the object must be bound to
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Only bytes START-END (inclusive, as HTTP Range; also START- and -SUFFIX)
+        #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+        range: Option<String>,
+        /// Output file (default: stdout)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Input file (default: stdin)
+        #[arg(value_name = "IN")]
+        input: Option<PathBuf>,
+    },
+
+    /// Show a sealed file's header (stanzas, key ids, sizes) without any key
+    Inspect {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// Input file (default: stdin)
+        #[arg(value_name = "IN")]
+        input: Option<PathBuf>,
+    },
+
+    /// Manage the keyring: named keys, statuses, defaults, per-prefix policies
+    #[command(subcommand)]
+    Key(KeyCommand),
+
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyringArg {
+    /// Keyring file
+    #[arg(long, env = "R2SEAL_KEYRING", value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecipientArgs {
+    /// Seal to RECIPIENT (age1…); repeatable
+    #[arg(short, long = "recipient", value_name = "RECIPIENT")]
+    pub recipients: Vec<String>,
+    /// Seal to every recipient in FILE; repeatable
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    pub recipient_files: Vec<PathBuf>,
+    /// Seal to the identities in FILE (their recipients; symmetric keys too); repeatable
+    #[arg(short, long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keyring: KeyringArg,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Identity file (age, age passphrase-protected, or r2seal Argon2id-protected); repeatable
+    #[arg(short, long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keyring: KeyringArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List keys, defaults and policies
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Add a key: generate a symmetric or age key, or import one
+    #[command(
+        after_help = "Exactly one of --sym, --age, --recipient, --import.\nThe keyring file is created (0600) if missing; --passphrase protects a new one."
+    )]
+    Add {
+        /// Key name (unique in the keyring)
+        name: String,
+        /// Generate a symmetric key (seals and opens; for Workers and hot paths)
+        #[arg(long, group = "source")]
+        sym: bool,
+        /// Generate an age X25519 identity
+        #[arg(long, group = "source")]
+        age: bool,
+        /// Add a public age recipient only (seals, never opens: e.g. an offline recovery key)
+        #[arg(long, group = "source", value_name = "AGE1…")]
+        recipient: Option<String>,
+        /// Import the first identity from FILE
+        #[arg(long, group = "source", value_name = "FILE")]
+        import: Option<PathBuf>,
+        /// Mark as a recovery key (sealing without one warns)
+        #[arg(long)]
+        recovery: bool,
+        /// Protect a newly created keyring with a passphrase (Argon2id)
+        #[arg(long)]
+        passphrase: bool,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Stop sealing to a key; it still opens old objects
+    Retire {
+        name: String,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Mark a key compromised: it opens only to re-key (cannot be undone)
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Set the keys objects are sealed to when no policy matches
+    Default {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Seal objects under PREFIX only to KEYS (e.g. archive/ to an offline recipient)
+    #[command(
+        after_help = "The longest matching prefix wins. `--remove` deletes the policy.\nExample: r2seal key policy archive/ recovery   # a Worker can write there, never read"
+    )]
+    Policy {
+        prefix: String,
+        #[arg(required_unless_present = "remove")]
+        keys: Vec<String>,
+        #[arg(long, conflicts_with = "keys")]
+        remove: bool,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Print a key's secret for a Worker secret: `r2seal key export-secret main | wrangler secret put R2SEAL_KEY`
+    ExportSecret {
+        name: String,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+}

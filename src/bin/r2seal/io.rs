@@ -1,0 +1,256 @@
+//! Files, streams, passphrases and keyrings for the CLI: the only module that
+//! touches the filesystem on behalf of the commands.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use r2seal::keys::files::{parse_identity_file, parse_recipients_file};
+use r2seal::keys::keyring::Keyring;
+use r2seal::keys::passphrase::{self, Argon2Params, Passphrase};
+use r2seal::keys::{Identity, Recipient};
+
+/// Read size for streaming: 64 chunks, enough for every core to get a batch.
+pub const IO_BUFFER: usize = 4 * 1024 * 1024;
+
+pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+    match path {
+        None => Ok(Box::new(io::stdin().lock())),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(io::stdin().lock())),
+        Some(p) => Ok(Box::new(
+            File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read stdin")?;
+        return Ok(buf);
+    }
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Fills `buf` as far as the reader allows; returns bytes read (short only at EOF).
+pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Output that is either stdout (streamed) or a file that appears only on commit:
+/// written to a 0600 temporary file beside the target and renamed into place.
+/// Dropped without `commit`, the temporary file is removed and the target untouched.
+pub enum Output {
+    Stdout(io::StdoutLock<'static>),
+    File {
+        tmp: tempfile::NamedTempFile,
+        dest: PathBuf,
+    },
+}
+
+impl Output {
+    pub fn new(path: Option<&Path>) -> Result<Output> {
+        match path {
+            None => Ok(Output::Stdout(io::stdout().lock())),
+            Some(p) if p.as_os_str() == "-" => Ok(Output::Stdout(io::stdout().lock())),
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let tmp = tempfile::Builder::new()
+                    .prefix(".r2seal-")
+                    .suffix(".partial")
+                    .tempfile_in(dir)
+                    .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+                Ok(Output::File {
+                    tmp,
+                    dest: p.to_owned(),
+                })
+            }
+        }
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.write_all(bytes),
+            Output::File { tmp, .. } => tmp.write_all(bytes),
+        }
+    }
+
+    /// Makes the output visible: flush stdout, or fsync and rename the file.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Output::Stdout(mut s) => s.flush().map_err(anyhow::Error::from),
+            Output::File { tmp, dest } => {
+                tmp.as_file().sync_all().context("cannot sync output")?;
+                tmp.persist(&dest)
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes a new secret file: created 0600, never overwriting an existing one.
+pub fn write_new_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| match path.exists() {
+            true => format!(
+                "{} already exists; refusing to overwrite a key file",
+                path.display()
+            ),
+            false => format!("cannot create {}", path.display()),
+        })?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replaces a secret file atomically, keeping it 0600.
+pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut out = Output::new(Some(path))?;
+    if let Output::File { tmp, .. } = &out {
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    out.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    out.commit()
+}
+
+/// The passphrase: `R2SEAL_PASSPHRASE`, else a prompt on the terminal (twice when
+/// setting a new one).
+pub fn ask_passphrase(confirm: bool) -> r2seal::Result<Passphrase> {
+    if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE") {
+        if p.is_empty() {
+            return Err(r2seal::Error::PassphraseUnavailable);
+        }
+        return Ok(Passphrase::new(p));
+    }
+    let first = rpassword::prompt_password("Passphrase: ")
+        .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
+    if first.is_empty() {
+        return Err(r2seal::Error::PassphraseUnavailable);
+    }
+    if confirm {
+        let second = rpassword::prompt_password("Confirm passphrase: ")
+            .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
+        if second != first {
+            return Err(r2seal::Error::WrongPassphrase);
+        }
+    }
+    Ok(Passphrase::new(first))
+}
+
+pub fn load_identity_files(paths: &[PathBuf]) -> Result<Vec<Identity>> {
+    let mut all = Vec::new();
+    for p in paths {
+        let bytes = zeroize::Zeroizing::new(read_file(p)?);
+        let ids = parse_identity_file(&bytes, &mut || ask_passphrase(false))
+            .with_context(|| format!("identity file {}", p.display()))?;
+        all.extend(ids);
+    }
+    Ok(all)
+}
+
+pub fn load_recipient_files(paths: &[PathBuf]) -> Result<Vec<Recipient>> {
+    let mut all = Vec::new();
+    for p in paths {
+        let bytes = read_file(p)?;
+        let text =
+            std::str::from_utf8(&bytes).with_context(|| format!("{} is not text", p.display()))?;
+        all.extend(
+            parse_recipients_file(text)
+                .with_context(|| format!("recipients file {}", p.display()))?,
+        );
+    }
+    Ok(all)
+}
+
+/// A keyring as loaded, remembering its passphrase so saving keeps it protected.
+pub struct LoadedKeyring {
+    pub ring: Keyring,
+    pub path: PathBuf,
+    passphrase: Option<Passphrase>,
+}
+
+impl LoadedKeyring {
+    pub fn load(path: &Path) -> Result<LoadedKeyring> {
+        let bytes = zeroize::Zeroizing::new(
+            fs::read(path).with_context(|| format!("cannot read keyring {}", path.display()))?,
+        );
+        let mut passphrase = None;
+        let ring = Keyring::parse(&bytes, &mut || {
+            let p = ask_passphrase(false)?;
+            passphrase = Some(Passphrase::new(p.expose().to_owned()));
+            Ok(p)
+        })
+        .with_context(|| format!("keyring {}", path.display()))?;
+        Ok(LoadedKeyring {
+            ring,
+            path: path.to_owned(),
+            passphrase,
+        })
+    }
+
+    /// Loads `path`, or starts an empty keyring there (protected if asked).
+    pub fn load_or_create(path: &Path, protect: bool) -> Result<LoadedKeyring> {
+        if path.exists() {
+            if protect {
+                bail!(
+                    "--passphrase applies to a new keyring; {} already exists",
+                    path.display()
+                );
+            }
+            return LoadedKeyring::load(path);
+        }
+        let passphrase = if protect {
+            Some(ask_passphrase(true)?)
+        } else {
+            None
+        };
+        Ok(LoadedKeyring {
+            ring: Keyring::default(),
+            path: path.to_owned(),
+            passphrase,
+        })
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let text = self.ring.to_toml();
+        let bytes = match &self.passphrase {
+            Some(p) => zeroize::Zeroizing::new(passphrase::protect(
+                text.as_bytes(),
+                p,
+                Argon2Params::DEFAULT,
+            )?),
+            None => zeroize::Zeroizing::new(text.as_bytes().to_vec()),
+        };
+        replace_secret_file(&self.path, &bytes)
+    }
+}
+
+pub fn require_keyring(path: &Option<PathBuf>) -> Result<&Path> {
+    match path {
+        Some(p) => Ok(p),
+        None => bail!("no keyring: pass --keyring FILE or set R2SEAL_KEYRING"),
+    }
+}

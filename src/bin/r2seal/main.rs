@@ -1,0 +1,64 @@
+//! The `r2seal` binary: parse arguments, run one command, print any error once.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod io;
+mod keys_cmd;
+mod local;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `r2seal open … | head` is a success, as it is for cat.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("r2seal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { output, passphrase } => keys_cmd::keygen(output.as_deref(), passphrase),
+        Command::Recipient { identities } => keys_cmd::recipient(&identities),
+        Command::Seal {
+            recipients,
+            name,
+            output,
+            input,
+        } => local::seal(&recipients, name, output.as_deref(), input.as_deref()),
+        Command::Open {
+            identities,
+            name,
+            range,
+            output,
+            input,
+        } => local::open(
+            &identities,
+            name.as_deref(),
+            range.as_deref(),
+            output.as_deref(),
+            input.as_deref(),
+        ),
+        Command::Inspect { json, input } => local::inspect(json, input.as_ref()),
+        Command::Key(cmd) => keys_cmd::key(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

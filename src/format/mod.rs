@@ -1,0 +1,15 @@
+//! The sealed object format v1 (SECURITY.md §3): bytes in, bytes out, no I/O.
+//!
+//! - [`header`]: the age v1 header text, in file form and metadata form.
+//! - [`stream`]: age's STREAM payload and its size arithmetic.
+//! - [`envelope`]: the file key, recipient stanzas, header MAC, and r2seal's own
+//!   stanzas (name binding, sealed metadata, parts layout).
+//!
+//! This module and `keys` are the only places crypto primitives appear.
+
+pub mod envelope;
+pub mod header;
+pub mod stream;
+
+pub use envelope::{Binding, Envelope, PartsLayout, SealedMetadata};
+pub use header::Header;

@@ -1,0 +1,396 @@
+//! age v1 STREAM: the payload chunks, their nonces, and the size arithmetic.
+//!
+//! Owns the payload layout (SECURITY.md §3.3): ChaCha20-Poly1305 over 64 KiB
+//! chunks, nonce = 11-byte big-endian chunk counter ‖ last-chunk flag. The final
+//! chunk may be short; it may be empty only when the whole payload is empty.
+//! Everything here is a pure function of its inputs: no I/O, no buffering policy.
+
+use chacha20poly1305::{
+    aead::{AeadInPlace, KeyInit},
+    ChaCha20Poly1305, Key, Nonce, Tag,
+};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// Plaintext bytes per chunk.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+/// Poly1305 tag appended to every chunk.
+pub const TAG_SIZE: usize = 16;
+/// Ciphertext bytes per full chunk.
+pub const ENCRYPTED_CHUNK_SIZE: usize = CHUNK_SIZE + TAG_SIZE;
+/// The random nonce that starts every age payload (and every r2seal part).
+pub const PAYLOAD_NONCE_SIZE: usize = 16;
+/// The largest chunk counter: 11 bytes.
+const MAX_COUNTER: u64 = (1 << 56) - 1;
+
+/// The ChaCha20-Poly1305 key of one STREAM instance. Zeroized on drop by the cipher
+/// itself (chacha20poly1305 with its `zeroize` support); never printable.
+#[derive(Clone)]
+pub struct StreamKey {
+    aead: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(<redacted>)")
+    }
+}
+
+impl StreamKey {
+    /// payload key = HKDF-SHA256(ikm = file key, salt = nonce, info = `info`).
+    /// age uses info "payload"; r2seal parts use their own label (SECURITY.md §3.5).
+    pub fn derive(file_key: &[u8], nonce: &[u8; PAYLOAD_NONCE_SIZE], info: &[u8]) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(Some(nonce), file_key)
+            .expand(info, key.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        StreamKey {
+            aead: ChaCha20Poly1305::new(Key::from_slice(key.as_ref())),
+        }
+    }
+
+    /// Seals `plaintext` (≤ 64 KiB) as chunk `index` into `out`, which must be exactly
+    /// `plaintext.len() + TAG_SIZE` bytes.
+    pub fn seal_chunk_into(&self, index: u64, last: bool, plaintext: &[u8], out: &mut [u8]) {
+        debug_assert!(plaintext.len() <= CHUNK_SIZE);
+        debug_assert_eq!(out.len(), plaintext.len() + TAG_SIZE);
+        let (body, tag_out) = out.split_at_mut(plaintext.len());
+        body.copy_from_slice(plaintext);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(&stream_nonce(index, last), &[], body)
+            .expect("chunk is far below ChaCha20-Poly1305's length limit");
+        tag_out.copy_from_slice(&tag);
+    }
+
+    /// Opens ciphertext chunk `index` (≤ 64 KiB + tag) into `out`, which must be
+    /// `chunk.len() - TAG_SIZE` bytes. On failure `out` is wiped, so no unauthenticated
+    /// byte ever leaves this function.
+    pub fn open_chunk_into(
+        &self,
+        index: u64,
+        last: bool,
+        chunk: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        if chunk.len() < TAG_SIZE || chunk.len() > ENCRYPTED_CHUNK_SIZE {
+            return Err(Error::Corrupt);
+        }
+        let (body, tag) = chunk.split_at(chunk.len() - TAG_SIZE);
+        debug_assert_eq!(out.len(), body.len());
+        out.copy_from_slice(body);
+        match self.aead.decrypt_in_place_detached(
+            &stream_nonce(index, last),
+            &[],
+            out,
+            Tag::from_slice(tag),
+        ) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                out.fill(0);
+                Err(Error::Corrupt)
+            }
+        }
+    }
+}
+
+fn stream_nonce(index: u64, last: bool) -> Nonce {
+    assert!(index <= MAX_COUNTER, "STREAM counter overflow");
+    let mut nonce = [0u8; 12];
+    nonce[3..11].copy_from_slice(&index.to_be_bytes());
+    nonce[11] = u8::from(last);
+    Nonce::from(nonce)
+}
+
+/// Number of chunks a payload of `plaintext_len` bytes has (at least one).
+pub fn chunk_count(plaintext_len: u64) -> u64 {
+    if plaintext_len == 0 {
+        1
+    } else {
+        plaintext_len.div_ceil(CHUNK_SIZE as u64)
+    }
+}
+
+/// Bytes of STREAM ciphertext (without the payload nonce) for `plaintext_len` bytes.
+pub fn stream_len(plaintext_len: u64) -> u64 {
+    plaintext_len + chunk_count(plaintext_len) * TAG_SIZE as u64
+}
+
+/// Stored body length of a single-stream payload: nonce ‖ STREAM.
+pub fn payload_len(plaintext_len: u64) -> u64 {
+    PAYLOAD_NONCE_SIZE as u64 + stream_len(plaintext_len)
+}
+
+/// The inverse of [`stream_len`]: the plaintext length of `stream_len` bytes of
+/// STREAM ciphertext, or `Corrupt` if no valid payload has that length (a final
+/// chunk shorter than a tag, or an empty final chunk after a full one).
+pub fn plaintext_len_of_stream(stream_len: u64) -> Result<u64, Error> {
+    let full = stream_len / ENCRYPTED_CHUNK_SIZE as u64;
+    let rem = stream_len % ENCRYPTED_CHUNK_SIZE as u64;
+    match (full, rem) {
+        (0, r) if r >= TAG_SIZE as u64 => Ok(r - TAG_SIZE as u64),
+        (f, 0) if f > 0 => Ok(f * CHUNK_SIZE as u64),
+        (f, r) if r > TAG_SIZE as u64 => Ok(f * CHUNK_SIZE as u64 + r - TAG_SIZE as u64),
+        _ => Err(Error::Corrupt),
+    }
+}
+
+/// The plaintext length of a stored single-stream body (nonce ‖ STREAM).
+pub fn plaintext_len_of_payload(payload_len: u64) -> Result<u64, Error> {
+    payload_len
+        .checked_sub(PAYLOAD_NONCE_SIZE as u64)
+        .ok_or(Error::Corrupt)
+        .and_then(plaintext_len_of_stream)
+}
+
+/// The chunks that cover an inclusive plaintext byte range, and where they are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSpan {
+    /// First and last chunk index (inclusive).
+    pub first_chunk: u64,
+    pub last_chunk: u64,
+    /// Offsets of those chunks within the STREAM (after the payload nonce), half-open.
+    pub stream_start: u64,
+    pub stream_end: u64,
+    /// Bytes to drop from the start of the first opened chunk.
+    pub skip: u64,
+}
+
+/// Maps an inclusive plaintext range `start..=end` of a payload of `plaintext_len`
+/// bytes onto the chunks that cover it. `end` is clamped to the payload, as HTTP
+/// ranges are; a `start` beyond the end is an error.
+pub fn chunk_span(plaintext_len: u64, start: u64, end: u64) -> Result<ChunkSpan, Error> {
+    if start > end || start >= plaintext_len {
+        return Err(Error::RangeNotSatisfiable);
+    }
+    let end = end.min(plaintext_len - 1);
+    let chunk = CHUNK_SIZE as u64;
+    let first_chunk = start / chunk;
+    let last_chunk = end / chunk;
+    let stream_start = first_chunk * ENCRYPTED_CHUNK_SIZE as u64;
+    let stream_end =
+        ((last_chunk + 1) * ENCRYPTED_CHUNK_SIZE as u64).min(stream_len(plaintext_len));
+    Ok(ChunkSpan {
+        first_chunk,
+        last_chunk,
+        stream_start,
+        stream_end,
+        skip: start - first_chunk * chunk,
+    })
+}
+
+/// Seals a run of whole chunks starting at `first_index`: `plaintext` is split into
+/// 64 KiB chunks (the last may be short) and `out` receives their ciphertexts.
+/// `last` marks the final chunk of this run as the payload's last chunk.
+/// With the `parallel` feature, large runs are spread over all cores.
+pub fn seal_chunks(
+    key: &StreamKey,
+    first_index: u64,
+    last: bool,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let chunks = chunk_count(plaintext.len() as u64) as usize;
+    let start = out.len();
+    out.resize(start + plaintext.len() + chunks * TAG_SIZE, 0);
+    let dest = &mut out[start..];
+    parallel::for_each_chunk(
+        plaintext,
+        CHUNK_SIZE,
+        dest,
+        ENCRYPTED_CHUNK_SIZE,
+        |i, pt, ct| {
+            let is_last = last && i == chunks - 1;
+            key.seal_chunk_into(first_index + i as u64, is_last, pt, ct);
+            Ok(())
+        },
+    )
+    .expect("sealing cannot fail");
+}
+
+/// Opens a run of whole ciphertext chunks starting at `first_index` into `out`.
+/// `last` says the final chunk of this run is the payload's last chunk. On error,
+/// `out` is restored to its original length: nothing unauthenticated is left in it.
+pub fn open_chunks(
+    key: &StreamKey,
+    first_index: u64,
+    last: bool,
+    ciphertext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let full = ciphertext.len() / ENCRYPTED_CHUNK_SIZE;
+    let rem = ciphertext.len() % ENCRYPTED_CHUNK_SIZE;
+    let chunks = full + usize::from(rem > 0);
+    if chunks == 0 || (rem > 0 && rem < TAG_SIZE) {
+        return Err(Error::Corrupt);
+    }
+    // A short chunk that is not last is a truncated or spliced stream.
+    if rem > 0 && !last {
+        return Err(Error::Corrupt);
+    }
+    let start = out.len();
+    out.resize(start + ciphertext.len() - chunks * TAG_SIZE, 0);
+    let result = parallel::for_each_chunk(
+        ciphertext,
+        ENCRYPTED_CHUNK_SIZE,
+        &mut out[start..],
+        CHUNK_SIZE,
+        |i, ct, pt| key.open_chunk_into(first_index + i as u64, last && i == chunks - 1, ct, pt),
+    );
+    if result.is_err() {
+        out[start..].fill(0);
+        out.truncate(start);
+    }
+    result
+}
+
+mod parallel {
+    use crate::Error;
+
+    /// Below this many chunks a batch runs on the calling thread: spawning costs more
+    /// than it saves.
+    #[cfg(feature = "parallel")]
+    const MIN_CHUNKS_PER_THREAD: usize = 8;
+
+    /// Calls `f(i, input_chunk_i, output_chunk_i)` for every chunk, where inputs are
+    /// cut every `in_step` bytes and outputs every `out_step` bytes (the last of each
+    /// may be short).
+    pub(super) fn for_each_chunk<F>(
+        input: &[u8],
+        in_step: usize,
+        output: &mut [u8],
+        out_step: usize,
+        f: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(usize, &[u8], &mut [u8]) -> Result<(), Error> + Sync,
+    {
+        #[cfg(feature = "parallel")]
+        {
+            let chunks = input.len().div_ceil(in_step).max(1);
+            let threads = thread_count().min(chunks / MIN_CHUNKS_PER_THREAD).max(1);
+            if threads > 1 {
+                let per_thread = chunks.div_ceil(threads);
+                return std::thread::scope(|scope| {
+                    let mut handles = Vec::with_capacity(threads);
+                    let mut input = input;
+                    let mut output = output;
+                    let mut first = 0;
+                    while first < chunks {
+                        let n = per_thread.min(chunks - first);
+                        let (in_part, in_rest) = input.split_at((n * in_step).min(input.len()));
+                        let out_len = output.len();
+                        let (out_part, out_rest) =
+                            std::mem::take(&mut output).split_at_mut((n * out_step).min(out_len));
+                        input = in_rest;
+                        output = out_rest;
+                        let f = &f;
+                        handles.push(scope.spawn(move || {
+                            sequential(first, in_part, in_step, out_part, out_step, f)
+                        }));
+                        first += n;
+                    }
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("chunk worker panicked"))
+                        .collect::<Result<Vec<()>, _>>()
+                        .map(|_| ())
+                });
+            }
+        }
+        sequential(0, input, in_step, output, out_step, &f)
+    }
+
+    fn sequential<F>(
+        first: usize,
+        input: &[u8],
+        in_step: usize,
+        output: &mut [u8],
+        out_step: usize,
+        f: &F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(usize, &[u8], &mut [u8]) -> Result<(), Error>,
+    {
+        if input.is_empty() {
+            // The empty payload still has one (empty) chunk.
+            return f(first, input, output);
+        }
+        for (i, (inp, out)) in input
+            .chunks(in_step)
+            .zip(output.chunks_mut(out_step))
+            .enumerate()
+        {
+            f(first + i, inp, out)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "parallel")]
+    fn thread_count() -> usize {
+        use std::sync::OnceLock;
+        static THREADS: OnceLock<usize> = OnceLock::new();
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_arithmetic_inverts() {
+        let c = CHUNK_SIZE as u64;
+        for len in [0, 1, 15, 16, c - 1, c, c + 1, 2 * c, 2 * c + 17, 10 * c - 3] {
+            assert_eq!(
+                plaintext_len_of_stream(stream_len(len)).unwrap(),
+                len,
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn impossible_lengths_are_corrupt() {
+        let e = ENCRYPTED_CHUNK_SIZE as u64;
+        for bad in [0, 1, 15, e + 1, e + 15, e + 16] {
+            assert!(plaintext_len_of_stream(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunk_span_covers_the_range() {
+        let c = CHUNK_SIZE as u64;
+        let span = chunk_span(3 * c, c - 1, c).unwrap();
+        assert_eq!(
+            (span.first_chunk, span.last_chunk, span.skip),
+            (0, 1, c - 1)
+        );
+        assert_eq!(span.stream_end, 2 * ENCRYPTED_CHUNK_SIZE as u64);
+        let tail = chunk_span(3 * c + 5, 3 * c, u64::MAX).unwrap();
+        assert_eq!(tail.last_chunk, 3);
+        assert_eq!(tail.stream_end, stream_len(3 * c + 5));
+        assert!(chunk_span(10, 10, 20).is_err());
+        assert!(chunk_span(0, 0, 0).is_err());
+    }
+
+    #[test]
+    fn chunks_round_trip_and_reject_wrong_position() {
+        let key = StreamKey::derive(&[1; 16], &[2; 16], b"payload");
+        let data: Vec<u8> = (0..(3 * CHUNK_SIZE + 100)).map(|i| i as u8).collect();
+        let mut ct = Vec::new();
+        seal_chunks(&key, 0, true, &data, &mut ct);
+        assert_eq!(ct.len() as u64, stream_len(data.len() as u64));
+        let mut pt = Vec::new();
+        open_chunks(&key, 0, true, &ct, &mut pt).unwrap();
+        assert_eq!(pt, data);
+        // Same bytes, but claimed to be non-final: the last-chunk flag catches it.
+        let mut pt = vec![5];
+        assert!(open_chunks(&key, 0, false, &ct[..ENCRYPTED_CHUNK_SIZE * 3], &mut pt).is_ok());
+        assert!(open_chunks(&key, 0, true, &ct[..ENCRYPTED_CHUNK_SIZE * 3], &mut pt).is_err());
+        assert!(open_chunks(&key, 1, false, &ct[..ENCRYPTED_CHUNK_SIZE], &mut pt).is_err());
+    }
+}

@@ -1,0 +1,577 @@
+//! The `r2seal` binary as a user meets it: exit codes, one-line errors, files left
+//! behind (or not), interop with Debian's `age`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use tempfile::TempDir;
+
+fn r2seal(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("r2seal").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("R2SEAL_KEYRING")
+        .env_remove("R2SEAL_PASSPHRASE");
+    cmd
+}
+
+/// A temp dir with an identity `key.txt`; returns (dir, recipient).
+fn setup() -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    let out = r2seal(dir.path())
+        .args(["keygen", "-o", "key.txt"])
+        .assert()
+        .success();
+    let recipient = String::from_utf8(out.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (dir, recipient)
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn one_line_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    assert_eq!(
+        text.trim_end().lines().count(),
+        1,
+        "error should be one line: {text:?}"
+    );
+    assert!(text.starts_with("r2seal: "), "{text:?}");
+    text
+}
+
+fn seal_file(dir: &Path, recipient: &str, plain: &[u8], name: Option<&str>) -> PathBuf {
+    fs::write(dir.join("plain.bin"), plain).unwrap();
+    let mut cmd = r2seal(dir);
+    cmd.args(["seal", "-r", recipient, "-o", "sealed.age", "plain.bin"]);
+    if let Some(n) = name {
+        cmd.args(["--name", n]);
+    }
+    cmd.assert().success();
+    dir.join("sealed.age")
+}
+
+#[test]
+fn seal_and_open_round_trip_through_files_and_pipes() {
+    let (dir, recipient) = setup();
+    let plain = data(200_000);
+    seal_file(dir.path(), &recipient, &plain, None);
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "-o", "out.bin", "sealed.age"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), plain);
+    // stdin → stdout both ways.
+    let sealed = r2seal(dir.path())
+        .args(["seal", "-r", &recipient])
+        .write_stdin(plain.clone())
+        .assert()
+        .success();
+    let sealed = sealed.get_output().stdout.clone();
+    let opened = r2seal(dir.path())
+        .args(["open", "-i", "key.txt"])
+        .write_stdin(sealed)
+        .assert()
+        .success();
+    assert_eq!(opened.get_output().stdout, plain);
+}
+
+#[test]
+fn empty_input_round_trips() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"", None);
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "sealed.age"])
+        .assert()
+        .success()
+        .stdout("");
+}
+
+#[test]
+fn ranges_match_http_semantics() {
+    let (dir, recipient) = setup();
+    let plain = data(300_000);
+    seal_file(dir.path(), &recipient, &plain, Some("k"));
+    let cases: [(&str, &[u8]); 4] = [
+        ("0-0", &plain[0..1]),
+        ("65530-65545", &plain[65530..65546]),
+        ("299990-", &plain[299990..]),
+        ("-7", &plain[300_000 - 7..]),
+    ];
+    for (range, want) in cases {
+        // From a file (random access) and from stdin (streamed) alike.
+        let out = r2seal(dir.path())
+            .args([
+                "open",
+                "-i",
+                "key.txt",
+                "--name",
+                "k",
+                "--range",
+                range,
+                "sealed.age",
+            ])
+            .assert()
+            .success();
+        assert_eq!(out.get_output().stdout, want, "file range {range}");
+        if !range.starts_with('-') {
+            let sealed = fs::read(dir.path().join("sealed.age")).unwrap();
+            let out = r2seal(dir.path())
+                .args(["open", "-i", "key.txt", "--name", "k", "--range", range])
+                .write_stdin(sealed)
+                .assert()
+                .success();
+            assert_eq!(out.get_output().stdout, want, "stdin range {range}");
+        }
+    }
+    let out = r2seal(dir.path())
+        .args([
+            "open",
+            "-i",
+            "key.txt",
+            "--name",
+            "k",
+            "--range",
+            "300000-",
+            "sealed.age",
+        ])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("not satisfiable"));
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "--range", "9-3", "sealed.age"])
+        .assert()
+        .failure();
+}
+
+#[test]
+fn wrong_identity_is_a_clear_error_and_leaves_no_file() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"secret", None);
+    r2seal(dir.path())
+        .args(["keygen", "-o", "other.txt"])
+        .assert()
+        .success();
+    let out = r2seal(dir.path())
+        .args(["open", "-i", "other.txt", "-o", "out.bin", "sealed.age"])
+        .assert()
+        .failure()
+        .code(1);
+    assert!(one_line_error(&out.get_output().stderr).contains("no identity matches"));
+    assert_no_output_left(dir.path());
+}
+
+/// `open -o` must never leave a partial or unauthenticated plaintext file.
+fn assert_no_output_left(dir: &Path) {
+    assert!(!dir.join("out.bin").exists(), "output file left behind");
+    for entry in fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains("partial"),
+            "temporary file left behind: {name}"
+        );
+    }
+}
+
+#[test]
+fn tampered_and_truncated_inputs_fail_without_output() {
+    let (dir, recipient) = setup();
+    let plain = data(3 * 65536 + 10);
+    let sealed_path = seal_file(dir.path(), &recipient, &plain, None);
+    let sealed = fs::read(&sealed_path).unwrap();
+    let header_len = sealed.windows(4).position(|w| w == b"\n---").unwrap() + 48;
+    let mut flipped = sealed.clone();
+    flipped[header_len + 16 + 100_000] ^= 1; // inside chunk 1
+    let truncated = sealed[..header_len + 16 + 2 * 65552].to_vec(); // at a chunk boundary
+    let mut header_tampered = sealed.clone();
+    header_tampered[30] ^= 1; // inside the X25519 stanza
+    for (what, bytes) in [
+        ("flipped", flipped),
+        ("truncated", truncated),
+        ("header", header_tampered),
+    ] {
+        fs::write(dir.path().join("bad.age"), &bytes).unwrap();
+        let out = r2seal(dir.path())
+            .args(["open", "-i", "key.txt", "-o", "out.bin", "bad.age"])
+            .assert()
+            .failure();
+        let err = one_line_error(&out.get_output().stderr);
+        assert!(
+            err.contains("authentication failed")
+                || err.contains("no identity matches")
+                || err.contains("malformed"),
+            "{what}: {err}"
+        );
+        assert_no_output_left(dir.path());
+    }
+}
+
+#[test]
+fn an_existing_output_survives_a_failed_open() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"new", None);
+    let mut sealed = fs::read(dir.path().join("sealed.age")).unwrap();
+    let n = sealed.len();
+    sealed[n - 1] ^= 1;
+    fs::write(dir.path().join("bad.age"), sealed).unwrap();
+    fs::write(dir.path().join("out.bin"), b"precious").unwrap();
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "-o", "out.bin", "bad.age"])
+        .assert()
+        .failure();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), b"precious");
+}
+
+#[test]
+fn name_binding_from_the_cli() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"x", Some("sessions/a.jsonl"));
+    r2seal(dir.path())
+        .args([
+            "open",
+            "-i",
+            "key.txt",
+            "--name",
+            "sessions/a.jsonl",
+            "sealed.age",
+        ])
+        .assert()
+        .success()
+        .stdout("x");
+    let out = r2seal(dir.path())
+        .args([
+            "open",
+            "-i",
+            "key.txt",
+            "--name",
+            "sessions/b.jsonl",
+            "sealed.age",
+        ])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("not bound to this name"));
+    let out = r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "sealed.age"])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("give the name"));
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors() {
+    let (dir, _) = setup();
+    fs::write(dir.path().join("plain.txt"), b"just some text\n").unwrap();
+    fs::write(
+        dir.path().join("v2.age"),
+        b"age-encryption.org/v2\n-> X25519 a\nAAAA\n--- AAAA\n",
+    )
+    .unwrap();
+    fs::write(dir.path().join("badkey.txt"), b"AGE-SECRET-KEY-1NOPE\n").unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["open", "-i", "key.txt", "plain.txt"], "not sealed"),
+        (
+            &["open", "-i", "key.txt", "v2.age"],
+            "unsupported format version",
+        ),
+        (&["open", "-i", "badkey.txt", "v2.age"], "line 1"),
+        (&["open", "-i", "missing.txt", "v2.age"], "missing.txt"),
+        (
+            &["seal", "-r", "age1notarecipient", "plain.txt"],
+            "recipient",
+        ),
+        (&["seal", "plain.txt"], "no recipients"),
+    ];
+    for (args, want) in cases {
+        let out = r2seal(dir.path()).args(args).assert().failure().code(1);
+        let err = one_line_error(&out.get_output().stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Usage errors come from clap with exit code 2.
+    r2seal(dir.path())
+        .args(["open", "--range"])
+        .assert()
+        .failure()
+        .code(2);
+}
+
+#[test]
+fn broken_pipe_exits_zero() {
+    let (dir, recipient) = setup();
+    let plain = data(8 << 20);
+    seal_file(dir.path(), &recipient, &plain, None);
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    let mut child = StdCommand::new(bin)
+        .current_dir(dir.path())
+        .args(["open", "-i", "key.txt", "sealed.age"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout); // like `| head -c 10`
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn passphrase_protected_identity() {
+    let dir = TempDir::new().unwrap();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "correct horse battery staple")
+        .args(["keygen", "--passphrase", "-o", "key.age"])
+        .assert()
+        .success();
+    let recipient = String::from_utf8(out.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let raw = fs::read(dir.path().join("key.age")).unwrap();
+    assert!(raw.starts_with(b"age-encryption.org/v1\n-> r2seal-argon2id "));
+    assert!(!String::from_utf8_lossy(&raw).contains("AGE-SECRET-KEY"));
+    seal_file(dir.path(), &recipient, b"hello", None);
+    r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "correct horse battery staple")
+        .args(["open", "-i", "key.age", "sealed.age"])
+        .assert()
+        .success()
+        .stdout("hello");
+    let out = r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "wrong")
+        .args(["open", "-i", "key.age", "sealed.age"])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("wrong passphrase"));
+    // No terminal and no variable: a clear error, not a hang.
+    let out = r2seal(dir.path())
+        .args(["open", "-i", "key.age", "sealed.age"])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("R2SEAL_PASSPHRASE"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(dir.path().join("key.age"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn keyring_policies_drive_sealing() {
+    let dir = TempDir::new().unwrap();
+    let ring = |cmd: &mut Command| {
+        cmd.env("R2SEAL_KEYRING", dir.path().join("ring.toml"));
+    };
+    let run = |args: &[&str]| {
+        let mut cmd = r2seal(dir.path());
+        ring(&mut cmd);
+        cmd.args(args).assert()
+    };
+    run(&["key", "add", "main", "--sym"])
+        .success()
+        .stdout(predicate::str::contains("added sym key \"main\""));
+    r2seal(dir.path())
+        .args(["keygen", "-o", "offline.txt"])
+        .assert()
+        .success();
+    let offline = r2seal(dir.path())
+        .args(["recipient", "-i", "offline.txt"])
+        .assert()
+        .success();
+    let offline = String::from_utf8(offline.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    run(&[
+        "key",
+        "add",
+        "recovery",
+        "--recipient",
+        &offline,
+        "--recovery",
+    ])
+    .success();
+    run(&["key", "policy", "archive/", "recovery"]).success();
+    run(&["key", "default", "main", "recovery"]).success();
+    fs::write(dir.path().join("p.txt"), b"payload").unwrap();
+    // Under archive/ only the offline key can open: the keyring itself cannot.
+    run(&["seal", "--name", "archive/x", "-o", "a.age", "p.txt"]).success();
+    run(&["open", "--name", "archive/x", "a.age"]).failure();
+    r2seal(dir.path())
+        .args(["open", "-i", "offline.txt", "--name", "archive/x", "a.age"])
+        .assert()
+        .success()
+        .stdout("payload");
+    // Elsewhere the defaults apply: the keyring opens it.
+    run(&["seal", "--name", "sessions/x", "-o", "s.age", "p.txt"]).success();
+    run(&["open", "--name", "sessions/x", "s.age"])
+        .success()
+        .stdout("payload");
+    // A retired key opens but no longer seals.
+    run(&["key", "retire", "main"]).success();
+    run(&["open", "--name", "sessions/x", "s.age"]).success();
+    run(&["seal", "--name", "sessions/y", "p.txt"]).failure();
+    // Revoked keys do not open for ordinary reads.
+    run(&["key", "revoke", "main"]).success();
+    run(&["open", "--name", "sessions/x", "s.age"]).failure();
+    let list = run(&["key", "list", "--json"]).success();
+    let v: serde_json::Value = serde_json::from_slice(&list.get_output().stdout).unwrap();
+    assert_eq!(v["keys"][0]["status"], "revoked");
+    assert_eq!(v["policies"][0]["prefix"], "archive/");
+}
+
+#[test]
+fn export_secret_prints_one_line_for_wrangler() {
+    let dir = TempDir::new().unwrap();
+    let ring = dir.path().join("ring.toml");
+    r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["key", "add", "w", "--sym"])
+        .assert()
+        .success();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["key", "export-secret", "w"])
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.starts_with("R2SEAL-SYM-KEY-1") && text.ends_with('\n') && text.lines().count() == 1
+    );
+    // The exported key works as an identity file by itself.
+    fs::write(dir.path().join("w.key"), &text).unwrap();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    r2seal(dir.path())
+        .args(["seal", "-i", "w.key", "-o", "p.age", "p.txt"])
+        .assert()
+        .success();
+    r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["open", "p.age"])
+        .assert()
+        .success()
+        .stdout("abc");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&ring).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn corrupt_keyring_is_a_clear_error() {
+    let dir = TempDir::new().unwrap();
+    fs::write(
+        dir.path().join("ring.toml"),
+        b"version = 1\n[[key]\nname = \"x\"\n",
+    )
+    .unwrap();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_KEYRING", dir.path().join("ring.toml"))
+        .args(["key", "list"])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("not valid TOML"));
+}
+
+#[test]
+fn inspect_shows_the_header_without_keys() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, &data(70_000), Some("n"));
+    let out = r2seal(dir.path())
+        .args(["inspect", "--json", "sealed.age"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["plaintext_bytes"], 70_000);
+    assert_eq!(v["name_bound"], true);
+    assert_eq!(v["stanzas"][0]["type"], "X25519");
+    assert_eq!(v["fits_r2_metadata"], true);
+}
+
+#[test]
+fn keygen_never_overwrites() {
+    let (dir, _) = setup();
+    let before = fs::read(dir.path().join("key.txt")).unwrap();
+    let out = r2seal(dir.path())
+        .args(["keygen", "-o", "key.txt"])
+        .assert()
+        .failure();
+    assert!(one_line_error(&out.get_output().stderr).contains("already exists"));
+    assert_eq!(fs::read(dir.path().join("key.txt")).unwrap(), before);
+}
+
+#[test]
+fn completions_and_help_work() {
+    let dir = TempDir::new().unwrap();
+    r2seal(dir.path())
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("r2seal"));
+    r2seal(dir.path())
+        .args(["open", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--range"));
+}
+
+/// Debian's `age` opens what r2seal seals, and r2seal opens what age seals.
+#[test]
+fn interoperates_with_age_both_ways() {
+    if which("age").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "age must be installed in CI"
+        );
+        eprintln!("SKIPPED: `age` is not installed (apt-get install age)");
+        return;
+    }
+    let (dir, recipient) = setup();
+    let plain = data(150_000);
+    seal_file(dir.path(), &recipient, &plain, Some("bound/name"));
+    let out = StdCommand::new("age")
+        .current_dir(dir.path())
+        .args(["-d", "-i", "key.txt", "sealed.age"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, plain);
+    let mut child = StdCommand::new("age")
+        .current_dir(dir.path())
+        .args(["-r", &recipient, "-o", "by-age.age"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&plain).unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "by-age.age"])
+        .assert()
+        .success();
+    assert_eq!(out.get_output().stdout, plain);
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
