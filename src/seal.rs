@@ -39,15 +39,23 @@ impl std::fmt::Debug for PayloadSealer {
 }
 
 impl PayloadSealer {
+    /// # Panics
+    /// If `envelope` is not fresh (it came from `open` or `rewrap`): sealing a second
+    /// payload under one file key is a programming error, like nonce reuse.
     pub fn new(envelope: &Envelope) -> Self {
+        assert!(
+            envelope.is_fresh(),
+            "a file key may seal only one payload: use Envelope::seal"
+        );
         let mut nonce = [0u8; PAYLOAD_NONCE_SIZE];
         crate::random::fill(&mut nonce);
-        Self::with_nonce(envelope, nonce)
+        Self::with_nonce_for_vectors(envelope, nonce)
     }
 
     /// A sealer with a caller-chosen nonce: for known-answer vectors only. Reusing a
     /// nonce with the same file key reuses the payload key.
-    pub fn with_nonce(envelope: &Envelope, nonce: [u8; PAYLOAD_NONCE_SIZE]) -> Self {
+    #[doc(hidden)]
+    pub fn with_nonce_for_vectors(envelope: &Envelope, nonce: [u8; PAYLOAD_NONCE_SIZE]) -> Self {
         PayloadSealer {
             key: envelope.payload_key(&nonce),
             nonce,

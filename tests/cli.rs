@@ -575,3 +575,70 @@ fn which(bin: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(bin))
         .find(|p| p.is_file())
 }
+
+/// Regression: `-o /dev/null` once renamed a temporary file over the device node.
+#[test]
+fn output_to_a_device_writes_through_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"abc", None);
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "-o", "/dev/null", "sealed.age"])
+        .assert()
+        .success();
+    r2seal(dir.path())
+        .args(["seal", "-r", &recipient, "-o", "/dev/null", "plain.bin"])
+        .assert()
+        .success();
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "/dev/null was replaced"
+    );
+}
+
+#[test]
+fn output_through_a_symlink_replaces_the_target_not_the_link() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"fresh", None);
+    fs::write(dir.path().join("real.txt"), b"old").unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.path().join("link.txt")).unwrap();
+    r2seal(dir.path())
+        .args(["open", "-i", "key.txt", "-o", "link.txt", "sealed.age"])
+        .assert()
+        .success();
+    assert!(fs::symlink_metadata(dir.path().join("link.txt"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(dir.path().join("real.txt")).unwrap(), b"fresh");
+}
+
+/// Regression: a keyring in the environment once widened an explicit `-i`.
+#[test]
+fn explicit_identity_is_not_widened_by_the_keyring() {
+    let dir = TempDir::new().unwrap();
+    let ring = dir.path().join("ring.toml");
+    r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["key", "add", "k", "--sym"])
+        .assert()
+        .success();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["seal", "-o", "p.age", "p.txt"])
+        .assert()
+        .success();
+    r2seal(dir.path())
+        .args(["keygen", "-o", "stranger.txt"])
+        .assert()
+        .success();
+    r2seal(dir.path())
+        .env("R2SEAL_KEYRING", &ring)
+        .args(["open", "-i", "stranger.txt", "p.age"])
+        .assert()
+        .failure();
+}

@@ -121,8 +121,13 @@ impl PartsLayout {
         h.finalize().into()
     }
 
+    /// S3's and R2's largest part: 5 GiB.
+    pub const MAX_PART_SIZE: u64 = 5 << 30;
+
     fn validate(&self) -> Result<(), Error> {
-        let ok = self.count >= 1
+        // Bounded sizes keep every offset below 2^63: no arithmetic here can overflow.
+        let ok = self.part_size <= Self::MAX_PART_SIZE
+            && self.count >= 1
             && self.count <= Self::MAX_PARTS
             && self.last_size <= self.part_size
             && (self.count == 1 || (self.part_size > 0 && self.last_size > 0))
@@ -207,6 +212,9 @@ pub struct Binding {
 /// An open (or freshly sealed) envelope: the file key and the header that wraps it.
 pub struct Envelope {
     file_key: FileKey,
+    /// True only for an envelope made by [`Envelope::seal`]: the one allowed to seal a
+    /// single-stream payload (age: a file key must never seal two files).
+    fresh: bool,
     header: Header,
     name_bound: bool,
     metadata: Option<SealedMetadata>,
@@ -228,11 +236,14 @@ impl Envelope {
     /// A fresh file key wrapped to `recipients`, with `binding`.
     pub fn seal(recipients: &[Recipient], binding: Binding) -> Result<Envelope, Error> {
         let file_key = FileKey::init_with_mut(|k| crate::random::fill(k));
-        Envelope::build(file_key, recipients, binding)
+        let mut envelope = Envelope::build(file_key, recipients, binding)?;
+        envelope.fresh = true;
+        Ok(envelope)
     }
 
     /// The same file key (so the same payload) under a new recipient set and binding:
-    /// rotation without re-encrypting, and `cp`/`mv` re-binding to a new name.
+    /// rotation without re-encrypting, and `cp`/`mv` re-binding to a new name. The
+    /// result re-heads the existing payload only; it cannot seal a new one.
     pub fn rewrap(&self, recipients: &[Recipient], binding: Binding) -> Result<Envelope, Error> {
         let copy = FileKey::init_with_mut(|k| k.copy_from_slice(self.file_key.expose_secret()));
         Envelope::build(copy, recipients, binding)
@@ -271,6 +282,7 @@ impl Envelope {
         let mac = header_mac(&file_key, &stanzas);
         Ok(Envelope {
             file_key,
+            fresh: false,
             header: Header { stanzas, mac },
             name_bound: binding.name.is_some(),
             metadata: binding.metadata,
@@ -315,6 +327,7 @@ impl Envelope {
         let parts = known.parts.map(PartsLayout::from_stanza).transpose()?;
         Ok(Envelope {
             file_key,
+            fresh: false,
             header: header.clone(),
             name_bound: known.name.is_some(),
             metadata,
@@ -324,6 +337,11 @@ impl Envelope {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Made by [`Envelope::seal`], so its file key has sealed nothing yet.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     pub fn into_header(self) -> Header {
@@ -609,6 +627,14 @@ mod tests {
         assert_eq!(l.plaintext_len(), 24);
         assert!(PartsLayout::new(&[10, 9, 4], &salts).is_err());
         assert!(PartsLayout::new(&[10, 10, 11], &salts).is_err());
+        // Sizes that would overflow u64 offsets are refused, not wrapped.
+        let huge = PartsLayout {
+            count: 10_000,
+            part_size: u64::MAX / 2,
+            last_size: 1,
+            salts_digest: [0; 32],
+        };
+        assert!(huge.validate().is_err());
         assert_eq!(PartsLayout::from_stanza(&l.to_stanza()).unwrap(), l);
         assert!(canonical_decimal("01").is_none() && canonical_decimal("0") == Some(0));
     }

@@ -25,6 +25,12 @@ const MAC_B64_LEN: usize = 43;
 /// keeps a hostile input from making us buffer without bound.
 pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 
+/// The user-metadata key that carries the header in the metadata form
+/// (`x-amz-meta-r2seal` over S3, `customMetadata.r2seal` in a Worker).
+pub const METADATA_KEY: &str = "r2seal";
+/// R2's limit on user metadata, keys and values together.
+pub const R2_METADATA_LIMIT: usize = 8192;
+
 /// Separator that stands for "\n" in the metadata form (HTTP header values cannot
 /// carry newlines). It never occurs in a canonical header r2seal accepts: base64 and
 /// the stanza arguments r2seal writes do not use it, and `encode_metadata` refuses
@@ -129,6 +135,9 @@ impl Header {
         let mut lines = LineReader { input, pos: 0 };
         let first = match lines.next_line()? {
             Some(line) => line,
+            // Plaintext (a JSON token, say) need not contain a newline: decide
+            // "not sealed" as soon as the bytes cannot start a version line.
+            None if !could_start_version_line(input) => return Err(Error::NotSealed),
             None => return incomplete(input),
         };
         check_version_line(first)?;
@@ -160,6 +169,9 @@ impl Header {
                     .map_err(|_| Error::Malformed("stanza body is not canonical base64"))?;
                 stanzas.push(Stanza { tag, args, body });
             } else if let Some(mac) = line.strip_prefix(MAC_PREFIX.as_bytes()) {
+                if lines.pos > MAX_HEADER_BYTES {
+                    return Err(Error::Malformed("header is larger than 256 KiB"));
+                }
                 let mac = decode_mac(mac)?;
                 if stanzas.is_empty() {
                     return Err(Error::Malformed("header has no recipient stanzas"));
@@ -199,6 +211,17 @@ impl Header {
         Ok(text.replace('\n', &sep.to_string()))
     }
 
+    /// The metadata form, refused with [`Error::HeaderTooLarge`] if the metadata entry
+    /// (`r2seal` key plus value) would exceed `limit` bytes: check before writing.
+    pub fn to_metadata_value_within(&self, limit: usize) -> Result<String, Error> {
+        let value = self.to_metadata_value()?;
+        let size = METADATA_KEY.len() + value.len();
+        if size > limit {
+            return Err(Error::HeaderTooLarge { size, limit });
+        }
+        Ok(value)
+    }
+
     /// Parses the metadata form (see [`Header::to_metadata_value`]).
     pub fn from_metadata_value(value: &str) -> Result<Header, Error> {
         if value.contains('\n') {
@@ -216,6 +239,14 @@ fn incomplete(input: &[u8]) -> Result<Option<(Header, usize)>, Error> {
     } else {
         Ok(None)
     }
+}
+
+fn could_start_version_line(input: &[u8]) -> bool {
+    let n = input.len().min(VERSION_PREFIX.len());
+    input[..n] == VERSION_PREFIX.as_bytes()[..n]
+        || ARMOR_BEGIN
+            .as_bytes()
+            .starts_with(&input[..input.len().min(ARMOR_BEGIN.len())])
 }
 
 /// Distinguishes "not age at all", "age but a version we do not know" and "armored".
@@ -324,6 +355,38 @@ mod tests {
         assert!(!value.contains('\n'));
         assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)));
         assert_eq!(Header::from_metadata_value(&value).unwrap(), header);
+    }
+
+    #[test]
+    fn metadata_budget_is_enforced() {
+        let header = sample();
+        let value = header.to_metadata_value().unwrap();
+        let exact = METADATA_KEY.len() + value.len();
+        assert!(header.to_metadata_value_within(exact).is_ok());
+        assert_eq!(
+            header.to_metadata_value_within(exact - 1),
+            Err(Error::HeaderTooLarge {
+                size: exact,
+                limit: exact - 1
+            })
+        );
+    }
+
+    #[test]
+    fn plaintext_without_newlines_is_not_sealed() {
+        assert_eq!(
+            Header::parse_prefix(b"{\"token\":\"abc\"}"),
+            Err(Error::NotSealed)
+        );
+        assert_eq!(Header::parse_prefix(b"age-encryp"), Ok(None));
+        assert_eq!(Header::parse_prefix(b""), Ok(None));
+    }
+
+    #[test]
+    fn oversized_complete_headers_are_refused() {
+        let mut h = sample();
+        h.stanzas[1].body = vec![0; 300 * 1024];
+        assert!(Header::parse_prefix(&h.to_file_bytes()).is_err());
     }
 
     #[test]

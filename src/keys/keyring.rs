@@ -208,6 +208,12 @@ impl Keyring {
                     if !matches!(id, Identity::X25519(_)) {
                         return Err(bad("kind x25519 needs an AGE-SECRET-KEY-1… secret"));
                     }
+                    if k.recipient
+                        .as_deref()
+                        .is_some_and(|r| r != id.to_recipient().describe())
+                    {
+                        return Err(bad("recipient does not match the secret"));
+                    }
                     KeyMaterial::X25519(id)
                 }
                 ("recipient", None, Some(r)) => KeyMaterial::RecipientOnly(

@@ -63,6 +63,11 @@ impl FromStr for KeyId {
     }
 }
 
+/// Case-insensitive prefix test that copies nothing: `s` may be a secret.
+fn has_prefix_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
 /// Someone an object can be sealed to.
 #[derive(Clone)]
 pub enum Recipient {
@@ -76,16 +81,16 @@ impl Recipient {
     /// Parses an `age1…` recipient (or, for completeness, a symmetric key string).
     pub fn parse(s: &str) -> Result<Recipient, Error> {
         let s = s.trim();
-        if s.starts_with("age1") {
+        if s.starts_with("age1pq1") || s.starts_with("age1tag") {
+            Err(Error::InvalidKey(
+                "post-quantum and tagged age recipients are not supported yet (see SECURITY.md §7)",
+            ))
+        } else if s.starts_with("age1") {
             age::x25519::Recipient::from_str(s)
                 .map(Recipient::X25519)
                 .map_err(|_| Error::InvalidKey("not a valid age X25519 recipient"))
-        } else if s.to_ascii_uppercase().starts_with(sym::SYM_KEY_PREFIX) {
+        } else if has_prefix_ignore_case(s, sym::SYM_KEY_PREFIX) {
             SymKey::parse(s).map(Recipient::Sym)
-        } else if s.starts_with("age1pq1") || s.starts_with("age1tag") {
-            Err(Error::InvalidKey(
-                "post-quantum and tagged age recipients are not supported yet (see SECURITY.md)",
-            ))
         } else {
             Err(Error::InvalidKey("expected an age recipient (age1…)"))
         }
@@ -147,8 +152,12 @@ impl Identity {
             age::x25519::Identity::from_str(s)
                 .map(Identity::X25519)
                 .map_err(|_| Error::InvalidKey("not a valid age identity"))
-        } else if s.to_ascii_uppercase().starts_with(sym::SYM_KEY_PREFIX) {
+        } else if has_prefix_ignore_case(s, sym::SYM_KEY_PREFIX) {
             SymKey::parse(s).map(Identity::Sym)
+        } else if s.starts_with("AGE-SECRET-KEY-PQ-") {
+            Err(Error::InvalidKey(
+                "post-quantum age identities are not supported yet (see SECURITY.md §7)",
+            ))
         } else if s.starts_with("AGE-PLUGIN-") {
             Err(Error::InvalidKey("age plugin identities are not supported"))
         } else {
@@ -219,6 +228,18 @@ mod tests {
             assert!(!debug.contains(&secret[20..40]), "{debug}");
             assert!(debug.contains("redacted"));
         }
+    }
+
+    #[test]
+    fn unsupported_recipient_kinds_say_so() {
+        for s in ["age1pq1qqqq", "age1tag1qqqq", "age1tagpq1qqqq"] {
+            let err = Recipient::parse(s).unwrap_err().to_string();
+            assert!(err.contains("post-quantum"), "{s}: {err}");
+        }
+        let err = Identity::parse("AGE-SECRET-KEY-PQ-1QQQQ")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("post-quantum"), "{err}");
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub fn unprotect(
     let [stanza] = &header.stanzas[..] else {
         return Err(Error::Malformed("a passphrase stanza must be alone"));
     };
+    if stanza.tag != STANZA_TAG {
+        return Err(Error::Malformed("not an r2seal passphrase-protected file"));
+    }
     let (salt, params) = parse_stanza(stanza)?;
     params.check(cap)?;
     let wrap_key = params.wrap_key(passphrase, &salt)?;

@@ -49,7 +49,12 @@ impl SymKey {
     /// Parses `R2SEAL-SYM-KEY-1…` (Bech32, either case, as age accepts its keys).
     pub fn parse(s: &str) -> Result<SymKey, Error> {
         let invalid = || Error::InvalidKey("not a valid R2SEAL-SYM-KEY-1… key");
-        let lower = Zeroizing::new(s.trim().to_ascii_lowercase());
+        let s = s.trim();
+        // Bech32 forbids mixed case; either all-upper (as written) or all-lower.
+        if s.bytes().any(|b| b.is_ascii_lowercase()) && s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid());
+        }
+        let lower = Zeroizing::new(s.to_ascii_lowercase());
         bech32_decode(
             &lower,
             |_| invalid(),
@@ -155,6 +160,9 @@ mod tests {
         broken.pop();
         broken.push('q');
         assert!(SymKey::parse(&broken).is_err());
+        let mut mixed = text.to_string();
+        mixed.replace_range(20..21, &mixed[20..21].to_lowercase());
+        assert!(SymKey::parse(&mixed).is_err());
     }
 
     #[test]

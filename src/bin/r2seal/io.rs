@@ -50,11 +50,14 @@ pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Output that is either stdout (streamed) or a file that appears only on commit:
-/// written to a 0600 temporary file beside the target and renamed into place.
-/// Dropped without `commit`, the temporary file is removed and the target untouched.
+/// Where output goes. A regular file (new or existing) appears only on commit: it is
+/// written to a 0600 temporary file beside the target and renamed into place, and
+/// dropped without `commit` the temporary file is removed and the target untouched.
+/// Anything else that exists (a device such as /dev/null, a FIFO) is written in
+/// place, like stdout: renaming over it would replace the device itself.
 pub enum Output {
     Stdout(io::StdoutLock<'static>),
+    Special(File),
     File {
         tmp: tempfile::NamedTempFile,
         dest: PathBuf,
@@ -63,30 +66,40 @@ pub enum Output {
 
 impl Output {
     pub fn new(path: Option<&Path>) -> Result<Output> {
-        match path {
-            None => Ok(Output::Stdout(io::stdout().lock())),
-            Some(p) if p.as_os_str() == "-" => Ok(Output::Stdout(io::stdout().lock())),
-            Some(p) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                let tmp = tempfile::Builder::new()
-                    .prefix(".r2seal-")
-                    .suffix(".partial")
-                    .tempfile_in(dir)
-                    .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-                Ok(Output::File {
-                    tmp,
-                    dest: p.to_owned(),
-                })
+        let path = match path {
+            None => return Ok(Output::Stdout(io::stdout().lock())),
+            Some(p) if p.as_os_str() == "-" => return Ok(Output::Stdout(io::stdout().lock())),
+            Some(p) => p,
+        };
+        // Follow a symlink to its target so the rename replaces the file, not the link.
+        let dest = match fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                return Ok(Output::Special(f));
             }
-        }
+            Ok(_) => fs::canonicalize(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?,
+            Err(_) => path.to_owned(),
+        };
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".r2seal-")
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        Ok(Output::File { tmp, dest })
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(s) => s.write_all(bytes),
+            Output::Special(f) => f.write_all(bytes),
             Output::File { tmp, .. } => tmp.write_all(bytes),
         }
     }
@@ -95,6 +108,7 @@ impl Output {
     pub fn commit(self) -> Result<()> {
         match self {
             Output::Stdout(mut s) => s.flush().map_err(anyhow::Error::from),
+            Output::Special(mut f) => f.flush().map_err(anyhow::Error::from),
             Output::File { tmp, dest } => {
                 tmp.as_file().sync_all().context("cannot sync output")?;
                 tmp.persist(&dest)

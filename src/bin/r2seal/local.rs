@@ -45,13 +45,18 @@ pub fn resolve_recipients(args: &RecipientArgs, name: Option<&str>) -> Result<Ve
     Ok(plan.recipients)
 }
 
+/// Identities from `-i`, or else from the keyring (explicit files win, as for
+/// recipients: a keyring in the environment never widens what `-i` asked for).
 pub fn resolve_identities(args: &IdentityArgs) -> Result<Vec<Identity>> {
-    let mut identities = cio::load_identity_files(&args.identities)?;
-    if let Some(path) = &args.keyring.keyring {
-        identities.extend(cio::LoadedKeyring::load(path)?.ring.identities());
+    if !args.identities.is_empty() {
+        return cio::load_identity_files(&args.identities);
     }
-    if identities.is_empty() {
+    let Some(path) = &args.keyring.keyring else {
         bail!("no identities: pass -i FILE, or a keyring with --keyring / R2SEAL_KEYRING");
+    };
+    let identities = cio::LoadedKeyring::load(path)?.ring.identities();
+    if identities.is_empty() {
+        bail!("the keyring holds no key that can open objects (only public recipients, or revoked keys)");
     }
     Ok(identities)
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The main job on a local default, no R2 account needed: seal an agent's state
+# directory (session transcript, bot credentials, config, pairing code) into a
+# local "bucket" directory, prove the bucket holds only ciphertext, read it back,
+# and show what tampering and a wrong key look like.
+#
+#   bash examples/demo.sh            # builds r2seal (release) if needed
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "demo: needs Rust's cargo (https://rustup.rs)" >&2; exit 1; }
+cargo build --release --quiet --bin r2seal
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+r2seal="$target_dir/release/r2seal"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+if [ -t 1 ]; then say() { printf '\n\033[1m%s\033[0m\n' "$*"; }; else say() { printf '\n== %s\n' "$*"; }; fi
+
+say "1. An agent's state, in plaintext"
+mkdir -p state/sessions state/credentials state/devices
+printf '{"role":"user","content":"book a table for two"}\n{"role":"assistant","content":"done: 19:30"}\n' > state/sessions/2026-11-25.jsonl
+printf '{"telegram_bot_token":"7312:AAH-demo-token","oauth_refresh":"1//demo-refresh"}\n' > state/credentials/bots.json
+printf 'gateway_token = "gw_live_demo"\n' > state/config.toml
+printf '482-915\n' > state/devices/pairing-code.txt
+find state -type f | sort
+
+say "2. Keys: a symmetric key for the agent, an offline recovery key"
+export R2SEAL_KEYRING="$work/keyring.toml"
+"$r2seal" key add agent --sym
+"$r2seal" keygen -o recovery.txt > recovery.pub
+"$r2seal" key add recovery --recipient "$(cat recovery.pub)" --recovery
+"$r2seal" key default agent recovery
+"$r2seal" key policy archive/ recovery     # the agent can write archive/, never read it
+"$r2seal" key list
+
+say "3. Seal every object under its own name (the name is bound into the envelope)"
+mkdir -p bucket
+(cd state && find . -type f | sed 's|^\./||') | while read -r key; do
+  mkdir -p "bucket/$(dirname "$key")"
+  "$r2seal" seal --name "$key" -o "bucket/$key" "state/$key"
+  echo "sealed $key"
+done
+
+say "4. The bucket holds only ciphertext"
+if grep -rIl -e 'demo-token' -e 'book a table' -e '482-915' -e 'gw_live' bucket; then
+  echo "demo: plaintext found in the bucket" >&2; exit 1
+fi
+echo "no plaintext found in bucket/ (grep for tokens, transcript and pairing code came back empty)"
+"$r2seal" inspect bucket/credentials/bots.json
+
+say "5. Read everything back and compare"
+(cd state && find . -type f | sed 's|^\./||') | while read -r key; do
+  "$r2seal" open --name "$key" "bucket/$key" | cmp - "state/$key"
+done
+echo "all objects open to their original bytes"
+"$r2seal" open --name sessions/2026-11-25.jsonl --range 0-44 bucket/sessions/2026-11-25.jsonl; echo
+
+say "6. What goes wrong, goes wrong loudly"
+cp bucket/config.toml bucket/devices/pairing-code.txt        # an object moved under another name
+"$r2seal" open --name devices/pairing-code.txt bucket/devices/pairing-code.txt || true
+printf 'X' | dd of=bucket/config.toml bs=1 seek=300 conv=notrunc status=none   # a flipped byte
+"$r2seal" open --name config.toml -o restored.toml bucket/config.toml || true
+[ ! -e restored.toml ] && echo "(no partial plaintext file was left behind)"
+"$r2seal" keygen -o stranger.txt >/dev/null
+"$r2seal" open -i stranger.txt --name sessions/2026-11-25.jsonl bucket/sessions/2026-11-25.jsonl || true
+
+say "7. Sealed files are age v1 files: the offline recovery key opens them with plain age"
+if command -v age >/dev/null; then
+  age -d -i recovery.txt bucket/sessions/2026-11-25.jsonl
+else
+  echo "(install age to see this: apt-get install age)"
+fi

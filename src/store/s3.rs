@@ -1,0 +1,1056 @@
+//! `s3://bucket/prefix` and `r2://bucket/prefix`: the aws-sdk-s3 backend.
+//!
+//! Set up for R2 first, and correct for other S3-compatible stores:
+//! - endpoint: an explicit [`S3Options::endpoint`], else `AWS_ENDPOINT_URL_S3`, else
+//!   `AWS_ENDPOINT_URL`, else `https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com`; `r2://`
+//!   requires one of them, `s3://` without one talks to AWS.
+//! - region: explicit, else `auto` for R2, else the standard AWS chain (`AWS_REGION`,
+//!   profile), else `auto`.
+//! - credentials: explicit, else the standard AWS chain (`AWS_ACCESS_KEY_ID` /
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE` and the shared config files, ...).
+//! - addressing: path-style for any endpoint that is not R2's (MinIO, Garage, moto and
+//!   friends rarely have wildcard DNS), overridable with `R2SEAL_PATH_STYLE=1|0`.
+//! - checksums: request calculation and response validation only "when required". Since
+//!   aws-sdk-s3 1.69 the default adds CRC32 trailers (aws-chunked bodies) that R2 and
+//!   several S3-compatible servers reject or mis-store.
+//! - bodies: always `Bytes` with a known Content-Length.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::{
+    check_headers, check_key, check_max_keys, check_part_number, check_parts, check_put_options,
+    ByteRange, ContentRange, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage,
+    MultipartUpload, ObjectInfo, ObjectMeta, Op, PutOptions, PutResult, Store, StoreError,
+    UploadedPart,
+};
+
+type Res<T> = Result<T, StoreError>;
+
+/// Static credentials. `Debug` never shows the secret or the session token.
+#[derive(Clone)]
+pub struct S3Credentials {
+    access_key_id: String,
+    secret_access_key: Zeroizing<String>,
+    session_token: Option<Zeroizing<String>>,
+}
+
+impl S3Credentials {
+    pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        S3Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: Zeroizing::new(secret_access_key.into()),
+            session_token: None,
+        }
+    }
+
+    /// Add a session token (temporary credentials).
+    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(Zeroizing::new(token.into()));
+        self
+    }
+
+    pub fn access_key_id(&self) -> &str {
+        &self.access_key_id
+    }
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key id is an identifier, not a secret, but only a hint of it is needed.
+        let hint: String = self.access_key_id.chars().take(4).collect();
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &format_args!("{hint}..."))
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// How to reach the bucket; every field left `None` comes from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:3900` or `https://<id>.r2.cloudflarestorage.com`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Force path-style (`true`) or virtual-hosted (`false`) addressing.
+    pub path_style: Option<bool>,
+    pub credentials: Option<S3Credentials>,
+    /// Named profile of the shared AWS config files.
+    pub profile: Option<String>,
+}
+
+/// A bucket, or a prefix inside one, over the S3 API.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or ends with `/`; prepended to every key.
+    prefix: String,
+    url: String,
+    endpoint: Option<String>,
+    region: String,
+    path_style: bool,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hand-written: the SDK client's Debug is large and holds the credentials provider.
+        f.debug_struct("S3Store")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+const R2_HOST_SUFFIX: &str = ".r2.cloudflarestorage.com";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn is_r2_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host.ends_with(R2_HOST_SUFFIX)
+}
+
+impl S3Store {
+    /// Parse `s3://bucket[/prefix]` or `r2://bucket[/prefix]` and connect (no request is
+    /// sent until the first operation).
+    pub async fn from_url(url: &str, opts: S3Options) -> Res<S3Store> {
+        let bad =
+            |m: &str| StoreError::new(Op::Open, url, ErrorKind::InvalidRequest).with_detail(m);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected s3:// or r2://"))?;
+        if scheme != "s3" && scheme != "r2" {
+            return Err(bad("expected s3:// or r2://"));
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut opts = opts;
+        if scheme == "r2" && opts.endpoint.is_none() && Self::env_endpoint().is_none() {
+            let account = env("R2_ACCOUNT_ID").ok_or_else(|| {
+                bad("r2:// needs R2_ACCOUNT_ID (or AWS_ENDPOINT_URL, or an explicit endpoint)")
+            })?;
+            opts.endpoint = Some(r2_endpoint(&account).map_err(bad)?);
+        }
+        S3Store::new(bucket, prefix, opts).await
+    }
+
+    fn env_endpoint() -> Option<String> {
+        env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"))
+    }
+
+    /// Connect to `bucket`, keeping every key under `prefix` (a trailing `/` is added).
+    pub async fn new(bucket: &str, prefix: &str, opts: S3Options) -> Res<S3Store> {
+        let shown = format!("s3://{bucket}/{prefix}");
+        let bad =
+            |m: &str| StoreError::new(Op::Open, &shown, ErrorKind::InvalidRequest).with_detail(m);
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            return Err(bad("invalid bucket name"));
+        }
+        let prefix = prefix.trim_start_matches('/');
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+
+        let endpoint = match opts.endpoint.clone().or_else(Self::env_endpoint) {
+            Some(e) => Some(e),
+            None => env("R2_ACCOUNT_ID")
+                .map(|a| r2_endpoint(&a))
+                .transpose()
+                .map_err(bad)?,
+        };
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(bad("endpoint must start with http:// or https://"));
+            }
+        }
+        let r2 = endpoint.as_deref().is_some_and(is_r2_endpoint);
+        let path_style = match opts.path_style {
+            Some(p) => p,
+            None => match env("R2SEAL_PATH_STYLE") {
+                Some(v) => parse_bool(&v).ok_or_else(|| bad("R2SEAL_PATH_STYLE must be 1 or 0"))?,
+                None => endpoint.is_some() && !r2,
+            },
+        };
+
+        // Only environment and profile sources: the default chains end by probing the EC2
+        // instance metadata service, which only makes sense when talking to AWS itself.
+        let region = match (&opts.region, r2) {
+            (Some(r), _) => r.clone(),
+            (None, true) => "auto".to_string(),
+            (None, false) => {
+                let mut profile_region = ProfileFileRegionProvider::builder();
+                if let Some(p) = &opts.profile {
+                    profile_region = profile_region.profile_name(p);
+                }
+                RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                    .or_else(profile_region.build())
+                    .region()
+                    .await
+                    .map_or_else(|| "auto".to_string(), |r| r.to_string())
+            }
+        };
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        match (&opts.credentials, &endpoint) {
+            (Some(c), _) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    c.access_key_id.clone(),
+                    c.secret_access_key.as_str(),
+                    c.session_token.as_ref().map(|t| t.to_string()),
+                    None,
+                    "r2seal",
+                ));
+            }
+            (None, Some(_)) => {
+                let mut profile_creds = ProfileFileCredentialsProvider::builder();
+                if let Some(p) = &opts.profile {
+                    profile_creds = profile_creds.profile_name(p);
+                }
+                loader = loader.credentials_provider(
+                    CredentialsProviderChain::first_try(
+                        "environment",
+                        EnvironmentVariableCredentialsProvider::new(),
+                    )
+                    .or_else("profile", profile_creds.build()),
+                );
+            }
+            // AWS itself: the full default chain (SSO-less), instance roles included.
+            (None, None) => {}
+        }
+        let sdk = loader.load().await;
+
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .region(Region::new(region.clone()))
+            .force_path_style(path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            );
+        if let Some(e) = &endpoint {
+            conf = conf.endpoint_url(e);
+        }
+        let client = Client::from_conf(conf.build());
+        let scheme = if r2 { "r2" } else { "s3" };
+        Ok(S3Store {
+            client,
+            url: format!("{scheme}://{bucket}/{prefix}"),
+            bucket: bucket.to_string(),
+            prefix,
+            endpoint,
+            region,
+            path_style,
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The prefix every key is stored under (empty or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn loc(&self, key: &str) -> String {
+        format!("{}{key}", self.url)
+    }
+
+    fn check(&self, op: Op, key: &str) -> Res<String> {
+        let full = self.full(key);
+        check_key(key)
+            .and_then(|()| check_key(&full))
+            .map_err(|m| {
+                StoreError::new(op, self.loc(key), ErrorKind::InvalidRequest).with_detail(m)
+            })?;
+        Ok(full)
+    }
+
+    fn strip<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())
+    }
+
+    fn invalid(&self, op: Op, key: &str, m: &str) -> StoreError {
+        StoreError::new(op, self.loc(key), ErrorKind::InvalidRequest).with_detail(m)
+    }
+}
+
+fn r2_endpoint(account: &str) -> Result<String, &'static str> {
+    if account.is_empty() || !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("R2_ACCOUNT_ID must be alphanumeric");
+    }
+    Ok(format!("https://{account}{R2_HOST_SUFFIX}"))
+}
+
+fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+fn to_btree(m: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn to_hash(m: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// `bytes START-END/TOTAL` -> (range, total).
+fn parse_content_range(v: &str) -> Option<(ContentRange, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let r = ContentRange {
+        start: start.trim().parse().ok()?,
+        end: end.trim().parse().ok()?,
+    };
+    (r.start <= r.end).then_some(())?;
+    Some((r, total.trim().parse().ok()?))
+}
+
+/// Percent-encode a key for `x-amz-copy-source` (everything but unreserved and `/`).
+fn encode_copy_source(bucket: &str, key: &str) -> String {
+    let mut out = format!("{bucket}/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Classify an SDK error. `status`/`code` decide for service errors; transport failures
+/// are retryable unless they are the caller's fault (no credentials, bad request).
+fn map_err<E>(op: Op, location: String, err: SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, retryable, detail) = match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("");
+            let message = se.err().message().unwrap_or("");
+            let (kind, retryable) = classify(op, status, code);
+            let detail = match (code, message) {
+                // "get s3://b/k: not found" says it all; keep codes that add something.
+                ("" | "NoSuchKey" | "NotFound", _) if kind == ErrorKind::NotFound => String::new(),
+                ("", "") => format!("HTTP {status}"),
+                (c, "") => format!("{c} (HTTP {status})"),
+                ("", m) => format!("HTTP {status}: {m}"),
+                (c, m) => format!("{c} (HTTP {status}): {m}"),
+            };
+            (kind, retryable, detail)
+        }
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Network,
+            true,
+            DisplayErrorContext(&err).to_string(),
+        ),
+        SdkError::DispatchFailure(d) => {
+            let detail = DisplayErrorContext(&err).to_string();
+            if has_credentials_error(&err) {
+                (ErrorKind::InvalidCredentials, false, detail)
+            } else if d.is_user() {
+                (ErrorKind::InvalidRequest, false, detail)
+            } else {
+                (ErrorKind::Network, true, detail)
+            }
+        }
+        // A response arrived but could not be parsed: typically a connection cut mid-body.
+        SdkError::ResponseError(_) => (
+            ErrorKind::Other,
+            true,
+            DisplayErrorContext(&err).to_string(),
+        ),
+        SdkError::ConstructionFailure(_) => {
+            let kind = if has_credentials_error(&err) {
+                ErrorKind::InvalidCredentials
+            } else {
+                ErrorKind::InvalidRequest
+            };
+            (kind, false, DisplayErrorContext(&err).to_string())
+        }
+        _ => (
+            ErrorKind::Other,
+            false,
+            DisplayErrorContext(&err).to_string(),
+        ),
+    };
+    let e = StoreError::new(op, location, kind).with_retryable(retryable);
+    let e = if detail.is_empty() {
+        e
+    } else {
+        e.with_detail(detail)
+    };
+    e.with_source(err)
+}
+
+fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn classify(op: Op, status: u16, code: &str) -> (ErrorKind, bool) {
+    use ErrorKind::*;
+    match (status, code) {
+        (_, "NoSuchBucket") => (NoSuchBucket, false),
+        (_, "NoSuchKey" | "NoSuchUpload") if op == Op::Put => (PreconditionFailed, false),
+        (_, "NoSuchKey" | "NoSuchUpload") => (NotFound, false),
+        // S3 answers `if_match` on a missing key with 404 NoSuchKey; normalize to 412.
+        (404, _) if op == Op::Put => (PreconditionFailed, false),
+        (404, _) => (NotFound, false),
+        (412, _) | (_, "PreconditionFailed") => (PreconditionFailed, false),
+        // A conditional write that raced another one on AWS: the other write won.
+        (409, "ConditionalRequestConflict") => (PreconditionFailed, false),
+        (416, _) | (_, "InvalidRange") => (RangeNotSatisfiable, false),
+        (
+            _,
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired",
+        ) => (InvalidCredentials, false),
+        // Garage and AWS say this when the client signs for the wrong region.
+        (_, "AuthorizationHeaderMalformed") => (InvalidRequest, false),
+        (401, _) => (InvalidCredentials, false),
+        (403, "RequestTimeTooSkewed") => (InvalidRequest, false),
+        (403, _) => (AccessDenied, false),
+        (_, "RequestTimeout" | "SlowDown" | "InternalError" | "ServiceUnavailable") => {
+            (Unavailable, true)
+        }
+        (429, _) => (Unavailable, true),
+        (501, _) | (_, "NotImplemented") => (Unsupported, false),
+        (500..=599, _) => (Unavailable, true),
+        (400..=499, _) => (InvalidRequest, false),
+        _ => (Other, false),
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Res<PutResult> {
+        let op = Op::Put;
+        let full = self.check(op, key)?;
+        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        let len = body.len() as i64;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .content_length(len)
+            .body(SdkByteStream::from(body))
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
+            .set_metadata(to_hash(&opts.metadata))
+            .set_if_match(opts.if_match.clone())
+            .set_if_none_match(opts.if_none_match.clone())
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(PutResult {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>, opts: &GetOptions) -> Res<GetResult> {
+        let op = Op::Get;
+        let full = self.check(op, key)?;
+        if let Some(r) = range {
+            r.validate().map_err(|m| self.invalid(op, key, m))?;
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_range(range.map(|r| r.to_header()))
+            .set_if_match(opts.if_match.clone())
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        let length = out.content_length().unwrap_or(0).max(0) as u64;
+        let (served, size) = match out.content_range().and_then(parse_content_range) {
+            Some((r, total)) => (Some(r), total),
+            None => (None, length),
+        };
+        let info = ObjectInfo {
+            meta: ObjectMeta {
+                key: key.to_string(),
+                size,
+                etag: out.e_tag().unwrap_or_default().to_string(),
+                last_modified: to_system_time(out.last_modified()),
+            },
+            content_type: out.content_type().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            metadata: to_btree(out.metadata()),
+        };
+        let loc = self.loc(key);
+        let body = Box::pin(futures_util::stream::try_unfold(
+            (out.body, loc),
+            |(mut body, loc)| async move {
+                match body.next().await {
+                    None => Ok(None),
+                    Some(Ok(chunk)) => Ok(Some((chunk, (body, loc)))),
+                    Some(Err(e)) => Err(StoreError::new(Op::Get, loc, ErrorKind::Network)
+                        .with_detail(DisplayErrorContext(&e).to_string())
+                        .with_source(e)),
+                }
+            },
+        ));
+        Ok(GetResult {
+            info,
+            range: served,
+            body,
+        })
+    }
+
+    async fn head(&self, key: &str) -> Res<ObjectInfo> {
+        let op = Op::Head;
+        let full = self.check(op, key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(ObjectInfo {
+            meta: ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                etag: out.e_tag().unwrap_or_default().to_string(),
+                last_modified: to_system_time(out.last_modified()),
+            },
+            content_type: out.content_type().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            metadata: to_btree(out.metadata()),
+        })
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
+        let op = Op::List;
+        let max = check_max_keys(max_keys).map_err(|m| self.invalid(op, prefix, m))?;
+        if delimiter == Some("") {
+            return Err(self.invalid(op, prefix, "empty delimiter"));
+        }
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(prefix))
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(continuation)
+            .max_keys(max as i32)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(prefix), e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: self.strip(o.key()?)?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    last_modified: to_system_time(o.last_modified()),
+                })
+            })
+            .collect();
+        let common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| Some(self.strip(p.prefix()?)?.to_string()))
+            .collect();
+        let next_continuation = if out.is_truncated().unwrap_or(false) {
+            // Without a token the caller could only loop forever on the first page.
+            Some(
+                out.next_continuation_token()
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        StoreError::new(op, self.loc(prefix), ErrorKind::Other)
+                            .with_detail("truncated listing without a continuation token")
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_continuation,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Res<()> {
+        let op = Op::Delete;
+        let full = self.check(op, key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(())
+    }
+
+    async fn copy(&self, src_key: &str, dst_key: &str, opts: &CopyOptions) -> Res<PutResult> {
+        let op = Op::Copy;
+        let shown = format!("{} -> {dst_key}", self.loc(src_key));
+        let bad = |m: &str| StoreError::new(op, &shown, ErrorKind::InvalidRequest).with_detail(m);
+        let src = self.check(op, src_key)?;
+        let dst = self.check(op, dst_key)?;
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(encode_copy_source(&self.bucket, &src))
+            .set_copy_source_if_match(opts.if_match.clone());
+        match &opts.replace_metadata {
+            Some(r) => {
+                check_headers(
+                    r.content_type.as_deref(),
+                    r.cache_control.as_deref(),
+                    &r.metadata,
+                )
+                .map_err(bad)?;
+                req = req
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_content_type(r.content_type.clone())
+                    .set_cache_control(r.cache_control.clone())
+                    .set_metadata(to_hash(&r.metadata));
+            }
+            // S3 refuses this; some servers (Garage) accept it as a no-op. Refuse everywhere.
+            None if src_key == dst_key => {
+                return Err(bad(
+                    "copying an object onto itself requires replacing its metadata",
+                ))
+            }
+            None => req = req.metadata_directive(MetadataDirective::Copy),
+        }
+        let out = req.send().await.map_err(|e| {
+            let mut e = map_err(op, shown.clone(), e);
+            if e.kind() == ErrorKind::NotFound {
+                e = e.with_detail("no such source object");
+            }
+            e
+        })?;
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default();
+        Ok(PutResult {
+            etag: etag.to_string(),
+        })
+    }
+
+    async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Res<String> {
+        let op = Op::CreateMultipart;
+        let full = self.check(op, key)?;
+        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        if opts.if_match.is_some() || opts.if_none_match.is_some() {
+            return Err(self.invalid(op, key, "conditions are not supported on multipart uploads"));
+        }
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
+            .set_metadata(to_hash(&opts.metadata))
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            StoreError::new(op, self.loc(key), ErrorKind::Other)
+                .with_detail("no upload id in the response")
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Res<UploadedPart> {
+        let op = Op::UploadPart;
+        let full = self.check(op, key)?;
+        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
+        let len = body.len() as i64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .content_length(len)
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        let etag = out.e_tag().map(str::to_string).ok_or_else(|| {
+            // Without the part's ETag the upload cannot be completed.
+            StoreError::new(op, self.loc(key), ErrorKind::Other).with_detail("no ETag for the part")
+        })?;
+        Ok(UploadedPart { part_number, etag })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Res<PutResult> {
+        let op = Op::CompleteMultipart;
+        let full = self.check(op, key)?;
+        check_parts(parts).map_err(|m| self.invalid(op, key, m))?;
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.part_number as i32)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(PutResult {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Res<()> {
+        let op = Op::AbortMultipart;
+        let full = self.check(op, key)?;
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(())
+    }
+
+    async fn list_multipart_uploads(&self, prefix: &str) -> Res<Vec<MultipartUpload>> {
+        let op = Op::ListMultipartUploads;
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        // Bounded: a server that keeps answering "truncated" with the same markers would
+        // otherwise spin forever.
+        for _ in 0..10_000 {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| map_err(op, self.loc(prefix), e))?;
+            for u in page.uploads() {
+                if let (Some(key), Some(id)) = (u.key().and_then(|k| self.strip(k)), u.upload_id())
+                {
+                    out.push(MultipartUpload {
+                        key: key.to_string(),
+                        upload_id: id.to_string(),
+                        initiated: to_system_time(u.initiated()),
+                    });
+                }
+            }
+            let next = (
+                page.next_key_marker().map(str::to_string),
+                page.next_upload_id_marker().map(str::to_string),
+            );
+            if !page.is_truncated().unwrap_or(false)
+                || next.0.is_none()
+                || next == (key_marker.clone(), id_marker.clone())
+            {
+                return Ok(out);
+            }
+            (key_marker, id_marker) = next;
+        }
+        Err(StoreError::new(op, self.loc(prefix), ErrorKind::Other)
+            .with_detail("too many pages of uploads"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSECRETKEY";
+    const TOKEN: &str = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN";
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let creds = S3Credentials::new("AKIAEXAMPLEKEYID", SECRET).with_session_token(TOKEN);
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            credentials: Some(creds.clone()),
+            ..Default::default()
+        };
+        let store = rt()
+            .block_on(S3Store::new("bucket", "p", opts.clone()))
+            .unwrap();
+        for shown in [
+            format!("{creds:?}"),
+            format!("{opts:?}"),
+            format!("{store:?}"),
+            format!("{:#?}", opts),
+        ] {
+            assert!(!shown.contains(SECRET), "secret leaked: {shown}");
+            assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+            assert!(
+                !shown.contains("AKIAEXAMPLEKEYID"),
+                "full key id shown: {shown}"
+            );
+        }
+        assert!(format!("{creds:?}").contains("<redacted>"));
+    }
+
+    #[test]
+    fn unreachable_endpoint_is_retryable_and_names_the_key() {
+        let opts = S3Options {
+            // Port 9 (discard) on loopback: nothing listens there in the test environment.
+            endpoint: Some("http://127.0.0.1:9".into()),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            ..Default::default()
+        };
+        let e = rt()
+            .block_on(async {
+                let store = S3Store::new("bucket", "pre", opts).await?;
+                store.head("some/key").await
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+        assert!(e.is_retryable());
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("head s3://bucket/pre/some/key: endpoint unreachable (retryable)"),
+            "{shown}"
+        );
+        assert!(!shown.contains(SECRET) && !format!("{e:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn endpoints_and_addressing() {
+        assert!(is_r2_endpoint("https://abc123.r2.cloudflarestorage.com"));
+        assert!(is_r2_endpoint(
+            "https://abc123.eu.r2.cloudflarestorage.com/"
+        ));
+        assert!(!is_r2_endpoint("http://127.0.0.1:3900"));
+        assert!(!is_r2_endpoint(
+            "https://r2.cloudflarestorage.com.evil.example"
+        ));
+        assert_eq!(
+            r2_endpoint("abc123").unwrap(),
+            "https://abc123.r2.cloudflarestorage.com"
+        );
+        assert!(r2_endpoint("abc.evil.example/").is_err());
+        let opts = S3Options {
+            endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
+            credentials: Some(S3Credentials::new("id", SECRET)),
+            ..Default::default()
+        };
+        let s = rt()
+            .block_on(S3Store::from_url("r2://bkt/some/prefix", opts))
+            .unwrap();
+        assert_eq!(
+            (s.region.as_str(), s.path_style, s.prefix()),
+            ("auto", false, "some/prefix/")
+        );
+        assert_eq!(s.url(), "r2://bkt/some/prefix/");
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:3900".into()),
+            path_style: None,
+            region: Some("garage".into()),
+            credentials: Some(S3Credentials::new("id", SECRET)),
+            ..Default::default()
+        };
+        if std::env::var_os("R2SEAL_PATH_STYLE").is_none() {
+            let s = rt().block_on(S3Store::from_url("s3://bkt", opts)).unwrap();
+            assert_eq!(
+                (s.region.as_str(), s.path_style, s.prefix()),
+                ("garage", true, "")
+            );
+        }
+    }
+
+    #[test]
+    fn error_classification() {
+        assert_eq!(
+            classify(Op::Get, 404, "NoSuchKey"),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(classify(Op::Head, 404, ""), (ErrorKind::NotFound, false));
+        assert_eq!(
+            classify(Op::Get, 404, "NoSuchBucket"),
+            (ErrorKind::NoSuchBucket, false)
+        );
+        assert_eq!(
+            classify(Op::Put, 404, "NoSuchKey"),
+            (ErrorKind::PreconditionFailed, false)
+        );
+        assert_eq!(
+            classify(Op::Put, 404, "NoSuchBucket"),
+            (ErrorKind::NoSuchBucket, false)
+        );
+        assert_eq!(
+            classify(Op::Put, 412, "PreconditionFailed"),
+            (ErrorKind::PreconditionFailed, false)
+        );
+        assert_eq!(
+            classify(Op::Put, 409, "ConditionalRequestConflict"),
+            (ErrorKind::PreconditionFailed, false)
+        );
+        assert_eq!(
+            classify(Op::Get, 416, "InvalidRange"),
+            (ErrorKind::RangeNotSatisfiable, false)
+        );
+        assert_eq!(
+            classify(Op::Get, 403, "SignatureDoesNotMatch"),
+            (ErrorKind::InvalidCredentials, false)
+        );
+        assert_eq!(
+            classify(Op::Get, 403, "AccessDenied"),
+            (ErrorKind::AccessDenied, false)
+        );
+        assert_eq!(
+            classify(Op::Get, 503, "SlowDown"),
+            (ErrorKind::Unavailable, true)
+        );
+        assert_eq!(classify(Op::Get, 500, ""), (ErrorKind::Unavailable, true));
+        assert_eq!(classify(Op::Get, 429, ""), (ErrorKind::Unavailable, true));
+        assert_eq!(
+            classify(Op::Get, 400, "RequestTimeout"),
+            (ErrorKind::Unavailable, true)
+        );
+        assert_eq!(
+            classify(Op::Put, 400, "EntityTooSmall"),
+            (ErrorKind::InvalidRequest, false)
+        );
+        assert_eq!(
+            classify(Op::Put, 501, "NotImplemented"),
+            (ErrorKind::Unsupported, false)
+        );
+    }
+
+    #[test]
+    fn copy_source_and_content_range() {
+        assert_eq!(
+            encode_copy_source("b", "p/a b+c%.txt"),
+            "b/p/a%20b%2Bc%25.txt"
+        );
+        assert_eq!(
+            parse_content_range("bytes 10-19/1000"),
+            Some((ContentRange { start: 10, end: 19 }, 1000))
+        );
+        assert_eq!(parse_content_range("bytes */1000"), None);
+    }
+}
