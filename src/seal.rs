@@ -65,22 +65,28 @@ impl PayloadSealer {
         }
     }
 
-    pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         self.write_nonce(out);
-        self.pending.extend_from_slice(input);
         // A full chunk may be the last one: seal only chunks that more bytes follow.
-        let sealable = (self.pending.len().saturating_sub(1) / CHUNK_SIZE) * CHUNK_SIZE;
-        if sealable > 0 {
-            seal_chunks(
-                &self.key,
-                self.next_chunk,
-                false,
-                &self.pending[..sealable],
-                out,
-            );
-            self.next_chunk += (sealable / CHUNK_SIZE) as u64;
-            self.pending.drain(..sealable);
+        // Whole chunks are sealed straight from `input`; only a tail is buffered.
+        if !self.pending.is_empty() {
+            let need = CHUNK_SIZE - self.pending.len();
+            if input.len() <= need {
+                self.pending.extend_from_slice(input);
+                return;
+            }
+            self.pending.extend_from_slice(&input[..need]);
+            input = &input[need..];
+            seal_chunks(&self.key, self.next_chunk, false, &self.pending, out);
+            self.next_chunk += 1;
+            self.pending.clear();
         }
+        let sealable = (input.len().saturating_sub(1) / CHUNK_SIZE) * CHUNK_SIZE;
+        if sealable > 0 {
+            seal_chunks(&self.key, self.next_chunk, false, &input[..sealable], out);
+            self.next_chunk += (sealable / CHUNK_SIZE) as u64;
+        }
+        self.pending.extend_from_slice(&input[sealable..]);
     }
 
     pub fn finish(mut self, out: &mut Vec<u8>) {
@@ -163,44 +169,50 @@ impl PayloadOpener {
     }
 
     pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        self.pending.extend_from_slice(input);
-        let mut consumed = 0;
-        let result = self.process(&mut consumed, false, out);
-        self.pending.drain(..consumed);
-        result
+        if self.pending.is_empty() {
+            // Whole chunks are opened straight from `input`; only a tail is buffered.
+            let consumed = self.process(input, false, out)?;
+            self.pending.extend_from_slice(&input[consumed..]);
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(input);
+        let result = self.process(&pending, false, out);
+        if let Ok(consumed) = result {
+            pending.drain(..consumed);
+        }
+        self.pending = pending;
+        result.map(|_| ())
     }
 
     /// Ends the input. Fails if the payload was truncated or had trailing bytes;
     /// on success returns the envelope (its metadata, layout) for the caller.
     pub fn finish(mut self, out: &mut Vec<u8>) -> Result<Envelope, Error> {
-        let mut consumed = 0;
-        self.process(&mut consumed, true, out)?;
+        let pending = std::mem::take(&mut self.pending);
+        let consumed = self.process(&pending, true, out)?;
         let done = match self.envelope.parts() {
             Some(layout) => self.segment.is_none() && self.next_part == layout.count,
             None => self.opened_any_chunk && self.segment.is_some(),
         };
-        if consumed != self.pending.len() || !done {
+        if consumed != pending.len() || !done {
             return Err(Error::Corrupt);
         }
         Ok(self.envelope)
     }
 
-    fn process(
-        &mut self,
-        consumed: &mut usize,
-        at_end: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
+    /// Opens what it can of `data`; returns how many bytes it consumed.
+    fn process(&mut self, data: &[u8], at_end: bool, out: &mut Vec<u8>) -> Result<usize, Error> {
+        let mut consumed = 0;
         loop {
-            let avail = &self.pending[*consumed..];
+            let avail = &data[consumed..];
             let Some(segment) = self.segment.as_mut() else {
                 if avail.len() < PAYLOAD_NONCE_SIZE {
-                    return Ok(());
+                    return Ok(consumed);
                 }
                 let salt: [u8; PAYLOAD_NONCE_SIZE] =
                     avail[..PAYLOAD_NONCE_SIZE].try_into().expect("16 bytes");
                 self.segment = Some(self.start_segment(&salt)?);
-                *consumed += PAYLOAD_NONCE_SIZE;
+                consumed += PAYLOAD_NONCE_SIZE;
                 continue;
             };
             match segment.remaining {
@@ -216,7 +228,7 @@ impl PayloadOpener {
                         if at_end && !self.opened_any_chunk {
                             return Err(Error::Corrupt);
                         }
-                        return Ok(());
+                        return Ok(consumed);
                     }
                     open_chunks(
                         &segment.key,
@@ -226,9 +238,8 @@ impl PayloadOpener {
                         out,
                     )?;
                     segment.next_chunk += openable.div_ceil(ENCRYPTED_CHUNK_SIZE) as u64;
-                    *consumed += openable;
                     self.opened_any_chunk = true;
-                    return Ok(());
+                    return Ok(consumed + openable);
                 }
                 Some(remaining) => {
                     // Parts: every segment's length is known, so is its last chunk.
@@ -240,7 +251,7 @@ impl PayloadOpener {
                         (take / ENCRYPTED_CHUNK_SIZE) * ENCRYPTED_CHUNK_SIZE
                     };
                     if openable == 0 {
-                        return Ok(());
+                        return Ok(consumed);
                     }
                     open_chunks(
                         &segment.key,
@@ -250,7 +261,7 @@ impl PayloadOpener {
                         out,
                     )?;
                     segment.next_chunk += openable.div_ceil(ENCRYPTED_CHUNK_SIZE) as u64;
-                    *consumed += openable;
+                    consumed += openable;
                     self.opened_any_chunk = true;
                     if is_final_piece {
                         self.segment = None;

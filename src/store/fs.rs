@@ -22,8 +22,10 @@
 //! - Across processes only the renames are atomic: two processes may both pass the same
 //!   `if_none_match` check. A reader that catches another process between the two renames
 //!   notices (the sidecar records the body's inode and size), retries briefly, then fails
-//!   with an error rather than pairing a body with the wrong metadata; the same error
-//!   reports a writer that crashed between the two renames.
+//!   with an error rather than pairing a body with another write's metadata; the same
+//!   error reports a writer that crashed between the two renames. (A key's very first
+//!   write is the exception: until its sidecar lands, another process sees the body as a
+//!   hand-placed file, without metadata.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -1329,7 +1331,10 @@ mod tests {
         let store = FsStore::create(&root).unwrap();
         let abs = format!("{}/", outer.path().display());
         rt().block_on(async {
-            store.put("inside", Bytes::from_static(b"x"), &PutOptions::default()).await.unwrap();
+            store
+                .put("inside", Bytes::from_static(b"x"), &PutOptions::default())
+                .await
+                .unwrap();
             for prefix in ["../", "../o", abs.as_str(), "/", "./", "a/../../"] {
                 let page = store.list(prefix, None, None, None).await.unwrap();
                 assert_eq!(page, ListPage::default(), "prefix {prefix:?}");
