@@ -79,13 +79,11 @@ impl StreamKey {
         }
     }
 
-    /// Seals `plaintext` (≤ 64 KiB) as chunk `index` into `out`, which must be exactly
-    /// `plaintext.len() + TAG_SIZE` bytes.
-    pub fn seal_chunk_into(&self, index: u64, last: bool, plaintext: &[u8], out: &mut [u8]) {
-        debug_assert!(plaintext.len() <= CHUNK_SIZE);
-        debug_assert_eq!(out.len(), plaintext.len() + TAG_SIZE);
-        let (body, tag_out) = out.split_at_mut(plaintext.len());
-        body.copy_from_slice(plaintext);
+    /// Seals chunk `index` in place: `chunk` holds the plaintext followed by 16 bytes
+    /// of room for the tag.
+    pub fn seal_chunk_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) {
+        debug_assert!(chunk.len() >= TAG_SIZE && chunk.len() <= ENCRYPTED_CHUNK_SIZE);
+        let (body, tag_out) = chunk.split_at_mut(chunk.len() - TAG_SIZE);
         let nonce = stream_nonce(index, last);
         #[cfg(not(feature = "ring"))]
         let tag = self
@@ -104,45 +102,46 @@ impl StreamKey {
         tag_out.copy_from_slice(tag.as_ref());
     }
 
-    /// Opens ciphertext chunk `index` (≤ 64 KiB + tag) into `out`, which must be
-    /// `chunk.len() - TAG_SIZE` bytes. On failure `out` is wiped, so no unauthenticated
-    /// byte ever leaves this function.
-    pub fn open_chunk_into(
+    /// Seals `plaintext` (≤ 64 KiB) as chunk `index` into `out`, which must be exactly
+    /// `plaintext.len() + TAG_SIZE` bytes.
+    pub fn seal_chunk_into(&self, index: u64, last: bool, plaintext: &[u8], out: &mut [u8]) {
+        out[..plaintext.len()].copy_from_slice(plaintext);
+        self.seal_chunk_in_place(index, last, out);
+    }
+
+    /// Opens chunk `index` in place: `body` holds the ciphertext without its tag. On
+    /// failure `body` is wiped, so no unauthenticated byte ever leaves this function.
+    pub fn open_chunk_in_place(
         &self,
         index: u64,
         last: bool,
-        chunk: &[u8],
-        out: &mut [u8],
+        body: &mut [u8],
+        tag: &[u8; TAG_SIZE],
     ) -> Result<(), Error> {
-        if chunk.len() < TAG_SIZE || chunk.len() > ENCRYPTED_CHUNK_SIZE {
+        if body.len() > CHUNK_SIZE {
             return Err(Error::Corrupt);
         }
-        let (body, tag) = chunk.split_at(chunk.len() - TAG_SIZE);
-        debug_assert_eq!(out.len(), body.len());
-        out.copy_from_slice(body);
         let nonce = stream_nonce(index, last);
         #[cfg(not(feature = "ring"))]
         let ok = self
             .aead
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &[], out, Tag::from_slice(tag))
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &[], body, Tag::from_slice(tag))
             .is_ok();
         #[cfg(feature = "ring")]
-        let ok = {
-            let tag: [u8; TAG_SIZE] = tag.try_into().expect("16 bytes");
-            self.aead
-                .open_in_place_separate_tag(
-                    ring::aead::Nonce::assume_unique_for_key(nonce),
-                    ring::aead::Aad::empty(),
-                    ring::aead::Tag::from(tag),
-                    out,
-                    0..,
-                )
-                .is_ok()
-        };
+        let ok = self
+            .aead
+            .open_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                ring::aead::Tag::from(*tag),
+                body,
+                0..,
+            )
+            .is_ok();
         if ok {
             Ok(())
         } else {
-            out.fill(0);
+            body.fill(0);
             Err(Error::Corrupt)
         }
     }
@@ -246,16 +245,21 @@ pub fn seal_chunks(
 ) {
     let chunks = chunk_count(plaintext.len() as u64) as usize;
     let start = out.len();
-    out.resize(start + plaintext.len() + chunks * TAG_SIZE, 0);
-    let dest = &mut out[start..];
+    // Lay out [plaintext | tag space] per chunk in one copy, then seal in place.
+    out.reserve(plaintext.len() + chunks * TAG_SIZE);
+    for i in 0..chunks {
+        out.extend_from_slice(
+            &plaintext[(i * CHUNK_SIZE).min(plaintext.len())
+                ..((i + 1) * CHUNK_SIZE).min(plaintext.len())],
+        );
+        out.extend_from_slice(&[0u8; TAG_SIZE]);
+    }
     parallel::for_each_chunk(
-        plaintext,
-        CHUNK_SIZE,
-        dest,
+        &mut out[start..],
         ENCRYPTED_CHUNK_SIZE,
-        |i, pt, ct| {
-            let is_last = last && i == chunks - 1;
-            key.seal_chunk_into(first_index + i as u64, is_last, pt, ct);
+        chunks,
+        |i, chunk| {
+            key.seal_chunk_in_place(first_index + i as u64, last && i == chunks - 1, chunk);
             Ok(())
         },
     )
@@ -287,14 +291,17 @@ pub fn open_chunks(
         return Err(Error::Corrupt);
     }
     let start = out.len();
-    out.resize(start + ciphertext.len() - chunks * TAG_SIZE, 0);
-    let result = parallel::for_each_chunk(
-        ciphertext,
-        ENCRYPTED_CHUNK_SIZE,
-        &mut out[start..],
-        CHUNK_SIZE,
-        |i, ct, pt| key.open_chunk_into(first_index + i as u64, last && i == chunks - 1, ct, pt),
-    );
+    // Copy the chunk bodies (not their tags) in one pass, then open them in place.
+    out.reserve(ciphertext.len() - chunks * TAG_SIZE);
+    for ct in ciphertext.chunks(ENCRYPTED_CHUNK_SIZE) {
+        out.extend_from_slice(&ct[..ct.len() - TAG_SIZE]);
+    }
+    let result = parallel::for_each_chunk(&mut out[start..], CHUNK_SIZE, chunks, |i, body| {
+        let ct = &ciphertext
+            [i * ENCRYPTED_CHUNK_SIZE..((i + 1) * ENCRYPTED_CHUNK_SIZE).min(ciphertext.len())];
+        let tag: &[u8; TAG_SIZE] = ct[ct.len() - TAG_SIZE..].try_into().expect("16 bytes");
+        key.open_chunk_in_place(first_index + i as u64, last && i == chunks - 1, body, tag)
+    });
     if result.is_err() {
         out[start..].fill(0);
         out.truncate(start);
@@ -310,75 +317,61 @@ mod parallel {
     #[cfg(feature = "parallel")]
     const MIN_CHUNKS_PER_THREAD: usize = 8;
 
-    /// Calls `f(i, input_chunk_i, output_chunk_i)` for every chunk, where inputs are
-    /// cut every `in_step` bytes and outputs every `out_step` bytes (the last of each
-    /// may be short).
+    /// Calls `f(i, chunk_i)` for `chunks` chunks of `buf`, cut every `step` bytes. The
+    /// last chunk may be short — or empty: an empty final plaintext chunk still has a
+    /// tag to check, so chunks are counted by the caller, never inferred from `buf`.
     pub(super) fn for_each_chunk<F>(
-        input: &[u8],
-        in_step: usize,
-        output: &mut [u8],
-        out_step: usize,
+        buf: &mut [u8],
+        step: usize,
+        chunks: usize,
         f: F,
     ) -> Result<(), Error>
     where
-        F: Fn(usize, &[u8], &mut [u8]) -> Result<(), Error> + Sync,
+        F: Fn(usize, &mut [u8]) -> Result<(), Error> + Sync,
     {
         #[cfg(feature = "parallel")]
         {
-            let chunks = input.len().div_ceil(in_step).max(1);
             let threads = thread_count().min(chunks / MIN_CHUNKS_PER_THREAD).max(1);
             if threads > 1 {
                 let per_thread = chunks.div_ceil(threads);
                 return std::thread::scope(|scope| {
-                    let mut handles = Vec::with_capacity(threads);
-                    let mut input = input;
-                    let mut output = output;
-                    let mut first = 0;
-                    while first < chunks {
-                        let n = per_thread.min(chunks - first);
-                        let (in_part, in_rest) = input.split_at((n * in_step).min(input.len()));
-                        let out_len = output.len();
-                        let (out_part, out_rest) =
-                            std::mem::take(&mut output).split_at_mut((n * out_step).min(out_len));
-                        input = in_rest;
-                        output = out_rest;
-                        let f = &f;
-                        handles.push(scope.spawn(move || {
-                            sequential(first, in_part, in_step, out_part, out_step, f)
-                        }));
-                        first += n;
-                    }
-                    handles
+                    let f = &f;
+                    let workers: Vec<_> = buf
+                        .chunks_mut(per_thread * step)
+                        .enumerate()
+                        .map(|(t, part)| {
+                            let first = t * per_thread;
+                            let n = per_thread.min(chunks - first);
+                            scope.spawn(move || sequential(first, part, step, n, f))
+                        })
+                        .collect();
+                    workers
                         .into_iter()
-                        .map(|h| h.join().expect("chunk worker panicked"))
+                        .map(|w| w.join().expect("chunk worker panicked"))
                         .collect::<Result<Vec<()>, _>>()
                         .map(|_| ())
                 });
             }
         }
-        sequential(0, input, in_step, output, out_step, &f)
+        sequential(0, buf, step, chunks, &f)
     }
 
     fn sequential<F>(
         first: usize,
-        input: &[u8],
-        in_step: usize,
-        output: &mut [u8],
-        out_step: usize,
+        buf: &mut [u8],
+        step: usize,
+        chunks: usize,
         f: &F,
     ) -> Result<(), Error>
     where
-        F: Fn(usize, &[u8], &mut [u8]) -> Result<(), Error>,
+        F: Fn(usize, &mut [u8]) -> Result<(), Error>,
     {
-        // Walk the *input* chunks: an empty final plaintext chunk has a 16-byte
-        // ciphertext, so zipping with the (empty) output would skip — and never
-        // authenticate — it. The empty payload still has one (empty) chunk.
-        let chunks = input.len().div_ceil(in_step).max(1);
         for i in 0..chunks {
-            let inp = &input[(i * in_step).min(input.len())..((i + 1) * in_step).min(input.len())];
-            let out_len = output.len();
-            let out = &mut output[(i * out_step).min(out_len)..((i + 1) * out_step).min(out_len)];
-            f(first + i, inp, out)?;
+            let len = buf.len();
+            f(
+                first + i,
+                &mut buf[(i * step).min(len)..((i + 1) * step).min(len)],
+            )?;
         }
         Ok(())
     }
@@ -409,8 +402,9 @@ mod tests {
         let reference =
             chacha20poly1305::ChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&raw));
         let plain = b"interchangeable".to_vec();
-        let mut ours = vec![0u8; plain.len() + TAG_SIZE];
-        key.seal_chunk_into(5, true, &plain, &mut ours);
+        let mut ours = plain.clone();
+        ours.extend_from_slice(&[0; TAG_SIZE]);
+        key.seal_chunk_in_place(5, true, &mut ours);
         let mut theirs = plain.clone();
         let n = stream_nonce(5, true);
         let tag = reference
@@ -418,9 +412,10 @@ mod tests {
             .unwrap();
         theirs.extend_from_slice(&tag);
         assert_eq!(ours, theirs);
-        let mut back = vec![0u8; plain.len()];
-        key.open_chunk_into(5, true, &theirs, &mut back).unwrap();
-        assert_eq!(back, plain);
+        let (body, tag) = theirs.split_at_mut(plain.len());
+        key.open_chunk_in_place(5, true, body, &(*tag).try_into().unwrap())
+            .unwrap();
+        assert_eq!(body, &plain[..]);
     }
 
     /// Regression: a final chunk cut down to 16 bytes (an "empty" chunk) was
