@@ -215,60 +215,43 @@ impl PayloadOpener {
                 consumed += PAYLOAD_NONCE_SIZE;
                 continue;
             };
-            match segment.remaining {
-                None => {
-                    // Single stream: hold back the final chunk until the input ends.
-                    let openable = if at_end {
-                        avail.len()
-                    } else {
-                        (avail.len().saturating_sub(1) / ENCRYPTED_CHUNK_SIZE)
-                            * ENCRYPTED_CHUNK_SIZE
-                    };
-                    if openable == 0 {
-                        if at_end && !self.opened_any_chunk {
-                            return Err(Error::Corrupt);
-                        }
-                        return Ok(consumed);
-                    }
-                    open_chunks(
-                        &segment.key,
-                        segment.next_chunk,
-                        at_end,
-                        &avail[..openable],
-                        out,
-                    )?;
-                    segment.next_chunk += openable.div_ceil(ENCRYPTED_CHUNK_SIZE) as u64;
-                    self.opened_any_chunk = true;
-                    return Ok(consumed + openable);
-                }
+            let (openable, ends_segment) = match segment.remaining {
+                // Single stream: hold back the final chunk until the input ends.
+                None if at_end => (avail.len(), true),
+                None => (
+                    (avail.len().saturating_sub(1) / ENCRYPTED_CHUNK_SIZE) * ENCRYPTED_CHUNK_SIZE,
+                    false,
+                ),
+                // Parts: every segment's length is known, so is its last chunk.
                 Some(remaining) => {
-                    // Parts: every segment's length is known, so is its last chunk.
                     let take = (avail.len() as u64).min(remaining) as usize;
-                    let is_final_piece = take as u64 == remaining;
-                    let openable = if is_final_piece {
-                        take
+                    if take as u64 == remaining {
+                        (take, true)
                     } else {
-                        (take / ENCRYPTED_CHUNK_SIZE) * ENCRYPTED_CHUNK_SIZE
-                    };
-                    if openable == 0 {
-                        return Ok(consumed);
-                    }
-                    open_chunks(
-                        &segment.key,
-                        segment.next_chunk,
-                        is_final_piece,
-                        &avail[..openable],
-                        out,
-                    )?;
-                    segment.next_chunk += openable.div_ceil(ENCRYPTED_CHUNK_SIZE) as u64;
-                    consumed += openable;
-                    self.opened_any_chunk = true;
-                    if is_final_piece {
-                        self.segment = None;
-                    } else {
-                        segment.remaining = Some(remaining - openable as u64);
+                        ((take / ENCRYPTED_CHUNK_SIZE) * ENCRYPTED_CHUNK_SIZE, false)
                     }
                 }
+            };
+            if openable == 0 {
+                if at_end && segment.remaining.is_none() && !self.opened_any_chunk {
+                    return Err(Error::Corrupt);
+                }
+                return Ok(consumed);
+            }
+            open_chunks(
+                &segment.key,
+                segment.next_chunk,
+                ends_segment,
+                &avail[..openable],
+                out,
+            )?;
+            segment.next_chunk += openable.div_ceil(ENCRYPTED_CHUNK_SIZE) as u64;
+            consumed += openable;
+            self.opened_any_chunk = true;
+            match segment.remaining {
+                None => return Ok(consumed),
+                Some(_) if ends_segment => self.segment = None,
+                Some(remaining) => segment.remaining = Some(remaining - openable as u64),
             }
         }
     }
