@@ -452,8 +452,11 @@ pub fn open_file(
     name: Option<&str>,
     file: &[u8],
 ) -> Result<Opened, Error> {
-    let (header, used) =
-        Header::parse_prefix(file)?.ok_or(Error::Malformed("header is truncated"))?;
+    let (header, used) = Header::parse_prefix(file)?.ok_or(if file.is_empty() {
+        Error::NotSealed
+    } else {
+        Error::Malformed("header is truncated")
+    })?;
     open_body(&header, identities, name, &file[used..])
 }
 

@@ -155,9 +155,12 @@ pub struct Vector<'a> {
     pub body: &'a [u8],
 }
 
+/// A vector file's `key: value` lines, in order.
+pub type Fields<'a> = Vec<(&'a str, &'a str)>;
+
 /// Splits a vector file into its `key: value` lines and the object bytes. Shared
 /// with C2SP/CCTV's files, which have the same shape.
-pub fn parse_fields(file: &[u8]) -> Result<(Vec<(&str, &str)>, &[u8]), String> {
+pub fn parse_fields(file: &[u8]) -> Result<(Fields<'_>, &[u8]), String> {
     let mut fields = Vec::new();
     let mut rest = file;
     loop {

@@ -26,6 +26,9 @@ pub const ENCRYPTED_CHUNK_SIZE: usize = CHUNK_SIZE + TAG_SIZE;
 pub const PAYLOAD_NONCE_SIZE: usize = 16;
 /// The largest chunk counter: 11 bytes.
 const MAX_COUNTER: u64 = (1 << 56) - 1;
+/// The largest payload r2seal sizes or plans ranges for: 1 EiB, far above any store's
+/// object limit (S3 and R2: 5 TiB), and low enough that no size arithmetic overflows.
+pub const MAX_PLAINTEXT_LEN: u64 = 1 << 60;
 
 /// The ChaCha20-Poly1305 key of one STREAM instance; never printable, wiped on drop.
 ///
@@ -178,6 +181,9 @@ pub fn payload_len(plaintext_len: u64) -> u64 {
 /// STREAM ciphertext, or `Corrupt` if no valid payload has that length (a final
 /// chunk shorter than a tag, or an empty final chunk after a full one).
 pub fn plaintext_len_of_stream(stream_len: u64) -> Result<u64, Error> {
+    if stream_len > MAX_PLAINTEXT_LEN {
+        return Err(Error::Corrupt);
+    }
     let full = stream_len / ENCRYPTED_CHUNK_SIZE as u64;
     let rem = stream_len % ENCRYPTED_CHUNK_SIZE as u64;
     match (full, rem) {
@@ -213,7 +219,7 @@ pub struct ChunkSpan {
 /// bytes onto the chunks that cover it. `end` is clamped to the payload, as HTTP
 /// ranges are; a `start` beyond the end is an error.
 pub fn chunk_span(plaintext_len: u64, start: u64, end: u64) -> Result<ChunkSpan, Error> {
-    if start > end || start >= plaintext_len {
+    if start > end || start >= plaintext_len || plaintext_len > MAX_PLAINTEXT_LEN {
         return Err(Error::RangeNotSatisfiable);
     }
     let end = end.min(plaintext_len - 1);
@@ -439,6 +445,18 @@ mod tests {
         assert_eq!(empty.len(), TAG_SIZE);
         open_chunks(&key, 0, true, &empty, &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    /// Regression (found by fuzzing range_plan): a hostile stored length near u64::MAX
+    /// overflowed the chunk arithmetic.
+    #[test]
+    fn absurd_lengths_are_refused_not_overflowed() {
+        assert_eq!(
+            plaintext_len_of_payload(u64::MAX - 65280),
+            Err(Error::Corrupt)
+        );
+        assert!(chunk_span(u64::MAX, 65535, u64::MAX).is_err());
+        assert!(plaintext_len_of_payload(payload_len(MAX_PLAINTEXT_LEN - 5)).is_err());
     }
 
     #[test]

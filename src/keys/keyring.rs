@@ -216,9 +216,12 @@ impl Keyring {
                     }
                     KeyMaterial::X25519(id)
                 }
-                ("recipient", None, Some(r)) => KeyMaterial::RecipientOnly(
-                    Recipient::parse(r).map_err(|_| bad("invalid recipient"))?,
-                ),
+                ("recipient", None, Some(r)) => match Recipient::parse(r) {
+                    // A symmetric key is a secret, never a public recipient: refusing it
+                    // here keeps it from being rewritten as an unparsable `sym:<id>`.
+                    Ok(Recipient::X25519(x)) => KeyMaterial::RecipientOnly(Recipient::X25519(x)),
+                    _ => return Err(bad("invalid recipient: expected age1…")),
+                },
                 _ => {
                     return Err(bad(
                         "kind must be sym (secret), x25519 (secret) or recipient (recipient)",
@@ -528,6 +531,24 @@ mod tests {
         assert!(!err.contains("AGE-SECRET"), "{err}");
         assert!(Keyring::parse(b"version = 2\n", &mut no_pass).is_err());
         assert!(ring_with_dangling_policy().is_err());
+    }
+
+    /// Regression: a symmetric secret under `kind = "recipient"` was accepted and then
+    /// saved as `sym:<id>`, which made the keyring unreadable.
+    #[test]
+    fn a_symmetric_key_is_not_a_recipient() {
+        let secret = SymKey::generate().to_secret_string();
+        let text = format!(
+            "version = 1\n[[key]]\nname = \"k\"\nkind = \"recipient\"\nrecipient = \"{}\"\nstatus = \"active\"\n",
+            secret.as_str()
+        );
+        let err = Keyring::parse(text.as_bytes(), &mut no_pass)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected age1") && !err.contains("R2SEAL-SYM"),
+            "{err}"
+        );
     }
 
     fn ring_with_dangling_policy() -> Result<Keyring, Error> {

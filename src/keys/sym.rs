@@ -161,7 +161,12 @@ mod tests {
         broken.push('q');
         assert!(SymKey::parse(&broken).is_err());
         // Lower-case one letter of the data part (digits have no case).
-        let at = text.char_indices().skip(16).find(|(_, c)| c.is_ascii_alphabetic()).unwrap().0;
+        let at = text
+            .char_indices()
+            .skip(16)
+            .find(|(_, c)| c.is_ascii_alphabetic())
+            .unwrap()
+            .0;
         let mut mixed = text.to_string();
         mixed.replace_range(at..at + 1, &text[at..at + 1].to_lowercase());
         assert!(SymKey::parse(&mixed).is_err());

@@ -107,6 +107,9 @@ fn read_header(reader: &mut dyn Read) -> Result<(Header, Vec<u8>)> {
         }
         let n = reader.read(&mut chunk).context("cannot read input")?;
         if n == 0 {
+            if buf.is_empty() {
+                return Err(r2seal::Error::NotSealed.into());
+            }
             // Ask the parser for the precise reason an incomplete header is invalid.
             Header::parse_exact(&buf)?;
             bail!("input ended inside the header");
