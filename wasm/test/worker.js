@@ -1,0 +1,542 @@
+// The test Worker: runs inside workerd (miniflare). Each `POST /t/<name>` runs one test
+// against the real R2 binding and answers {ok, ...} or {ok: false, error}; the node
+// test runner (sealed-bucket.test.mjs) asserts on the answers. Helper routes move raw
+// objects in and out for the cross-implementation tests.
+import {
+  SealedBucket,
+  SealKeys,
+  SealError,
+  KeyConfigError,
+  sealBytes,
+  openBytes,
+  sealedLength,
+  plaintextLength,
+  checkVector,
+  fromFileForm,
+  toFileForm,
+  wasmMemoryBytes,
+} from "../pkg/index.js";
+
+const MiB = 1024 * 1024;
+
+class Fail extends Error {}
+function assert(cond, message) {
+  if (!cond) throw new Fail(message);
+}
+function eq(a, b, message) {
+  if (a !== b) throw new Fail(`${message}: expected ${JSON.stringify(b)}, got ${JSON.stringify(a)}`);
+}
+async function rejects(promiseOrFn, Class, code, message) {
+  try {
+    await (typeof promiseOrFn === "function" ? promiseOrFn() : promiseOrFn);
+  } catch (e) {
+    assert(e instanceof Class, `${message}: expected ${Class.name}, got ${e?.constructor?.name}: ${e?.message}`);
+    assert(e instanceof SealError, `${message}: not a SealError`);
+    eq(e.code, code, `${message}: code`);
+    return e;
+  }
+  throw new Fail(`${message}: did not fail`);
+}
+
+function bytes(n, seed = 1) {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+async function sha256(data) {
+  return hex(await crypto.subtle.digest("SHA-256", data));
+}
+function hex(buf) {
+  return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+function same(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A stream of `total` pseudo-random bytes made on the fly (bounded memory), hashed as it goes. */
+function generated(total, piece = 256 * 1024) {
+  const digest = new crypto.DigestStream("SHA-256");
+  const writer = digest.getWriter();
+  let sent = 0;
+  let seed = 7;
+  const stream = new ReadableStream({
+    async pull(controller) {
+      if (sent >= total) {
+        await writer.close();
+        controller.close();
+        return;
+      }
+      const n = Math.min(piece, total - sent);
+      const chunk = bytes(n, seed++);
+      sent += n;
+      await writer.write(chunk);
+      controller.enqueue(chunk);
+    },
+  });
+  return { stream, digest: digest.digest.then(hex) };
+}
+
+async function hashStream(stream) {
+  const digest = new crypto.DigestStream("SHA-256");
+  let n = 0;
+  const counter = new TransformStream({
+    transform(chunk, c) {
+      n += chunk.length;
+      c.enqueue(chunk);
+    },
+  });
+  await stream.pipeThrough(counter).pipeTo(digest);
+  return { sha: hex(await digest.digest), length: n };
+}
+
+function sealed(env, options = {}) {
+  return SealedBucket.fromEnv(env.BUCKET, env, options);
+}
+
+const tests = {
+  async roundtrip_empty(env) {
+    const b = sealed(env);
+    const put = await b.put("t/empty", "");
+    eq(put.size, 0, "put size");
+    eq(put.storedSize, 32, "stored size of an empty payload");
+    const got = await b.get("t/empty");
+    eq((await got.bytes()).length, 0, "empty round trip");
+    eq(got.size, 0, "get size");
+    const raw = await env.BUCKET.head("t/empty");
+    eq(raw.size, sealedLength(0), "stored size is sealedLength(0)");
+    return {};
+  },
+
+  async roundtrip_json(env) {
+    const b = sealed(env);
+    const value = { role: "user", text: "hello 🌍", n: [1, 2, 3] };
+    await b.putJson("t/json", value, {
+      customMetadata: { session: "s-42" },
+      httpMetadata: { cacheControl: "no-store", contentLanguage: "en", contentEncoding: "identity", contentDisposition: "inline" },
+    });
+    const back = await b.getJson("t/json");
+    eq(JSON.stringify(back), JSON.stringify(value), "json round trip");
+    const got = await b.get("t/json");
+    eq(got.customMetadata.session, "s-42", "sealed customMetadata comes back");
+    eq(got.httpMetadata.contentType, "application/json", "contentType");
+    eq(got.httpMetadata.contentLanguage, "en", "contentLanguage (sealed)");
+    eq(got.httpMetadata.contentEncoding, "identity", "contentEncoding (sealed)");
+    eq(got.sealed, true, "sealed");
+    const text = JSON.stringify(value);
+    eq(got.md5, hex(await crypto.subtle.digest("MD5", new TextEncoder().encode(text))), "md5 sealed");
+    await got.text();
+    // What the bucket holds: only the header in customMetadata; readable contentType and
+    // cacheControl; no contentEncoding/language/disposition; no plaintext anywhere.
+    const raw = await env.BUCKET.get("t/json");
+    eq(Object.keys(raw.customMetadata).join(","), "r2seal", "stored customMetadata keys");
+    assert(raw.customMetadata.r2seal.startsWith("age-encryption.org/v1;"), "metadata-form header");
+    assert(raw.customMetadata.r2seal.includes("-> r2seal-name;"), "name-bound");
+    assert(raw.customMetadata.r2seal.includes("-> r2seal-meta "), "sealed metadata stanza");
+    assert(!raw.customMetadata.r2seal.includes("s-42"), "user metadata not in clear");
+    eq(raw.httpMetadata.contentType, "application/json", "stored contentType");
+    eq(raw.httpMetadata.cacheControl, "no-store", "stored cacheControl");
+    eq(raw.httpMetadata.contentEncoding, undefined, "no contentEncoding on ciphertext");
+    eq(raw.httpMetadata.contentLanguage, undefined, "contentLanguage not in clear");
+    const body = new Uint8Array(await raw.arrayBuffer());
+    eq(body.length, sealedLength(new TextEncoder().encode(text).length), "stored length");
+    assert(!new TextDecoder().decode(body).includes("hello"), "no plaintext in the body");
+    eq(plaintextLength(body.length), new TextEncoder().encode(text).length, "plaintextLength of stored size");
+    return { header: raw.customMetadata.r2seal.length };
+  },
+
+  async roundtrip_multichunk(env) {
+    const b = sealed(env);
+    const data = bytes(3 * 65536 + 123, 3);
+    const want = await sha256(data);
+    await b.put("t/bytes", data);
+    eq(await sha256(await (await b.get("t/bytes")).bytes()), want, "bytes value");
+    // Stream with a declared size: FixedLengthStream, sealed length known up front.
+    const s1 = new Blob([data]).stream();
+    const p1 = await b.put("t/stream-sized", s1, { size: data.length });
+    eq(p1.storedSize, sealedLength(data.length), "declared stored size");
+    const g1 = await b.get("t/stream-sized");
+    eq((await hashStream(g1.body)).sha, want, "sized stream round trip");
+    // Stream without a size: buffered up to one part, then one put.
+    await b.put("t/stream-unsized", new Blob([data]).stream());
+    eq(await sha256(await (await b.get("t/stream-unsized")).bytes()), want, "unsized stream round trip");
+    // Odd slicing on the way in.
+    let at = 0;
+    const odd = new ReadableStream({
+      pull(c) {
+        if (at >= data.length) return c.close();
+        const n = Math.min(1 + ((at * 7919) % 70000), data.length - at);
+        c.enqueue(data.slice(at, at + n));
+        at += n;
+      },
+    });
+    await b.put("t/stream-odd", odd, { size: data.length });
+    eq(await sha256(await (await b.get("t/stream-odd")).bytes()), want, "odd slices");
+    // A multiple of 64 KiB ends with a full final chunk.
+    const full = bytes(2 * 65536, 9);
+    await b.put("t/full", full);
+    assert(same(await (await b.get("t/full")).bytes(), full), "full-chunk multiple");
+    return {};
+  },
+
+  async multipart(env) {
+    const b = sealed(env, { partSize: 5 * MiB });
+    // Unsized stream beyond one part: multipart, equal 5 MiB parts over one payload.
+    const total = 12 * MiB + 12345;
+    const { stream, digest } = generated(total);
+    const put = await b.put("t/multipart", stream);
+    const want = await digest;
+    eq(put.storedSize, sealedLength(total), "stored size");
+    eq(put.size, total, "plaintext size");
+    const got = await b.get("t/multipart");
+    const h = await hashStream(got.body);
+    eq(h.length, total, "length");
+    eq(h.sha, want, "multipart round trip");
+    // In-memory value beyond one part, and a sized stream beyond one part.
+    const data = bytes(5 * MiB + 7, 5);
+    await b.put("t/multipart-bytes", data);
+    eq(await sha256(await (await b.get("t/multipart-bytes")).bytes()), await sha256(data), "bytes multipart");
+    await b.put("t/multipart-sized", new Blob([data]).stream(), { size: data.length });
+    eq(await sha256(await (await b.get("t/multipart-sized")).bytes()), await sha256(data), "sized multipart");
+    // A range across the part boundary (stored offset 5 MiB).
+    const r = await b.get("t/multipart-bytes", { range: { offset: 5 * MiB - 100, length: 200 } });
+    assert(same(await r.bytes(), data.slice(5 * MiB - 100, 5 * MiB + 100)), "range across parts");
+    // onlyIf cannot be honoured by a multipart upload: refused, nothing written.
+    await rejects(b.put("t/multipart-cond", bytes(6 * MiB), { onlyIf: { etagDoesNotMatch: "*" } }), SealError, "PRECONDITION_UNSUPPORTED", "onlyIf+multipart");
+    eq(await env.BUCKET.head("t/multipart-cond"), null, "nothing written");
+    return { parts: Math.ceil(sealedLength(total) / (5 * MiB)) };
+  },
+
+  async ranges(env) {
+    const b = sealed(env);
+    const data = bytes(2 * MiB + 4321, 11);
+    await b.put("t/range", data);
+    const cases = [
+      [{ offset: 0, length: 1 }, 0, 1],
+      [{ offset: 65535, length: 2 }, 65535, 65537],
+      [{ offset: 100000 }, 100000, data.length],
+      [{ suffix: 10 }, data.length - 10, data.length],
+      [{ offset: 5, length: 1500000 }, 5, 1500005],
+      [{ offset: data.length - 1, length: 1000 }, data.length - 1, data.length],
+    ];
+    for (const [range, from, to] of cases) {
+      const got = await b.get("t/range", { range });
+      eq(got.range.offset, from, `range ${JSON.stringify(range)} offset`);
+      eq(got.range.length, to - from, `range ${JSON.stringify(range)} length`);
+      assert(same(await got.bytes(), data.slice(from, to)), `range ${JSON.stringify(range)} bytes`);
+    }
+    const h = new Headers({ range: "bytes=70000-70009" });
+    assert(same(await (await b.get("t/range", { range: h })).bytes(), data.slice(70000, 70010)), "Range header");
+    await rejects(b.get("t/range", { range: { offset: data.length } }), SealError, "RANGE_NOT_SATISFIABLE", "past the end");
+    // onlyIf on a ranged read: a failing condition gives metadata without a body.
+    const head = await b.head("t/range");
+    const miss = await b.get("t/range", { range: { offset: 0, length: 5 }, onlyIf: { etagMatches: "nope" } });
+    assert(miss !== null && !("body" in miss), "precondition failed: no body");
+    const hit = await b.get("t/range", { range: { offset: 0, length: 5 }, onlyIf: { etagMatches: head.etag } });
+    assert(same(await hit.bytes(), data.slice(0, 5)), "precondition met");
+    // A range on a tampered chunk fails; elsewhere it still reads.
+    const raw = new Uint8Array(await (await env.BUCKET.get("t/range")).arrayBuffer());
+    const header = (await env.BUCKET.head("t/range")).customMetadata;
+    raw[16 + 65552 + 10] ^= 1; // chunk 1
+    await env.BUCKET.put("t/range", raw, { customMetadata: header });
+    await rejects(b.get("t/range", { range: { offset: 65536, length: 10 } }), SealError, "CORRUPT", "tampered chunk in range");
+    assert(same(await (await b.get("t/range", { range: { offset: 0, length: 10 } })).bytes(), data.slice(0, 10)), "untouched chunk");
+    return {};
+  },
+
+  async list_head_delete(env) {
+    const b = sealed(env);
+    const sizes = [0, 5, 65536, 65537, 200000];
+    for (const n of sizes) await b.put(`l/obj-${n}`, bytes(n, n + 1), { httpMetadata: { contentType: "application/octet-stream" } });
+    await env.BUCKET.put("l/plain", "twelve bytes");
+    const listed = await b.list({ prefix: "l/" });
+    const byKey = Object.fromEntries(listed.objects.map((o) => [o.key, o]));
+    for (const n of sizes) {
+      const o = byKey[`l/obj-${n}`];
+      eq(o.size, n, `listed plaintext size of ${n}`);
+      eq(o.storedSize, sealedLength(n), `listed stored size of ${n}`);
+      eq(o.sealed, true, "sealed");
+      eq(o.httpMetadata.contentType, "application/octet-stream", "listed contentType");
+    }
+    eq(byKey["l/plain"].sealed, false, "plaintext object listed as such");
+    eq(byKey["l/plain"].size, 12, "plaintext size");
+    const head = await b.head("l/obj-65537");
+    eq(head.size, 65537, "head size");
+    eq(head.storedSize, sealedLength(65537), "head stored size");
+    eq(await b.head("l/missing"), null, "head of a missing key");
+    eq(await b.get("l/missing"), null, "get of a missing key");
+    eq(await b.getJson("l/missing"), null, "getJson of a missing key");
+    await b.delete(["l/obj-0", "l/obj-5"]);
+    await b.delete("l/plain");
+    const after = await b.list({ prefix: "l/" });
+    eq(after.objects.length, 3, "after delete");
+    return {};
+  },
+
+  async policies(env) {
+    const b = sealed(env);
+    const main = b.keys.recipientsFor("sessions/1");
+    eq(main.length, 2, "default: sealed to the Worker key and the recovery recipient");
+    assert(main.some((r) => r.startsWith("sym:")) && main.some((r) => r.startsWith("age1")), "both kinds");
+    const archive = b.keys.recipientsFor("archive/2026/x");
+    eq(archive.length, 1, "archive/: one recipient");
+    assert(archive[0].startsWith("age1"), "archive/: only the write-only recipient");
+    eq(b.keys.recipientsFor("archive-old/x").length, 2, "plain string prefixes");
+    await b.putJson("archive/2026/x", { secret: "for the recovery key only" });
+    const raw = await env.BUCKET.head("archive/2026/x");
+    assert(!raw.customMetadata.r2seal.includes("r2seal-sym"), "no symmetric stanza under archive/");
+    await rejects(b.get("archive/2026/x"), SealError, "NO_MATCHING_KEY", "the Worker cannot read archive/");
+    await rejects(b.head("archive/2026/x"), SealError, "NO_MATCHING_KEY", "nor head it");
+    // Longest prefix wins: archive/open/ is sealed to main again.
+    const nested = SealKeys.fromConfig({
+      identities: { main: env.R2SEAL_KEY },
+      recipients: { recovery: env.R2SEAL_RECIPIENT_RECOVERY },
+      policies: { "archive/": ["recovery"], "archive/open/": ["main"] },
+    });
+    eq(nested.recipientsFor("archive/open/x").join(), nested.recipientsFor("zzz").filter((r) => r.startsWith("sym:")).join(), "longest prefix");
+    const nb = new SealedBucket(env.BUCKET, nested);
+    await nb.put("archive/open/x", "readable");
+    eq(await (await nb.get("archive/open/x")).text(), "readable", "nested policy readable");
+    return {};
+  },
+
+  async allow_plaintext(env) {
+    await env.BUCKET.put("legacy/a.txt", "not migrated", { customMetadata: { owner: "me" } });
+    const strict = sealed(env);
+    await rejects(strict.get("legacy/a.txt"), SealError, "PLAINTEXT_OBJECT", "plaintext refused by default");
+    await rejects(strict.head("legacy/a.txt"), SealError, "PLAINTEXT_OBJECT", "head too");
+    await rejects(strict.get("legacy/a.txt", { range: { offset: 0, length: 3 } }), SealError, "PLAINTEXT_OBJECT", "ranged too");
+    const lax = sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "true" });
+    const got = await lax.get("legacy/a.txt");
+    eq(got.sealed, false, "marked unsealed");
+    eq(await got.text(), "not migrated", "served as is");
+    eq(got.customMetadata.owner, "me", "its metadata");
+    eq(await (await lax.get("legacy/a.txt", { range: { offset: 4, length: 8 } })).text(), "migrated", "ranged plaintext");
+    // Sealed objects still open normally in that mode.
+    await lax.put("legacy/b.txt", "sealed one");
+    eq(await (await lax.get("legacy/b.txt")).text(), "sealed one", "sealed still opens");
+    return {};
+  },
+
+  async tampered(env) {
+    const b = sealed(env);
+    const data = bytes(3 * 65536 + 10, 21);
+    await b.put("x/obj", data, { customMetadata: { a: "b" } });
+    const raw = new Uint8Array(await (await env.BUCKET.get("x/obj")).arrayBuffer());
+    const meta = (await env.BUCKET.head("x/obj")).customMetadata;
+    const put = (key, body, customMetadata = meta) => env.BUCKET.put(key, body, { customMetadata });
+    const readAll = async (key, bucket = b) => (await bucket.get(key)).bytes();
+
+    // A flipped body byte: CORRUPT, and the stream releases nothing past good chunks.
+    const flipped = raw.slice();
+    flipped[16 + 2 * 65552 + 5] ^= 0x40;
+    await put("x/flipped", flipped, { r2seal: meta.r2seal });
+    // Copy under another key: the name binding catches it.
+    await put("x/moved", raw);
+    await rejects(readAll("x/moved"), SealError, "WRONG_NAME", "moved object");
+    // Flipped byte, read under its own name.
+    await put("x/obj", flipped);
+    const got = await b.get("x/obj");
+    const reader = got.body.getReader();
+    let released = 0;
+    let error;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        assert(same(value, data.slice(released, released + value.length)), "released bytes are authentic");
+        released += value.length;
+      }
+    } catch (e) {
+      error = e;
+    }
+    eq(error?.code, "CORRUPT", "tampered chunk");
+    assert(released <= 2 * 65536, "nothing from the bad chunk on");
+    // Truncated at a chunk boundary, mid chunk, and extended.
+    await put("x/obj", raw.slice(0, 16 + 2 * 65552));
+    await rejects(readAll("x/obj"), SealError, "CORRUPT", "truncated at a chunk boundary");
+    await put("x/obj", raw.slice(0, 16 + 65552 + 5)); // a final piece shorter than a tag
+    await rejects(b.get("x/obj"), SealError, "CORRUPT", "truncated to an impossible length (caught at get)");
+    await put("x/obj", raw.slice(0, 16 + 65552 + 100));
+    await rejects(readAll("x/obj"), SealError, "CORRUPT", "truncated mid chunk");
+    const ext = new Uint8Array(raw.length + 17);
+    ext.set(raw);
+    await put("x/obj", ext);
+    await rejects(readAll("x/obj"), SealError, "CORRUPT", "extended");
+    // Header: a changed MAC character, a mangled value, an unknown version.
+    const h = meta.r2seal;
+    const mac = h.slice(0, -3) + (h.at(-3) === "A" ? "B" : "A") + h.slice(-2);
+    await put("x/obj", raw, { r2seal: mac });
+    await rejects(b.get("x/obj"), SealError, "CORRUPT", "header MAC");
+    await put("x/obj", raw, { r2seal: "garbage" });
+    await rejects(b.get("x/obj"), SealError, "NOT_SEALED", "not a header");
+    await put("x/obj", raw, { r2seal: h.replace("age-encryption.org/v1", "age-encryption.org/v2") });
+    await rejects(b.get("x/obj"), SealError, "UNSUPPORTED_VERSION", "future version");
+    await put("x/obj", raw, { r2seal: h.replace("-> r2seal-name;", "-> r2seal-name extra;") });
+    await rejects(b.get("x/obj"), SealError, "MALFORMED", "malformed stanza");
+    // Sealed with another key: the Worker holds none of its keys.
+    const other = SealKeys.fromConfig({ identities: { other: env.OTHER_KEY } });
+    const sealedElsewhere = sealBytes(other, "x/foreign", new TextEncoder().encode("hi"));
+    await put("x/foreign", sealedElsewhere.body, { r2seal: sealedElsewhere.header });
+    await rejects(b.get("x/foreign"), SealError, "NO_MATCHING_KEY", "wrong key");
+    // A Worker with a different key reads nothing of ours.
+    await put("x/obj", raw);
+    const stranger = new SealedBucket(env.BUCKET, other);
+    await rejects(stranger.get("x/obj"), SealError, "NO_MATCHING_KEY", "stranger");
+    eq(await sha256(await readAll("x/obj")), await sha256(data), "restored object opens");
+    return { releasedBeforeError: released };
+  },
+
+  async bad_input(env) {
+    const b = sealed(env);
+    // Header too large for R2's 8 KiB metadata budget: refused before writing.
+    const big = { k: "v".repeat(9000) };
+    await rejects(b.put("y/big", "x", { customMetadata: big }), SealError, "HEADER_TOO_LARGE", "header budget");
+    eq(await env.BUCKET.head("y/big"), null, "nothing written");
+    await rejects(b.put("y/r", "x", { customMetadata: { r2seal: "mine" } }), SealError, "INVALID_ARGUMENT", "reserved key");
+    // A stream that is not its declared length: nothing stored.
+    const short = new Blob([bytes(5)]).stream();
+    await rejects(b.put("y/short", short, { size: 10 }), SealError, "LENGTH_MISMATCH", "short stream");
+    eq(await env.BUCKET.head("y/short"), null, "nothing written (short)");
+    const long = new Blob([bytes(50)]).stream();
+    await rejects(b.put("y/long", long, { size: 10 }), SealError, "LENGTH_MISMATCH", "long stream");
+    eq(await env.BUCKET.head("y/long"), null, "nothing written (long)");
+    await rejects(async () => new SealedBucket(env.BUCKET, b.keys, { partSize: 1024 }), SealError, "INVALID_ARGUMENT", "part size below R2's minimum");
+    return {};
+  },
+
+  async secrets(env) {
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, {}), KeyConfigError, "MISSING_KEY", "no key");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: "  " }), KeyConfigError, "MISSING_KEY", "empty key");
+    // A malformed key: a typed error naming the variable, never echoing the value.
+    const almost = env.R2SEAL_KEY.slice(0, -1) + (env.R2SEAL_KEY.at(-1) === "Q" ? "P" : "Q");
+    for (const bad of [almost, "R2SEAL-SYM-KEY-1NOTAKEY", "hunter2-secret-value", env.R2SEAL_RECIPIENT_RECOVERY]) {
+      const e = await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: bad }), KeyConfigError, "INVALID_KEY", "malformed key");
+      assert(e.message.startsWith("R2SEAL_KEY"), `names the variable: ${e.message}`);
+      assert(!e.message.includes(bad) && !e.message.includes(bad.slice(16, 40)), "does not echo the secret");
+    }
+    const e2 = await rejects(
+      async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: env.R2SEAL_KEY, R2SEAL_RECIPIENT_RECOVERY: env.R2SEAL_KEY }),
+      KeyConfigError,
+      "INVALID_KEY",
+      "a secret key given as a recipient",
+    );
+    assert(!e2.message.includes(env.R2SEAL_KEY.slice(16)), "recipient error does not echo");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: env.R2SEAL_KEY, R2SEAL_RECIPIENT_X: "age1xyz" }), KeyConfigError, "INVALID_KEY", "bad recipient");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: env.R2SEAL_KEY, R2SEAL_POLICIES: "{not json" }), KeyConfigError, "INVALID_CONFIG", "policies JSON");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: env.R2SEAL_KEY, R2SEAL_POLICIES: '{"a/": ["nobody"]}' }), KeyConfigError, "INVALID_CONFIG", "policy names an unknown key");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: env.R2SEAL_KEY, R2SEAL_DEFAULTS: "ghost" }), KeyConfigError, "INVALID_CONFIG", "defaults name an unknown key");
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { R2SEAL_KEY: 42 }), KeyConfigError, "INVALID_KEY", "non-string secret");
+    // Write-only Worker: seals, cannot open.
+    const writeOnly = SealedBucket.fromEnv(env.BUCKET, { R2SEAL_RECIPIENT_RECOVERY: env.R2SEAL_RECIPIENT_RECOVERY });
+    eq(writeOnly.keys.canOpen, false, "write-only");
+    await writeOnly.put("wo/x", "drop box");
+    await rejects(writeOnly.get("wo/x"), SealError, "NO_MATCHING_KEY", "write-only cannot read");
+    return {};
+  },
+
+  async bench(env, url) {
+    const n = Number(url.searchParams.get("n") ?? "200");
+    // Default: the Worker key plus the X25519 recovery recipient (one X25519 wrap per
+    // seal); `symOnly`: the Worker key alone.
+    const b = url.searchParams.has("symOnly")
+      ? new SealedBucket(env.BUCKET, SealKeys.fromConfig({ identities: { main: env.R2SEAL_KEY } }))
+      : sealed(env);
+    const doc = { messages: [] };
+    while (JSON.stringify(doc).length < 4096) doc.messages.push({ role: "assistant", text: "x".repeat(100), t: doc.messages.length });
+    const plain = new TextEncoder().encode(JSON.stringify(doc).slice(0, 4096));
+    for (let i = 0; i < n; i++) {
+      const s = sealBytes(b.keys, "bench/doc.json", plain, { size: plain.length });
+      const o = openBytes(b.keys, "bench/doc.json", s.header, s.body);
+      if (o.plaintext.length !== plain.length) throw new Fail("bench round trip");
+    }
+    return { n, bytes: plain.length };
+  },
+
+  async bench_r2(env, url) {
+    const n = Number(url.searchParams.get("n") ?? "50");
+    const b = sealed(env);
+    const doc = { text: "y".repeat(4080) };
+    for (let i = 0; i < n; i++) {
+      await b.putJson("bench/r2.json", doc);
+      const back = await b.getJson("bench/r2.json");
+      if (back.text.length !== 4080) throw new Fail("bench_r2 round trip");
+    }
+    return { n };
+  },
+
+  async big(env, url) {
+    const mb = Number(url.searchParams.get("mb") ?? "50");
+    const total = mb * MiB;
+    const b = sealed(env, { partSize: 5 * MiB });
+    const memBefore = wasmMemoryBytes();
+    const { stream, digest } = generated(total);
+    await b.put("big/object", stream, { size: total });
+    const want = await digest;
+    const memAfterPut = wasmMemoryBytes();
+    const got = await b.get("big/object");
+    const h = await hashStream(got.body);
+    eq(h.length, total, "50 MiB length");
+    eq(h.sha, want, "50 MiB round trip");
+    const memAfterGet = wasmMemoryBytes();
+    assert(memAfterGet < 16 * MiB, `wasm memory stays bounded (${memAfterGet} bytes)`);
+    await b.delete("big/object");
+    return { total, wasmMemoryBefore: memBefore, wasmMemoryAfterPut: memAfterPut, wasmMemoryAfterGet: memAfterGet };
+  },
+};
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    try {
+      if (url.pathname.startsWith("/t/")) {
+        const name = url.pathname.slice(3);
+        const test = tests[name];
+        if (!test) return Response.json({ ok: false, error: `no test ${name}` }, { status: 404 });
+        const details = await test(env, url);
+        return Response.json({ ok: true, ...details });
+      }
+      if (url.pathname === "/vector") {
+        const file = new Uint8Array(await request.arrayBuffer());
+        try {
+          checkVector(file);
+          return Response.json({ ok: true });
+        } catch (e) {
+          return Response.json({ ok: false, code: e.code, error: e.message });
+        }
+      }
+      const key = url.searchParams.get("key");
+      if (url.pathname === "/put") {
+        await sealed(env).put(key, request.body, { size: Number(request.headers.get("content-length")) });
+        return Response.json({ ok: true });
+      }
+      if (url.pathname === "/get") {
+        const got = await sealed(env).get(key);
+        return new Response(await got.bytes());
+      }
+      if (url.pathname === "/raw/export") {
+        // The stored object (metadata form) as a file-form age file for the native CLI.
+        const raw = await env.BUCKET.get(key);
+        const body = new Uint8Array(await raw.arrayBuffer());
+        return new Response(toFileForm(raw.customMetadata.r2seal, body));
+      }
+      if (url.pathname === "/raw/import") {
+        // A file-form object from the native CLI, stored in the metadata form.
+        const { header, body } = fromFileForm(new Uint8Array(await request.arrayBuffer()));
+        await env.BUCKET.put(key, body, { customMetadata: { r2seal: header } });
+        return Response.json({ ok: true });
+      }
+      return new Response("not found", { status: 404 });
+    } catch (e) {
+      return Response.json({ ok: false, error: `${e?.constructor?.name}: ${e?.code ?? ""} ${e?.message}`, stack: e?.stack }, { status: 500 });
+    }
+  },
+};

@@ -1,0 +1,841 @@
+/**
+ * `SealedBucket`: an R2 binding whose objects are sealed before they leave the Worker.
+ *
+ * Object layout (shared with the native S3 layer):
+ * - `customMetadata.r2seal` = the age header's metadata form; the body = the payload
+ *   (16-byte nonce ‖ STREAM), so plaintext sizes are a pure function of stored sizes.
+ * - The header is bound to the object key exactly as stored (`Binding.name`).
+ * - Sealed inside the header: the caller's customMetadata, contentEncoding,
+ *   contentDisposition, contentLanguage, the plaintext size and MD5 when known.
+ *   contentType, cacheControl and cacheExpiry stay readable on the stored object.
+ * - Values beyond one part go up as a multipart upload: equal-size parts over one
+ *   single-stream payload, sliced at arbitrary byte offsets.
+ * - An object without `customMetadata.r2seal` is plaintext: refused unless
+ *   `allowPlaintext`.
+ */
+import {
+  init,
+  Opener,
+  Sealer,
+  SealKeys,
+  plaintextLength,
+  sealedLength,
+  type SealEnv,
+  type SealedMetadataInput,
+  type SealedMetadataOutput,
+} from "./core.js";
+import {
+  IntegrityError,
+  InvalidArgumentError,
+  LengthMismatchError,
+  PlaintextObjectError,
+  SealError,
+  fromWasm,
+  wasmCall,
+} from "./errors.js";
+
+/** The `customMetadata` key holding the header (metadata form). */
+export const METADATA_KEY = "r2seal";
+/** R2's minimum size of every part but the last. */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** Default part size, and the sealed size above which a value is uploaded in parts. */
+export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/** Plaintext bytes opened per ranged fetch when a range is streamed (16 chunks). */
+const RANGE_WINDOW = 16 * 65536;
+
+export interface SealedBucketOptions {
+  /** Serve objects that have no r2seal header (not migrated yet) as they are. */
+  allowPlaintext?: boolean;
+  /** Stored bytes per multipart part, ≥ 5 MiB; values sealed beyond it go multipart. */
+  partSize?: number;
+}
+
+export type SealedPutValue =
+  | ReadableStream<Uint8Array>
+  | ArrayBuffer
+  | ArrayBufferView
+  | string
+  | null
+  | Blob;
+
+export interface SealedPutOptions {
+  /** contentType, cacheControl, cacheExpiry stay readable; the rest is sealed. */
+  httpMetadata?: R2HTTPMetadata | Headers;
+  /** Sealed in the header; the key "r2seal" is reserved. */
+  customMetadata?: Record<string, string>;
+  /** Conditions on the stored object (R2 semantics): `null` is returned if they fail. */
+  onlyIf?: R2Conditional | Headers;
+  /**
+   * Plaintext length of a `ReadableStream` value, when known: the sealed length is then
+   * declared up front (FixedLengthStream) and recorded in the sealed metadata. A stream
+   * of another length fails with `LENGTH_MISMATCH` and nothing is stored.
+   */
+  size?: number;
+}
+
+/** What a sealed object looks like to the caller: plaintext sizes, unsealed metadata. */
+export interface SealedObject {
+  readonly key: string;
+  readonly version: string;
+  /** Plaintext size. */
+  readonly size: number;
+  /** Size of the stored ciphertext. */
+  readonly storedSize: number;
+  readonly etag: string;
+  readonly httpEtag: string;
+  readonly uploaded: Date;
+  readonly httpMetadata: R2HTTPMetadata;
+  readonly customMetadata: Record<string, string>;
+  /** Plaintext MD5 (hex) recorded by the writer, when it knew it. */
+  readonly md5?: string;
+  /** Plaintext range served, for ranged reads. */
+  readonly range?: { offset: number; length: number };
+  /** False only for a plaintext object served under `allowPlaintext`. */
+  readonly sealed: boolean;
+  writeHttpMetadata(headers: Headers): void;
+}
+
+export interface SealedObjectBody extends SealedObject {
+  /** Plaintext. Errors (an `IntegrityError`) if the object proves truncated or tampered. */
+  readonly body: ReadableStream<Uint8Array>;
+  readonly bodyUsed: boolean;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json<T = unknown>(): Promise<T>;
+}
+
+export interface SealedListEntry {
+  readonly key: string;
+  /** Plaintext size (a pure function of the stored size), or null if no valid object has this size. */
+  readonly size: number | null;
+  readonly storedSize: number;
+  readonly etag: string;
+  readonly uploaded: Date;
+  readonly sealed: boolean;
+  /** The readable part: contentType, cacheControl, cacheExpiry. */
+  readonly httpMetadata: R2HTTPMetadata;
+}
+
+export interface SealedObjects {
+  objects: SealedListEntry[];
+  truncated: boolean;
+  cursor?: string;
+  delimitedPrefixes: string[];
+}
+
+export interface SealedGetOptions {
+  onlyIf?: R2Conditional | Headers;
+  /** A plaintext range. */
+  range?: R2Range | Headers;
+}
+
+export class SealedBucket {
+  readonly bucket: R2Bucket;
+  readonly keys: SealKeys;
+  readonly allowPlaintext: boolean;
+  readonly partSize: number;
+
+  constructor(bucket: R2Bucket, keys: SealKeys, options: SealedBucketOptions = {}) {
+    init();
+    this.bucket = bucket;
+    this.keys = keys;
+    this.allowPlaintext = options.allowPlaintext ?? false;
+    const partSize = options.partSize ?? DEFAULT_PART_SIZE;
+    if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", "partSize must be an integer between 5 MiB and 5 GiB");
+    }
+    this.partSize = partSize;
+  }
+
+  /** Keys from `env` (see `SealKeys.fromEnv`); `allowPlaintext` also from `R2SEAL_ALLOW_PLAINTEXT`. */
+  static fromEnv(bucket: R2Bucket, env: SealEnv | Record<string, unknown>, options: SealedBucketOptions = {}): SealedBucket {
+    const flag = String(env["R2SEAL_ALLOW_PLAINTEXT"] ?? "").toLowerCase();
+    return new SealedBucket(bucket, SealKeys.fromEnv(env), {
+      ...options,
+      allowPlaintext: options.allowPlaintext ?? (flag === "true" || flag === "1"),
+    });
+  }
+
+  async head(key: string): Promise<SealedObject | null> {
+    const stored = await this.bucket.head(key);
+    if (stored === null) return null;
+    const header = stored.customMetadata?.[METADATA_KEY];
+    if (header === undefined) return this.plaintextObject(stored);
+    const opener = this.opener(header, key);
+    try {
+      return describe(stored, opener, key);
+    } finally {
+      opener.free();
+    }
+  }
+
+  async get(key: string, options: SealedGetOptions & { onlyIf: R2Conditional | Headers }): Promise<SealedObjectBody | SealedObject | null>;
+  async get(key: string, options?: SealedGetOptions): Promise<SealedObjectBody | null>;
+  async get(key: string, options: SealedGetOptions = {}): Promise<SealedObjectBody | SealedObject | null> {
+    if (options.range !== undefined) return this.getRange(key, options);
+    const stored = await this.bucket.get(key, options.onlyIf ? { onlyIf: options.onlyIf } : undefined);
+    if (stored === null) return null;
+    const header = stored.customMetadata?.[METADATA_KEY];
+    if (header === undefined) {
+      if (!("body" in stored)) return this.plaintextObject(stored);
+      if (!this.allowPlaintext) await stored.body.cancel();
+      return this.plaintextBody(stored);
+    }
+    let opener: Opener;
+    try {
+      opener = this.opener(header, key);
+    } catch (e) {
+      if ("body" in stored) await stored.body.cancel();
+      throw e;
+    }
+    let meta: SealedObject;
+    try {
+      meta = describe(stored, opener, key);
+    } catch (e) {
+      opener.free();
+      if ("body" in stored) await stored.body.cancel();
+      throw e;
+    }
+    if (!("body" in stored)) {
+      opener.free();
+      return meta; // a failed precondition: metadata only, as R2 returns it
+    }
+    return withBody(meta, stored.body.pipeThrough(openStream(opener)));
+  }
+
+  async put(key: string, value: SealedPutValue, options: SealedPutOptions = {}): Promise<SealedObject | null> {
+    if (typeof key !== "string" || key === "") {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", "the object key must be a non-empty string");
+    }
+    const custom = options.customMetadata ?? {};
+    if (Object.prototype.hasOwnProperty.call(custom, METADATA_KEY)) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", `customMetadata key "${METADATA_KEY}" is reserved for the sealed header`);
+    }
+    const { readable, sealed } = splitHttpMetadata(options.httpMetadata);
+    const meta: SealedMetadataInput = { ...sealed, customMetadata: { ...custom } };
+
+    let bytes: Uint8Array | null = null;
+    let stream: ReadableStream<Uint8Array> | null = null;
+    let size: number | undefined = options.size;
+    if (value === null || value === undefined) bytes = new Uint8Array(0);
+    else if (typeof value === "string") bytes = new TextEncoder().encode(value);
+    else if (value instanceof ArrayBuffer) bytes = new Uint8Array(value);
+    else if (ArrayBuffer.isView(value)) bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    else if (value instanceof Blob) {
+      if (value.size <= this.partSize) bytes = new Uint8Array(await value.arrayBuffer());
+      else {
+        stream = value.stream();
+        size = value.size;
+      }
+    } else if (value instanceof ReadableStream) stream = value;
+    else throw new InvalidArgumentError("INVALID_ARGUMENT", "unsupported value type");
+    if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", "size must be a non-negative integer");
+    }
+    if (bytes !== null && size !== undefined && size !== bytes.length) {
+      throw new LengthMismatchError("LENGTH_MISMATCH", `size says ${size} bytes, the value has ${bytes.length}`);
+    }
+
+    if (bytes !== null) {
+      meta.size = bytes.length;
+      meta.md5 = hex(await crypto.subtle.digest("MD5", bytes));
+    } else if (size !== undefined) {
+      meta.size = size;
+    }
+    // The envelope is sealed (and its metadata budget checked) before any byte is written.
+    const sealer = wasmCall(() => new Sealer(this.keys.keys, key, JSON.stringify(meta)));
+    const stored: R2PutOptions = { httpMetadata: readable, customMetadata: { [METADATA_KEY]: sealer.header } };
+    if (options.onlyIf !== undefined) stored.onlyIf = options.onlyIf;
+
+    try {
+      let result: R2Object | null;
+      if (bytes !== null) {
+        const body = concat([...sealSlices(sealer, bytes), sealer.finish()]);
+        result =
+          body.length <= this.partSize
+            ? await this.bucket.put(key, body, stored)
+            : await this.multipart(key, stored, singleChunkStream(body));
+      } else {
+        const ciphertext = stream!.pipeThrough(sealStream(sealer, size));
+        const storedLength = size === undefined ? undefined : sealedLength(size);
+        if (storedLength !== undefined && storedLength <= this.partSize) {
+          const fixed = new FixedLengthStream(storedLength);
+          const pump = ciphertext.pipeTo(fixed.writable);
+          [result] = await Promise.all([this.bucket.put(key, fixed.readable, stored), pump]);
+        } else {
+          result = await this.multipartOrSingle(key, stored, ciphertext);
+        }
+      }
+      return result === null ? null : written(result, key, readable, meta);
+    } catch (e) {
+      throw fromWasm(e);
+    } finally {
+      sealer.free();
+    }
+  }
+
+  async delete(keys: string | string[]): Promise<void> {
+    await this.bucket.delete(keys);
+  }
+
+  /** A listing with plaintext sizes (computed from stored sizes: no key needed). */
+  async list(options: R2ListOptions = {}): Promise<SealedObjects> {
+    // `include` is in the binding, not in every version of its types.
+    const listed = await this.bucket.list({ ...options, include: ["httpMetadata", "customMetadata"] } as R2ListOptions);
+    const objects = listed.objects.map((o): SealedListEntry => {
+      const sealed = o.customMetadata?.[METADATA_KEY] !== undefined;
+      let size: number | null = o.size;
+      if (sealed) {
+        try {
+          size = plaintextSize(o.size);
+        } catch {
+          size = null;
+        }
+      }
+      return {
+        key: o.key,
+        size,
+        storedSize: o.size,
+        etag: o.etag,
+        uploaded: o.uploaded,
+        sealed,
+        httpMetadata: readableHttp(o.httpMetadata),
+      };
+    });
+    return {
+      objects,
+      truncated: listed.truncated,
+      cursor: listed.truncated ? listed.cursor : undefined,
+      delimitedPrefixes: listed.delimitedPrefixes,
+    };
+  }
+
+  async getJson<T = unknown>(key: string, options: SealedGetOptions = {}): Promise<T | null> {
+    const object = await this.get(key, options);
+    if (object === null) return null;
+    if (!("body" in object)) return null;
+    return object.json<T>();
+  }
+
+  async putJson(key: string, value: unknown, options: SealedPutOptions = {}): Promise<SealedObject | null> {
+    const http = options.httpMetadata instanceof Headers ? headersToHttp(options.httpMetadata) : { ...options.httpMetadata };
+    http.contentType ??= "application/json";
+    return this.put(key, JSON.stringify(value), { ...options, httpMetadata: http });
+  }
+
+  // ---- internals ----
+
+  private opener(header: string, key: string): Opener {
+    return wasmCall(() => new Opener(this.keys.keys, header, key));
+  }
+
+  private plaintextObject(stored: R2Object): SealedObject {
+    if (!this.allowPlaintext) throw plaintextError(stored.key);
+    return plainDescribe(stored);
+  }
+
+  private plaintextBody(stored: R2ObjectBody): SealedObjectBody {
+    if (!this.allowPlaintext) throw plaintextError(stored.key);
+    return withBody(plainDescribe(stored), stored.body);
+  }
+
+  private async getRange(key: string, options: SealedGetOptions): Promise<SealedObjectBody | SealedObject | null> {
+    const head = await this.bucket.head(key);
+    if (head === null) return null;
+    const header = head.customMetadata?.[METADATA_KEY];
+    const onlyIf = conditional(options.onlyIf);
+    if (header === undefined) {
+      if (!this.allowPlaintext) throw plaintextError(key);
+      const stored = await this.bucket.get(key, { range: options.range!, onlyIf: options.onlyIf ?? {} });
+      if (stored === null) return null;
+      return "body" in stored ? this.plaintextBody(stored) : this.plaintextObject(stored);
+    }
+    const opener = this.opener(header, key);
+    let base: SealedObject;
+    try {
+      base = describe(head, opener, key);
+    } catch (e) {
+      opener.free();
+      throw e;
+    }
+    // Every fetch is pinned to the object `head` saw; a caller's own etag condition that
+    // differs from it fails like R2's precondition would.
+    if (onlyIf.etagMatches !== undefined && !etagListMatches(onlyIf.etagMatches, head.etag)) {
+      opener.free();
+      return base;
+    }
+    const pinned: R2Conditional = { ...onlyIf, etagMatches: head.etag };
+    const total = base.size;
+    let start: number;
+    let end: number;
+    try {
+      [start, end] = plaintextRange(options.range!, total);
+    } catch (e) {
+      opener.free();
+      throw e;
+    }
+    const storedSize = head.size;
+    const salts = new Map<number, Uint8Array>();
+    const fetchRange = async (offset: number, length: number): Promise<Uint8Array | null> => {
+      const got = await this.bucket.get(key, { range: { offset, length }, onlyIf: pinned });
+      if (got === null || !("body" in got)) return null;
+      const bytes = new Uint8Array(await got.arrayBuffer());
+      if (bytes.length !== length) throw new IntegrityError("CORRUPT", "authentication failed: the object is corrupted or was tampered with");
+      return bytes;
+    };
+    // One window: plan it, fetch salt(s) and chunks, open.
+    const openWindow = async (ws: number, we: number): Promise<Uint8Array | null> => {
+      const plan = wasmCall(() => opener.rangePlan(storedSize, ws, we));
+      const parts: Uint8Array[] = [];
+      for (let i = 3; i < plan.length; i += 4) {
+        const [saltStart, saltEnd, chunksStart, chunksEnd] = Array.from(plan.subarray(i, i + 4)) as [number, number, number, number];
+        let salt = salts.get(saltStart);
+        let chunks: Uint8Array | null;
+        if (salt === undefined && chunksStart - saltEnd <= 65552) {
+          const both = await fetchRange(saltStart, chunksEnd - saltStart);
+          if (both === null) return null;
+          salt = both.slice(0, saltEnd - saltStart);
+          chunks = both.subarray(chunksStart - saltStart);
+        } else {
+          if (salt === undefined) {
+            const s = await fetchRange(saltStart, saltEnd - saltStart);
+            if (s === null) return null;
+            salt = s;
+          }
+          chunks = await fetchRange(chunksStart, chunksEnd - chunksStart);
+          if (chunks === null) return null;
+        }
+        salts.set(saltStart, salt);
+        parts.push(salt, chunks);
+      }
+      return wasmCall(() => opener.openRange(storedSize, ws, we, concat(parts)));
+    };
+    // Windows aligned to 64 KiB chunks, so no chunk is fetched twice.
+    const windows: [number, number][] = [];
+    for (let ws = start; ws <= end; ) {
+      const we = Math.min(end, Math.floor(ws / RANGE_WINDOW) * RANGE_WINDOW + RANGE_WINDOW - 1);
+      windows.push([ws, we]);
+      ws = we + 1;
+    }
+    let first: Uint8Array | null;
+    try {
+      first = await openWindow(windows[0]![0], windows[0]![1]);
+    } catch (e) {
+      opener.free();
+      throw e;
+    }
+    if (first === null) {
+      opener.free();
+      return base; // precondition failed
+    }
+    const meta: SealedObject = { ...base, range: { offset: start, length: end - start + 1 } };
+    let next = 1;
+    let pendingFirst: Uint8Array | null = first;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          if (pendingFirst !== null) {
+            controller.enqueue(pendingFirst);
+            pendingFirst = null;
+          } else if (next < windows.length) {
+            const [ws, we] = windows[next++]!;
+            const chunk = await openWindow(ws, we);
+            if (chunk === null) throw new IntegrityError("CORRUPT", "the object changed while it was being read");
+            controller.enqueue(chunk);
+          }
+          if (pendingFirst === null && next >= windows.length) {
+            controller.close();
+            opener.free();
+          }
+        } catch (e) {
+          opener.free();
+          controller.error(fromWasm(e));
+        }
+      },
+      cancel() {
+        opener.free();
+      },
+    });
+    return withBody(meta, body);
+  }
+
+  /** Uploads a ciphertext stream: one put if it fits one part, else multipart. */
+  private async multipartOrSingle(key: string, stored: R2PutOptions, ciphertext: ReadableStream<Uint8Array>): Promise<R2Object | null> {
+    const reader = ciphertext.getReader();
+    const buffer = new Uint8Array(this.partSize);
+    let filled = 0;
+    // Read up to one part plus one byte: only then is multipart needed.
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) {
+        return await this.bucket.put(key, buffer.subarray(0, filled), stored);
+      }
+      if (filled + value.length <= this.partSize) {
+        buffer.set(value, filled);
+        filled += value.length;
+        continue;
+      }
+      const head = concat([buffer.subarray(0, filled), value]);
+      const rest = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(head);
+        },
+        async pull(controller) {
+          const r = await reader.read();
+          if (r.done) controller.close();
+          else controller.enqueue(r.value);
+        },
+        cancel(reason) {
+          return reader.cancel(reason);
+        },
+      });
+      return await this.multipart(key, stored, rest);
+    }
+  }
+
+  /** Multipart upload: equal parts of `partSize` stored bytes (the last may be shorter). */
+  private async multipart(key: string, stored: R2PutOptions, ciphertext: ReadableStream<Uint8Array>): Promise<R2Object> {
+    if (stored.onlyIf !== undefined) {
+      await ciphertext.cancel();
+      throw new InvalidArgumentError(
+        "PRECONDITION_UNSUPPORTED",
+        "onlyIf is not supported for values larger than one part (R2 multipart uploads are unconditional)",
+      );
+    }
+    const upload = await this.bucket.createMultipartUpload(key, {
+      httpMetadata: stored.httpMetadata,
+      customMetadata: stored.customMetadata,
+    });
+    const parts: R2UploadedPart[] = [];
+    const reader = ciphertext.getReader();
+    const buffer = new Uint8Array(this.partSize);
+    let filled = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        let offset = 0;
+        while (offset < value.length) {
+          const n = Math.min(value.length - offset, this.partSize - filled);
+          buffer.set(value.subarray(offset, offset + n), filled);
+          filled += n;
+          offset += n;
+          if (filled === this.partSize) {
+            parts.push(await upload.uploadPart(parts.length + 1, buffer.slice()));
+            filled = 0;
+          }
+        }
+      }
+      if (filled > 0 || parts.length === 0) {
+        parts.push(await upload.uploadPart(parts.length + 1, buffer.slice(0, filled)));
+      }
+      return await upload.complete(parts);
+    } catch (e) {
+      await upload.abort().catch(() => undefined);
+      throw e;
+    }
+  }
+}
+
+// ---- helpers ----
+
+function plaintextError(key: string): PlaintextObjectError {
+  return new PlaintextObjectError(
+    "PLAINTEXT_OBJECT",
+    `object ${JSON.stringify(key)} is not sealed (no r2seal header); enable allowPlaintext to serve unmigrated objects`,
+  );
+}
+
+/** Single stream (metadata form): the plaintext size is a pure function of the stored size. */
+function plaintextSize(storedSize: number): number {
+  return plaintextLength(storedSize);
+}
+
+function describe(stored: R2Object, opener: Opener, key: string): SealedObject {
+  const meta = JSON.parse(opener.metadata) as SealedMetadataOutput;
+  const size = wasmCall(() => opener.plaintextLen(stored.size));
+  const httpMetadata: R2HTTPMetadata = readableHttp(stored.httpMetadata);
+  if (meta.contentEncoding !== undefined) httpMetadata.contentEncoding = meta.contentEncoding;
+  if (meta.contentDisposition !== undefined) httpMetadata.contentDisposition = meta.contentDisposition;
+  if (meta.contentLanguage !== undefined) httpMetadata.contentLanguage = meta.contentLanguage;
+  return {
+    key,
+    version: stored.version,
+    size,
+    storedSize: stored.size,
+    etag: stored.etag,
+    httpEtag: stored.httpEtag,
+    uploaded: stored.uploaded,
+    httpMetadata,
+    customMetadata: meta.customMetadata ?? {},
+    md5: meta.md5,
+    sealed: true,
+    writeHttpMetadata: (headers: Headers) => writeHttp(httpMetadata, headers),
+  };
+}
+
+/** The caller's view of an object just written: plaintext size, unsealed metadata. */
+function written(stored: R2Object, key: string, readable: R2HTTPMetadata, meta: SealedMetadataInput): SealedObject {
+  const httpMetadata: R2HTTPMetadata = { ...readable };
+  if (meta.contentEncoding !== undefined) httpMetadata.contentEncoding = meta.contentEncoding;
+  if (meta.contentDisposition !== undefined) httpMetadata.contentDisposition = meta.contentDisposition;
+  if (meta.contentLanguage !== undefined) httpMetadata.contentLanguage = meta.contentLanguage;
+  return {
+    key,
+    version: stored.version,
+    size: plaintextSize(stored.size),
+    storedSize: stored.size,
+    etag: stored.etag,
+    httpEtag: stored.httpEtag,
+    uploaded: stored.uploaded,
+    httpMetadata,
+    customMetadata: { ...(meta.customMetadata ?? {}) },
+    md5: meta.md5,
+    sealed: true,
+    writeHttpMetadata: (headers: Headers) => writeHttp(httpMetadata, headers),
+  };
+}
+
+function plainDescribe(stored: R2Object): SealedObject {
+  const httpMetadata = { ...stored.httpMetadata };
+  return {
+    key: stored.key,
+    version: stored.version,
+    size: stored.size,
+    storedSize: stored.size,
+    etag: stored.etag,
+    httpEtag: stored.httpEtag,
+    uploaded: stored.uploaded,
+    httpMetadata,
+    customMetadata: { ...stored.customMetadata },
+    range: stored.range && "offset" in stored.range && stored.range.offset !== undefined
+      ? { offset: stored.range.offset, length: stored.range.length ?? stored.size - stored.range.offset }
+      : undefined,
+    sealed: false,
+    writeHttpMetadata: (headers: Headers) => writeHttp(httpMetadata, headers),
+  };
+}
+
+function readableHttp(http: R2HTTPMetadata | undefined): R2HTTPMetadata {
+  const out: R2HTTPMetadata = {};
+  if (http?.contentType !== undefined) out.contentType = http.contentType;
+  if (http?.cacheControl !== undefined) out.cacheControl = http.cacheControl;
+  if (http?.cacheExpiry !== undefined) out.cacheExpiry = http.cacheExpiry;
+  return out;
+}
+
+function writeHttp(http: R2HTTPMetadata, headers: Headers): void {
+  if (http.contentType) headers.set("content-type", http.contentType);
+  if (http.contentLanguage) headers.set("content-language", http.contentLanguage);
+  if (http.contentDisposition) headers.set("content-disposition", http.contentDisposition);
+  if (http.contentEncoding) headers.set("content-encoding", http.contentEncoding);
+  if (http.cacheControl) headers.set("cache-control", http.cacheControl);
+  if (http.cacheExpiry) headers.set("expires", http.cacheExpiry.toUTCString());
+}
+
+function headersToHttp(h: Headers): R2HTTPMetadata {
+  const out: R2HTTPMetadata = {};
+  const get = (n: string) => h.get(n) ?? undefined;
+  if (get("content-type")) out.contentType = get("content-type");
+  if (get("content-language")) out.contentLanguage = get("content-language");
+  if (get("content-disposition")) out.contentDisposition = get("content-disposition");
+  if (get("content-encoding")) out.contentEncoding = get("content-encoding");
+  if (get("cache-control")) out.cacheControl = get("cache-control");
+  if (get("expires")) out.cacheExpiry = new Date(get("expires")!);
+  return out;
+}
+
+/** Splits HTTP metadata into what stays readable on the stored object and what is sealed. */
+function splitHttpMetadata(http: R2HTTPMetadata | Headers | undefined): {
+  readable: R2HTTPMetadata;
+  sealed: SealedMetadataInput;
+} {
+  const h = http instanceof Headers ? headersToHttp(http) : (http ?? {});
+  const sealed: SealedMetadataInput = {};
+  if (h.contentEncoding !== undefined) sealed.contentEncoding = h.contentEncoding;
+  if (h.contentDisposition !== undefined) sealed.contentDisposition = h.contentDisposition;
+  if (h.contentLanguage !== undefined) sealed.contentLanguage = h.contentLanguage;
+  // Never contentEncoding on the stored ciphertext: R2 and caches would try to decode it.
+  return { readable: readableHttp(h), sealed };
+}
+
+function conditional(onlyIf: R2Conditional | Headers | undefined): R2Conditional {
+  if (onlyIf === undefined) return {};
+  if (!(onlyIf instanceof Headers)) return { ...onlyIf };
+  const out: R2Conditional = {};
+  const im = onlyIf.get("if-match");
+  const inm = onlyIf.get("if-none-match");
+  const ims = onlyIf.get("if-modified-since");
+  const ius = onlyIf.get("if-unmodified-since");
+  if (im) out.etagMatches = im;
+  if (inm) out.etagDoesNotMatch = inm;
+  if (ims) out.uploadedAfter = new Date(ims);
+  if (ius) out.uploadedBefore = new Date(ius);
+  return out;
+}
+
+function etagListMatches(condition: string, etag: string): boolean {
+  return condition
+    .split(",")
+    .map((s) => s.trim().replace(/^W\//, "").replace(/^"|"$/g, ""))
+    .some((s) => s === "*" || s === etag);
+}
+
+/** An R2Range (or a Range header) over `total` plaintext bytes → inclusive [start, end]. */
+function plaintextRange(range: R2Range | Headers, total: number): [number, number] {
+  let r: R2Range = range as R2Range;
+  if (range instanceof Headers) {
+    const v = range.get("range");
+    const m = v?.match(/^bytes=(\d*)-(\d*)$/);
+    if (!m || (m[1] === "" && m[2] === "")) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", "unsupported Range header (one bytes=a-b range)");
+    }
+    if (m[1] === "") r = { suffix: Number(m[2]) };
+    else if (m[2] === "") r = { offset: Number(m[1]) };
+    else r = { offset: Number(m[1]), length: Number(m[2]) - Number(m[1]) + 1 };
+  }
+  let start: number;
+  let end: number;
+  if ("suffix" in r && r.suffix !== undefined) {
+    start = Math.max(0, total - r.suffix);
+    end = total - 1;
+    if (r.suffix <= 0) throw notSatisfiable();
+  } else {
+    const o = r as { offset?: number; length?: number };
+    start = o.offset ?? 0;
+    end = o.length === undefined ? total - 1 : start + o.length - 1;
+    if (o.length !== undefined && o.length <= 0) throw notSatisfiable();
+  }
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start >= total || end < start) {
+    throw notSatisfiable();
+  }
+  return [start, Math.min(end, total - 1)];
+}
+
+function notSatisfiable(): SealError {
+  return fromWasm("RANGE_NOT_SATISFIABLE\u001frange not satisfiable") as SealError;
+}
+
+function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedObjectBody {
+  let used = false;
+  const all = async (): Promise<Uint8Array> => {
+    if (used) throw new InvalidArgumentError("INVALID_STATE", "the body has already been read");
+    used = true;
+    const parts: Uint8Array[] = [];
+    const reader = body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+    }
+    return concat(parts);
+  };
+  return {
+    ...meta,
+    get body() {
+      used = true;
+      return body;
+    },
+    get bodyUsed() {
+      return used;
+    },
+    arrayBuffer: async () => {
+      const b = await all();
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    },
+    bytes: all,
+    text: async () => new TextDecoder().decode(await all()),
+    json: async <T>() => JSON.parse(new TextDecoder().decode(await all())) as T,
+  };
+}
+
+/** Plaintext → payload. Counts bytes against a declared size. */
+function sealStream(sealer: Sealer, size: number | undefined): TransformStream<Uint8Array, Uint8Array> {
+  let seen = 0;
+  return new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      const bytes = toBytes(chunk);
+      seen += bytes.length;
+      if (size !== undefined && seen > size) {
+        throw new LengthMismatchError("LENGTH_MISMATCH", `the stream is longer than its declared size of ${size} bytes`);
+      }
+      const out = wasmCall(() => sealer.update(bytes));
+      if (out.length > 0) controller.enqueue(out);
+    },
+    flush(controller) {
+      if (size !== undefined && seen !== size) {
+        throw new LengthMismatchError("LENGTH_MISMATCH", `the stream ended after ${seen} of its declared ${size} bytes`);
+      }
+      controller.enqueue(wasmCall(() => sealer.finish()));
+    },
+  });
+}
+
+/** Payload → plaintext: only authenticated bytes pass; truncation errors the stream. */
+function openStream(opener: Opener): TransformStream<Uint8Array, Uint8Array> {
+  return new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      try {
+        const out = wasmCall(() => opener.update(chunk));
+        if (out.length > 0) controller.enqueue(out);
+      } catch (e) {
+        opener.free();
+        throw e;
+      }
+    },
+    flush(controller) {
+      try {
+        const out = wasmCall(() => opener.finish());
+        if (out.length > 0) controller.enqueue(out);
+      } finally {
+        opener.free();
+      }
+    },
+  });
+}
+
+function toBytes(chunk: unknown): Uint8Array {
+  if (chunk instanceof Uint8Array) return chunk;
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (typeof chunk === "string") return new TextEncoder().encode(chunk);
+  throw new InvalidArgumentError("INVALID_ARGUMENT", "a stream chunk must be bytes");
+}
+
+/** Feeds the sealer 1 MiB at a time: wasm memory stays small whatever the value's size. */
+function sealSlices(sealer: Sealer, bytes: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length; at += SLICE) {
+    const sealed = wasmCall(() => sealer.update(bytes.subarray(at, at + SLICE)));
+    if (sealed.length > 0) out.push(sealed);
+  }
+  return out;
+}
+
+const SLICE = 1024 * 1024;
+
+function singleChunkStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function hex(buf: ArrayBuffer): string {
+  return [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,109 @@
+/**
+ * Typed errors. Every failure r2seal reports is a `SealError` (or a subclass) with a
+ * stable `code`. Messages come from the Rust core, which never quotes key material;
+ * configuration errors name the environment variable, never its value.
+ */
+
+export type SealErrorCode =
+  | "MISSING_KEY"
+  | "INVALID_KEY"
+  | "INVALID_CONFIG"
+  | "INVALID_RECIPIENTS"
+  | "NO_MATCHING_KEY"
+  | "CORRUPT"
+  | "MALFORMED"
+  | "UNSUPPORTED_VERSION"
+  | "WRONG_NAME"
+  | "NAME_REQUIRED"
+  | "NOT_SEALED"
+  | "PLAINTEXT_OBJECT"
+  | "RANGE_NOT_SATISFIABLE"
+  | "HEADER_TOO_LARGE"
+  | "LENGTH_MISMATCH"
+  | "PRECONDITION_UNSUPPORTED"
+  | "INVALID_ARGUMENT"
+  | "INVALID_STATE"
+  | "VECTOR_FAILED"
+  | "ERROR";
+
+export class SealError extends Error {
+  readonly code: SealErrorCode;
+  constructor(code: SealErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A key secret is missing or malformed, or the policies name unknown keys. */
+export class KeyConfigError extends SealError {}
+
+/** The object is sealed only to keys this Worker does not hold (e.g. a write-only prefix). */
+export class NoMatchingKeyError extends SealError {}
+
+/**
+ * The object failed authentication or does not parse: tampered, truncated, extended,
+ * moved to another key (`WRONG_NAME`), or written by a newer format version.
+ */
+export class IntegrityError extends SealError {}
+
+/** The object has no r2seal header: it is stored in plaintext (see `allowPlaintext`). */
+export class PlaintextObjectError extends SealError {}
+
+/** A byte range outside the object. */
+export class RangeNotSatisfiableError extends SealError {}
+
+/** The envelope would not fit R2's metadata budget: nothing was written. */
+export class HeaderTooLargeError extends SealError {}
+
+/** A streamed value did not have the length it declared: nothing was stored. */
+export class LengthMismatchError extends SealError {}
+
+/** A caller error: a bad option or argument. */
+export class InvalidArgumentError extends SealError {}
+
+const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: string) => SealError>> = {
+  MISSING_KEY: KeyConfigError,
+  INVALID_KEY: KeyConfigError,
+  INVALID_CONFIG: KeyConfigError,
+  INVALID_RECIPIENTS: KeyConfigError,
+  NO_MATCHING_KEY: NoMatchingKeyError,
+  CORRUPT: IntegrityError,
+  MALFORMED: IntegrityError,
+  UNSUPPORTED_VERSION: IntegrityError,
+  WRONG_NAME: IntegrityError,
+  NAME_REQUIRED: IntegrityError,
+  NOT_SEALED: PlaintextObjectError,
+  PLAINTEXT_OBJECT: PlaintextObjectError,
+  RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,
+  HEADER_TOO_LARGE: HeaderTooLargeError,
+  LENGTH_MISMATCH: LengthMismatchError,
+  PRECONDITION_UNSUPPORTED: InvalidArgumentError,
+  INVALID_ARGUMENT: InvalidArgumentError,
+  INVALID_STATE: InvalidArgumentError,
+};
+
+export function sealError(code: SealErrorCode, message: string): SealError {
+  const Class = CLASSES[code] ?? SealError;
+  return new Class(code, message);
+}
+
+/** The wasm side throws `"<CODE>\u001f<message>"` strings; turn them into classes. */
+export function fromWasm(thrown: unknown, context?: string): unknown {
+  if (typeof thrown === "string") {
+    const at = thrown.indexOf("\u001f");
+    const code = (at >= 0 ? thrown.slice(0, at) : "ERROR") as SealErrorCode;
+    const message = at >= 0 ? thrown.slice(at + 1) : thrown;
+    return sealError(code, context ? `${context}: ${message}` : message);
+  }
+  return thrown;
+}
+
+/** Runs a wasm call, converting what it throws. */
+export function wasmCall<T>(f: () => T, context?: string): T {
+  try {
+    return f();
+  } catch (e) {
+    throw fromWasm(e, context);
+  }
+}
