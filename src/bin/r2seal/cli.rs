@@ -95,6 +95,42 @@ pub enum Command {
         input: Option<PathBuf>,
     },
 
+    /// Seal a local file (or a directory, or - for stdin) into a bucket
+    #[command(after_help = OBJECTS_HELP)]
+    Put(PutArgs),
+
+    /// Download and open objects; the local file appears only once it authenticated
+    #[command(after_help = OBJECTS_HELP)]
+    Get(GetArgs),
+
+    /// Open an object to stdout (each 64 KiB chunk once it authenticated)
+    #[command(after_help = OBJECTS_HELP)]
+    Cat(CatArgs),
+
+    /// List objects with their plaintext sizes
+    #[command(after_help = OBJECTS_HELP)]
+    Ls(LsArgs),
+
+    /// Remove an object
+    #[command(after_help = OBJECTS_HELP)]
+    Rm(RmArgs),
+
+    /// Show an object's plaintext size, headers and sealed metadata
+    #[command(after_help = OBJECTS_HELP)]
+    Head(HeadArgs),
+
+    /// Copy objects, re-binding them to the new key (server-side within one bucket)
+    #[command(after_help = OBJECTS_HELP)]
+    Cp(CopyArgs),
+
+    /// Move objects: copy (re-binding to the new key), then remove the source
+    #[command(after_help = OBJECTS_HELP)]
+    Mv(CopyArgs),
+
+    /// Abort unfinished multipart uploads (left by a crash) under a prefix
+    #[command(after_help = OBJECTS_HELP)]
+    Cleanup(CleanupArgs),
+
     /// Manage the keyring: named keys, statuses, defaults, per-prefix policies
     #[command(subcommand)]
     Key(KeyCommand),
@@ -212,4 +248,185 @@ pub enum KeyCommand {
         #[command(flatten)]
         keyring: KeyringArg,
     },
+}
+
+const OBJECTS_HELP: &str = "\
+URLs: s3://BUCKET/KEY, r2://BUCKET/KEY (R2_ACCOUNT_ID or --endpoint), file://DIR/KEY.
+For file://, the bucket is the nearest directory above KEY that already is one (it holds
+.r2seal-meta/); when none is, the nearest existing directory becomes one.
+Endpoint: --endpoint, else AWS_ENDPOINT_URL, else R2_ACCOUNT_ID. Credentials: the AWS
+environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or AWS_PROFILE.
+Objects are bound to their key: a sealed object copied under another key by other tools
+does not open.";
+
+/// Where the store is and how to print results.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else R2's from R2_ACCOUNT_ID)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Machine-readable output: one JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Local file, directory (with --recursive) or - for stdin
+    #[arg(value_name = "LOCAL")]
+    pub local: PathBuf,
+    /// Destination: a key, or a prefix ending in / (the file name is appended)
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Upload every file under the LOCAL directory
+    #[arg(long)]
+    pub recursive: bool,
+    /// Objects uploaded at once
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+    /// Readable Content-Type (default: application/octet-stream)
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// Readable Cache-Control
+    #[arg(long, value_name = "VALUE")]
+    pub cache_control: Option<String>,
+    /// Sealed Content-Encoding of the plaintext
+    #[arg(long, value_name = "VALUE")]
+    pub content_encoding: Option<String>,
+    /// Sealed Content-Disposition
+    #[arg(long, value_name = "VALUE")]
+    pub content_disposition: Option<String>,
+    /// Sealed user metadata KEY=VALUE; repeatable
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Create only: fail if the object exists (If-None-Match: *; single-request puts)
+    #[arg(long)]
+    pub no_clobber: bool,
+    /// Replace only this version of the object (If-Match; single-request puts)
+    #[arg(long, value_name = "ETAG")]
+    pub if_match: Option<String>,
+    /// Multipart part size in MiB (at least 5; objects up to one part go in one request)
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub part_size: u64,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Local file or directory (default: the key's file name / the current directory); - for stdout
+    #[arg(value_name = "LOCAL")]
+    pub local: Option<PathBuf>,
+    /// Download every object under the prefix into the LOCAL directory
+    #[arg(long)]
+    pub recursive: bool,
+    /// Objects downloaded at once
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+    /// Only plaintext bytes START-END (inclusive; also START- and -SUFFIX)
+    #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+    pub range: Option<String>,
+    /// Return plaintext (unsealed) objects as they are instead of failing
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Only plaintext bytes START-END (inclusive; also START- and -SUFFIX)
+    #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+    pub range: Option<String>,
+    /// Return a plaintext (unsealed) object as it is instead of failing
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else R2's from R2_ACCOUNT_ID)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Bucket, prefix or key
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Every key under the prefix, not just one level
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Size (plaintext), date and ETag
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(value_name = "URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Describe a plaintext (unsealed) object instead of failing
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Recipients for the destination (default: the keyring's policy for its key);
+    /// -i identities also open the source
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// A key, or a prefix ending in / (the source's file name is appended)
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Every object under the SRC prefix
+    #[arg(long)]
+    pub recursive: bool,
+    /// Objects copied at once
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+    /// Copy plaintext (unsealed) objects as they are instead of failing
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Bucket or prefix
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Only uploads started at least this long ago (e.g. 30m, 24h, 7d; 0 for all)
+    #[arg(long, value_name = "AGE", default_value = "24h")]
+    pub older_than: String,
+    /// List what would be aborted, abort nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }

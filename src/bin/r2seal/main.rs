@@ -5,6 +5,7 @@ mod cli;
 mod io;
 mod keys_cmd;
 mod local;
+mod objects;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Inspect { json, input } => local::inspect(json, input.as_ref()),
         Command::Key(cmd) => keys_cmd::key(cmd),
+        Command::Put(args) => objects::put(args),
+        Command::Get(args) => objects::get(args),
+        Command::Cat(args) => objects::cat(args),
+        Command::Ls(args) => objects::ls(args),
+        Command::Rm(args) => objects::rm(args),
+        Command::Head(args) => objects::head(args),
+        Command::Cp(args) => objects::copy(args, false),
+        Command::Mv(args) => objects::copy(args, true),
+        Command::Cleanup(args) => objects::cleanup(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,1391 @@
+//! A sealed bucket: objects in a [`Store`] that are sealed before they leave the process
+//! and authenticated as they come back (SECURITY.md §3.9, "Objects in a bucket").
+//!
+//! ```text
+//! SealedBucket::put ──► Envelope::seal (name = full key) ──► header → metadata `r2seal`
+//!                   └─► PayloadSealer ──► nonce ‖ STREAM ──► Store::put / multipart
+//! SealedBucket::get ◄── PayloadOpener ◄── Store::get (header from metadata, body streamed)
+//! ```
+//!
+//! This module holds no cryptography: it drives the core's envelope, sealer, opener and
+//! range planner over the store, and nothing else.
+//!
+//! # Layout (shared with the Worker build)
+//! - The header, in metadata form, is the user-metadata entry `r2seal`; it must fit R2's
+//!   8 KiB metadata budget ([`R2_METADATA_LIMIT`]) or nothing is written.
+//! - The body is the single-stream payload (16-byte nonce ‖ STREAM), so the plaintext size
+//!   is a function of the stored size and a listing shows true sizes without a HEAD.
+//! - The object is bound to its full key in the bucket (store prefix included).
+//! - Large objects are multipart uploads of equal-size parts of that one payload, sliced at
+//!   arbitrary byte offsets.
+//! - User metadata, Content-Encoding/-Disposition/-Language, the plaintext size and (for
+//!   single-request puts) its MD5 are sealed; Content-Type and Cache-Control stay readable.
+//! - An object without `r2seal` metadata is plaintext, refused unless explicitly allowed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
+use crate::format::stream::payload_len;
+use crate::format::{Binding, Envelope, SealedMetadata};
+use crate::keys::keyring::Keyring;
+use crate::keys::{Identity, Recipient};
+use crate::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
+use crate::store::{
+    self, ByteRange, ContentRange, CopyOptions, GetOptions, MultipartUpload, ObjectInfo,
+    ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE,
+};
+use crate::Error;
+
+/// Default size of the parts of a multipart upload (stored bytes).
+pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Default number of parts uploaded concurrently by one multipart upload.
+pub const DEFAULT_PART_CONCURRENCY: usize = 4;
+/// Largest plaintext a ranged read opens at once: a bigger range is fetched in windows.
+const RANGE_WINDOW: u64 = 8 * 1024 * 1024;
+/// A ranged read fetches the nonce and the chunks in one request when at most this many
+/// unneeded bytes lie between them.
+pub const RANGE_COALESCE_GAP: u64 = 256 * 1024;
+/// Plaintext read from a source at a time.
+const READ_SIZE: usize = 1024 * 1024;
+/// A streamed get feeds the opener batches of about this many stored bytes.
+const OPEN_BATCH: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// A failed sealed-bucket operation. Displays on one line, with where it happened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SealedError {
+    /// The store failed: what, where, which kind and whether a retry can help.
+    Store(StoreError),
+    /// The object could not be opened: the core's (deliberately coarse) reason.
+    Open { location: String, error: Error },
+    /// The object could not be sealed (recipients, metadata budget, ...). Nothing was written.
+    Seal { location: String, error: Error },
+    /// The object has no `r2seal` metadata: it was stored in plaintext.
+    Plaintext { location: String },
+    /// A request this layer refuses (a conditional multipart upload, a bad range, ...).
+    Invalid { location: String, detail: String },
+    /// Reading the local input failed or it changed size while being read.
+    Io { location: String, error: io::Error },
+    /// `get_json` found authentic plaintext that is not the expected JSON.
+    Json {
+        location: String,
+        error: serde_json::Error,
+    },
+}
+
+impl SealedError {
+    /// The underlying store error, if the store failed.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            SealedError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The core's error, if opening or sealing failed.
+    pub fn format_error(&self) -> Option<&Error> {
+        match self {
+            SealedError::Open { error, .. } | SealedError::Seal { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again can help (only some store errors).
+    pub fn is_retryable(&self) -> bool {
+        self.store_error().is_some_and(StoreError::is_retryable)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.store_error().is_some_and(StoreError::is_not_found)
+    }
+
+    /// A conditional write (If-Match / If-None-Match) did not hold (HTTP 412).
+    pub fn is_precondition_failed(&self) -> bool {
+        self.store_error()
+            .is_some_and(StoreError::is_precondition_failed)
+    }
+
+    pub fn is_plaintext(&self) -> bool {
+        matches!(self, SealedError::Plaintext { .. })
+    }
+}
+
+impl fmt::Display for SealedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SealedError::Store(e) if e.is_precondition_failed() => write!(
+                f,
+                "{e} (the object changed or exists: the conditional write was refused, nothing was written)"
+            ),
+            SealedError::Store(e) => write!(f, "{e}"),
+            SealedError::Open { location, error } => write!(f, "cannot open {location}: {error}"),
+            SealedError::Seal { location, error } => {
+                write!(f, "cannot seal {location}: {error} (nothing was written)")
+            }
+            SealedError::Plaintext { location } => write!(
+                f,
+                "{location} is a plaintext object (no r2seal envelope): refusing to read it as sealed (allow plaintext, e.g. --allow-plaintext, to read it as stored)"
+            ),
+            SealedError::Invalid { location, detail } => write!(f, "{location}: {detail}"),
+            SealedError::Io { location, error } => {
+                write!(f, "{location}: cannot read the input: {error}")
+            }
+            SealedError::Json { location, error } => {
+                write!(f, "{location}: authentic, but not the expected JSON: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SealedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Every variant's Display already includes its cause's message.
+        None
+    }
+}
+
+impl From<StoreError> for SealedError {
+    fn from(e: StoreError) -> Self {
+        SealedError::Store(e)
+    }
+}
+
+type Res<T> = Result<T, SealedError>;
+
+// ---------------------------------------------------------------------------------------
+// Keys and options
+
+/// Whom new objects are sealed to.
+#[derive(Clone, Debug)]
+pub enum Recipients {
+    /// The same recipients for every key.
+    Fixed(Arc<[Recipient]>),
+    /// A keyring's plan for each key (longest policy prefix, else the defaults).
+    Keyring(Arc<Keyring>),
+}
+
+impl Recipients {
+    pub fn fixed(recipients: Vec<Recipient>) -> Self {
+        Recipients::Fixed(recipients.into())
+    }
+
+    /// The recipients for an object named `name` (its full key in the bucket).
+    pub fn for_name(&self, name: &str) -> Result<Vec<Recipient>, Error> {
+        match self {
+            Recipients::Fixed(r) if r.is_empty() => Err(Error::InvalidRecipients("no recipients")),
+            Recipients::Fixed(r) => Ok(r.to_vec()),
+            Recipients::Keyring(k) => Ok(k.plan(name)?.recipients),
+        }
+    }
+}
+
+/// Options of a sealed put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Readable `Content-Type` (not sealed, so browsers and CDNs keep working).
+    pub content_type: Option<String>,
+    /// Readable `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// Sealed Content-Encoding of the plaintext (never set on the stored ciphertext).
+    pub content_encoding: Option<String>,
+    /// Sealed Content-Disposition.
+    pub content_disposition: Option<String>,
+    /// Sealed Content-Language.
+    pub content_language: Option<String>,
+    /// Sealed user metadata (any UTF-8: it never becomes an HTTP header).
+    pub metadata: BTreeMap<String, String>,
+    /// Write only if the current object has this ETag (single-request puts only).
+    pub if_match: Option<String>,
+    /// `Some("*")`: create only if the key is free (single-request puts only).
+    pub if_none_match: Option<String>,
+}
+
+impl PutOptions {
+    /// Options that create the object only if the key is free (`If-None-Match: *`).
+    pub fn create_only() -> Self {
+        PutOptions {
+            if_none_match: Some("*".into()),
+            ..Default::default()
+        }
+    }
+
+    fn is_conditional(&self) -> bool {
+        self.if_match.is_some() || self.if_none_match.is_some()
+    }
+}
+
+/// What a successful put or copy returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    /// ETag of the stored (sealed) object, quoted as the store returned it.
+    pub etag: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Stored bytes (nonce ‖ STREAM).
+    pub stored_size: u64,
+    /// Parts of the multipart upload, 0 for a single request (or a copy).
+    pub parts: u32,
+}
+
+/// An object as `head` (and `get`) describe it, after its envelope opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// Key relative to the store's root.
+    pub key: String,
+    /// Plaintext size (for a plaintext object: its stored size).
+    pub size: u64,
+    /// Stored size.
+    pub stored_size: u64,
+    /// ETag of the stored object.
+    pub etag: String,
+    pub last_modified: Option<SystemTime>,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    /// Sealed metadata (authenticated). Empty for a plaintext object.
+    pub metadata: SealedMetadata,
+    /// False for a plaintext object read with plaintext allowed.
+    pub sealed: bool,
+}
+
+/// Authenticated plaintext as it arrives. A chunk is yielded only after it authenticated;
+/// truncation or tampering later in the object ends the stream with an error, so a consumer
+/// must treat the bytes as final only once the stream ended without one.
+pub type PlainStream = BoxStream<'static, Result<Bytes, SealedError>>;
+
+/// A get in progress.
+pub struct GetObject {
+    pub head: ObjectHead,
+    /// The plaintext bytes served: `None` for the whole object.
+    pub range: Option<ContentRange>,
+    pub body: PlainStream,
+}
+
+impl fmt::Debug for GetObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetObject")
+            .field("head", &self.head)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GetObject {
+    /// Read the whole (authenticated) body into memory.
+    pub async fn bytes(self) -> Res<Bytes> {
+        let mut out = Vec::new();
+        let mut body = self.body;
+        while let Some(chunk) = body.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.into())
+    }
+}
+
+/// An object in a listing, with its plaintext size computed from its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    /// Plaintext size if the stored size is one a sealed single-stream object can have
+    /// (`None` otherwise: a plaintext object, or another layout). Not authenticated.
+    pub size: Option<u64>,
+    pub stored_size: u64,
+    pub etag: String,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    pub common_prefixes: Vec<String>,
+    pub next_continuation: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The bucket
+
+/// A bucket (or a prefix of one) whose objects are sealed. Cheap to clone.
+#[derive(Clone)]
+pub struct SealedBucket {
+    store: Arc<dyn Store>,
+    recipients: Option<Recipients>,
+    identities: Arc<[Identity]>,
+    name_prefix: String,
+    part_size: u64,
+    multipart_threshold: u64,
+    concurrency: usize,
+    allow_plaintext: bool,
+}
+
+impl fmt::Debug for SealedBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedBucket")
+            .field("store", &self.store.url())
+            .field("name_prefix", &self.name_prefix)
+            .field("identities", &self.identities.len())
+            .field("part_size", &self.part_size)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key prefix a store URL puts in front of every key: `s3://bucket/pre/` → `pre/`.
+/// Objects are bound to their full key in the bucket, so this is part of every name.
+fn name_prefix_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some(("s3" | "r2", rest)) => rest
+            .split_once('/')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+impl SealedBucket {
+    /// A sealed view of `store`, with no keys yet: add recipients to write and identities
+    /// to read. The name prefix is taken from the store's URL (`s3://bucket/prefix/`).
+    pub fn new(store: Arc<dyn Store>) -> SealedBucket {
+        let name_prefix = name_prefix_of(store.url());
+        SealedBucket {
+            store,
+            recipients: None,
+            identities: Arc::from(Vec::new()),
+            name_prefix,
+            part_size: DEFAULT_PART_SIZE,
+            multipart_threshold: DEFAULT_PART_SIZE,
+            concurrency: DEFAULT_PART_CONCURRENCY,
+            allow_plaintext: false,
+        }
+    }
+
+    /// Seal to these recipients (every key).
+    pub fn with_recipients(mut self, recipients: Recipients) -> Self {
+        self.recipients = Some(recipients);
+        self
+    }
+
+    /// Open with these identities.
+    pub fn with_identities(mut self, identities: Vec<Identity>) -> Self {
+        self.identities = identities.into();
+        self
+    }
+
+    /// Seal by the keyring's plan for each key and open with its identities.
+    pub fn with_keyring(self, keyring: Keyring) -> Self {
+        let identities = keyring.identities();
+        self.with_recipients(Recipients::Keyring(Arc::new(keyring)))
+            .with_identities(identities)
+    }
+
+    /// Stored bytes per part of a multipart upload (at least 5 MiB; raised automatically
+    /// when an object of known length would need more than 10,000 parts). Objects whose
+    /// plaintext fits in one part go up in a single request.
+    pub fn with_part_size(mut self, part_size: u64) -> Self {
+        self.part_size = part_size.max(MIN_PART_SIZE);
+        self.multipart_threshold = self.part_size;
+        self
+    }
+
+    /// Parts in flight per multipart upload (at least 1).
+    pub fn with_part_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Return plaintext objects as they are (flagged `sealed: false`) instead of failing.
+    pub fn allow_plaintext(mut self, allow: bool) -> Self {
+        self.allow_plaintext = allow;
+        self
+    }
+
+    /// Override the prefix prepended to keys to form the names objects are bound to.
+    pub fn with_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The name an object at `key` is bound to: its full key in the bucket.
+    pub fn name_of(&self, key: &str) -> String {
+        format!("{}{key}", self.name_prefix)
+    }
+
+    fn location(&self, key: &str) -> String {
+        let url = self.store.url();
+        if url.ends_with('/') {
+            format!("{url}{key}")
+        } else {
+            format!("{url}/{key}")
+        }
+    }
+
+    // ---- writing ----
+
+    /// Seal and store `body` (in memory). Objects above the part size go multipart.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: impl Into<Bytes>,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let body: Bytes = body.into();
+        let len = body.len() as u64;
+        let pieces = futures_util::stream::iter(slices(body, READ_SIZE).into_iter().map(Ok));
+        self.put_source(key, Source::Stream(Box::pin(pieces)), Some(len), opts)
+            .await
+    }
+
+    /// Seal and store the bytes of `reader`. With `len` known the part size is chosen from
+    /// it and the sealed size is recorded; with `None` (stdin) the first part is read ahead
+    /// to decide between one request and a multipart upload. Memory stays bounded by about
+    /// `(part concurrency + 2) × part size`.
+    pub async fn put_reader<R>(
+        &self,
+        key: &str,
+        reader: R,
+        len: Option<u64>,
+        opts: &PutOptions,
+    ) -> Res<PutResult>
+    where
+        R: AsyncRead + Send + Unpin,
+    {
+        self.put_source(key, Source::Reader(Box::pin(reader)), len, opts)
+            .await
+    }
+
+    /// Like [`put_reader`](Self::put_reader), from a stream of byte chunks.
+    pub async fn put_stream<S>(
+        &self,
+        key: &str,
+        stream: S,
+        len: Option<u64>,
+        opts: &PutOptions,
+    ) -> Res<PutResult>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send,
+    {
+        self.put_source(key, Source::Stream(Box::pin(stream)), len, opts)
+            .await
+    }
+
+    /// Seal and store a local file, streaming it.
+    pub async fn put_file(&self, key: &str, path: &Path, opts: &PutOptions) -> Res<PutResult> {
+        let io_err = |error| SealedError::Io {
+            location: path.display().to_string(),
+            error,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+        let len = file.metadata().await.map_err(io_err)?.len();
+        self.put_reader(key, file, Some(len), opts).await
+    }
+
+    /// Serialize `value` as JSON and store it sealed (`Content-Type: application/json`).
+    pub async fn put_json<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let json = serde_json::to_vec(value).map_err(|e| SealedError::Invalid {
+            location: self.location(key),
+            detail: format!("value does not serialize to JSON: {e}"),
+        })?;
+        let mut opts = opts.clone();
+        opts.content_type
+            .get_or_insert_with(|| "application/json".to_string());
+        self.put(key, json, &opts).await
+    }
+
+    fn seal_envelope(
+        &self,
+        key: &str,
+        metadata: SealedMetadata,
+    ) -> Res<(Envelope, BTreeMap<String, String>)> {
+        let name = self.name_of(key);
+        let seal_err = |error| SealedError::Seal {
+            location: self.location(key),
+            error,
+        };
+        let recipients = self
+            .recipients
+            .as_ref()
+            .ok_or(Error::InvalidRecipients("no recipients configured"))
+            .and_then(|r| r.for_name(&name))
+            .map_err(seal_err)?;
+        let envelope = Envelope::seal(
+            &recipients,
+            Binding {
+                name: Some(name),
+                metadata: Some(metadata),
+                parts: None,
+            },
+        )
+        .map_err(seal_err)?;
+        let value = envelope
+            .header()
+            .to_metadata_value_within(R2_METADATA_LIMIT)
+            .map_err(seal_err)?;
+        let stored = BTreeMap::from([(METADATA_KEY.to_string(), value)]);
+        Ok((envelope, stored))
+    }
+
+    fn sealed_metadata(
+        opts: &PutOptions,
+        size: Option<u64>,
+        md5: Option<String>,
+    ) -> SealedMetadata {
+        SealedMetadata {
+            size,
+            md5,
+            content_encoding: opts.content_encoding.clone(),
+            content_disposition: opts.content_disposition.clone(),
+            content_language: opts.content_language.clone(),
+            user: opts.metadata.clone(),
+        }
+    }
+
+    fn store_put_options(
+        opts: &PutOptions,
+        metadata: BTreeMap<String, String>,
+    ) -> store::PutOptions {
+        store::PutOptions {
+            content_type: opts.content_type.clone(),
+            cache_control: opts.cache_control.clone(),
+            metadata,
+            if_match: opts.if_match.clone(),
+            if_none_match: opts.if_none_match.clone(),
+        }
+    }
+
+    /// The stored part size for an object of `len` plaintext bytes (if known).
+    fn part_size_for(&self, len: Option<u64>) -> u64 {
+        let Some(len) = len else {
+            return self.part_size;
+        };
+        const MIB: u64 = 1024 * 1024;
+        let needed = payload_len(len).div_ceil(MAX_PARTS as u64).div_ceil(MIB) * MIB;
+        self.part_size.max(needed)
+    }
+
+    async fn put_source(
+        &self,
+        key: &str,
+        mut src: Source<'_>,
+        len: Option<u64>,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let location = self.location(key);
+        let io_err = |error| SealedError::Io {
+            location: location.clone(),
+            error,
+        };
+        let changed = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the input changed size while it was read",
+            )
+        };
+        let threshold = self.multipart_threshold;
+        if len.is_some_and(|n| n > threshold) && opts.is_conditional() {
+            return Err(self.conditional_multipart(key));
+        }
+        if let Some(n) = len {
+            // Refuse before any write: sealing fails the same way whatever the body.
+            if n > threshold {
+                let _ = self.seal_envelope(key, Self::sealed_metadata(opts, Some(n), None))?;
+            }
+        }
+        // Read ahead up to one part (one byte more decides "more than one part").
+        let limit = match len {
+            Some(n) if n <= threshold => n,
+            Some(_) => 0,
+            None => threshold + 1,
+        };
+        let mut head = Vec::new();
+        let mut eof = false;
+        while (head.len() as u64) < limit {
+            let want = (limit - head.len() as u64).min(READ_SIZE as u64) as usize;
+            match src.next(want).await.map_err(io_err)? {
+                Some(b) => head.extend_from_slice(&b),
+                None => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if let Some(n) = len.filter(|&n| n <= threshold) {
+            if head.len() as u64 != n || src.next(1).await.map_err(io_err)?.is_some() {
+                return Err(io_err(changed()));
+            }
+            eof = true;
+        }
+        if eof && head.len() as u64 <= threshold {
+            return self.put_single(key, head, opts).await;
+        }
+        if opts.is_conditional() {
+            return Err(self.conditional_multipart(key));
+        }
+        self.put_multipart(key, head, src, len, opts).await
+    }
+
+    fn conditional_multipart(&self, key: &str) -> SealedError {
+        SealedError::Invalid {
+            location: self.location(key),
+            detail: format!(
+                "conditional writes (If-Match / If-None-Match) are not supported for multipart uploads: objects over {} bytes go multipart",
+                self.multipart_threshold
+            ),
+        }
+    }
+
+    async fn put_single(&self, key: &str, plain: Vec<u8>, opts: &PutOptions) -> Res<PutResult> {
+        let size = plain.len() as u64;
+        let md5 = hex(&Md5::digest(&plain));
+        let (envelope, metadata) =
+            self.seal_envelope(key, Self::sealed_metadata(opts, Some(size), Some(md5)))?;
+        let mut body = Vec::with_capacity(payload_len(size) as usize);
+        let mut sealer = PayloadSealer::new(&envelope);
+        sealer.update(&plain, &mut body);
+        sealer.finish(&mut body);
+        drop(zeroize::Zeroizing::new(plain));
+        let stored_size = body.len() as u64;
+        let put = self
+            .store
+            .put(key, body.into(), &Self::store_put_options(opts, metadata))
+            .await?;
+        Ok(PutResult {
+            etag: put.etag,
+            size,
+            stored_size,
+            parts: 0,
+        })
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        head: Vec<u8>,
+        mut src: Source<'_>,
+        len: Option<u64>,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let part_size = self.part_size_for(len);
+        let (envelope, metadata) =
+            self.seal_envelope(key, Self::sealed_metadata(opts, len, None))?;
+        let upload_id = self
+            .store
+            .create_multipart(key, &Self::store_put_options(opts, metadata))
+            .await?;
+        let mut upload = PartUploader {
+            store: self.store.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            part_size: part_size as usize,
+            concurrency: self.concurrency,
+            next_part: 1,
+            buffer: Vec::with_capacity(part_size as usize + READ_SIZE + READ_SIZE / 64),
+            in_flight: tokio::task::JoinSet::new(),
+            done: Vec::new(),
+            stored: 0,
+        };
+        let result = async {
+            let mut sealer = PayloadSealer::new(&envelope);
+            let mut total = head.len() as u64;
+            sealer.update(&head, &mut upload.buffer);
+            drop(zeroize::Zeroizing::new(head));
+            upload.flush_full_parts(&self.location(key)).await?;
+            while let Some(chunk) = src.next(READ_SIZE).await.map_err(|error| SealedError::Io {
+                location: self.location(key),
+                error,
+            })? {
+                total += chunk.len() as u64;
+                if len.is_some_and(|n| total > n) {
+                    break;
+                }
+                sealer.update(&chunk, &mut upload.buffer);
+                upload.flush_full_parts(&self.location(key)).await?;
+            }
+            if len.is_some_and(|n| total != n) {
+                return Err(SealedError::Io {
+                    location: self.location(key),
+                    error: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the input changed size while it was read",
+                    ),
+                });
+            }
+            sealer.finish(&mut upload.buffer);
+            upload.flush_full_parts(&self.location(key)).await?;
+            let parts = upload.finish(&self.location(key)).await?;
+            debug_assert_eq!(upload.stored, payload_len(total));
+            let put = self
+                .store
+                .complete_multipart(key, &upload_id, &parts)
+                .await?;
+            Ok(PutResult {
+                etag: put.etag,
+                size: total,
+                stored_size: upload.stored,
+                parts: parts.len() as u32,
+            })
+        }
+        .await;
+        if result.is_err() {
+            upload.in_flight.abort_all();
+            // Best effort: `cleanup` finds what an abort could not remove.
+            let _ = self.store.abort_multipart(key, &upload_id).await;
+        }
+        result
+    }
+
+    // ---- reading ----
+
+    fn open_envelope(&self, key: &str, info: &ObjectInfo) -> Res<Option<Envelope>> {
+        let Some(value) = info.metadata.get(METADATA_KEY) else {
+            if self.allow_plaintext {
+                return Ok(None);
+            }
+            return Err(SealedError::Plaintext {
+                location: self.location(key),
+            });
+        };
+        let open_err = |error| SealedError::Open {
+            location: self.location(key),
+            error,
+        };
+        let header = Header::from_metadata_value(value).map_err(open_err)?;
+        let envelope = Envelope::open(&header, &self.identities, Some(&self.name_of(key)))
+            .map_err(open_err)?;
+        Ok(Some(envelope))
+    }
+
+    fn describe(
+        &self,
+        key: &str,
+        info: &ObjectInfo,
+        envelope: Option<&Envelope>,
+    ) -> Res<ObjectHead> {
+        let stored_size = info.meta.size;
+        let (size, metadata) = match envelope {
+            Some(env) => (
+                plaintext_len(env.parts(), stored_size).map_err(|error| SealedError::Open {
+                    location: self.location(key),
+                    error,
+                })?,
+                env.metadata().cloned().unwrap_or_default(),
+            ),
+            None => (stored_size, SealedMetadata::default()),
+        };
+        Ok(ObjectHead {
+            key: key.to_string(),
+            size,
+            stored_size,
+            etag: info.meta.etag.clone(),
+            last_modified: info.meta.last_modified,
+            content_type: info.content_type.clone(),
+            cache_control: info.cache_control.clone(),
+            metadata,
+            sealed: envelope.is_some(),
+        })
+    }
+
+    /// The object's plaintext size, headers and sealed metadata, from a HEAD (the
+    /// envelope opens from the metadata: this checks keys and name binding, not the body).
+    pub async fn head(&self, key: &str) -> Res<ObjectHead> {
+        let info = self.store.head(key).await?;
+        let envelope = self.open_envelope(key, &info)?;
+        self.describe(key, &info, envelope.as_ref())
+    }
+
+    /// Read an object, or the plaintext bytes `range` selects, as a stream of authenticated
+    /// plaintext. A whole-object read is one GET; a ranged read is a HEAD and then GETs of
+    /// only the stored bytes that cover the range (the nonce coalesced with the chunks
+    /// when they are close), in windows of 8 MiB of plaintext.
+    pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Res<GetObject> {
+        match range {
+            None => self.get_whole(key).await,
+            Some(range) => self.get_range(key, range).await,
+        }
+    }
+
+    /// Read a whole object into memory, authenticated.
+    pub async fn get_bytes(&self, key: &str) -> Res<(ObjectHead, Bytes)> {
+        let got = self.get(key, None).await?;
+        let head = got.head.clone();
+        Ok((head, got.bytes().await?))
+    }
+
+    /// Read and parse a JSON object stored with [`put_json`](Self::put_json).
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Res<T> {
+        let (_, bytes) = self.get_bytes(key).await?;
+        serde_json::from_slice(&bytes).map_err(|error| SealedError::Json {
+            location: self.location(key),
+            error,
+        })
+    }
+
+    async fn get_whole(&self, key: &str) -> Res<GetObject> {
+        let got = self.store.get(key, None, &GetOptions::default()).await?;
+        let envelope = self.open_envelope(key, &got.info)?;
+        let head = self.describe(key, &got.info, envelope.as_ref())?;
+        let Some(envelope) = envelope else {
+            let body = got.body.map_err(SealedError::Store).boxed();
+            return Ok(GetObject {
+                head,
+                range: None,
+                body,
+            });
+        };
+        let state = OpenState {
+            opener: Some(PayloadOpener::new(envelope)),
+            body: got.body,
+            location: self.location(key),
+            batch: Vec::new(),
+        };
+        let body = futures_util::stream::try_unfold(state, OpenState::next).boxed();
+        Ok(GetObject {
+            head,
+            range: None,
+            body,
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: ByteRange) -> Res<GetObject> {
+        let location = self.location(key);
+        let info = self.store.head(key).await?;
+        let Some(envelope) = self.open_envelope(key, &info)? else {
+            let got = self
+                .store
+                .get(
+                    key,
+                    Some(range),
+                    &GetOptions {
+                        if_match: Some(info.meta.etag.clone()),
+                    },
+                )
+                .await?;
+            let head = self.describe(key, &got.info, None)?;
+            return Ok(GetObject {
+                head,
+                range: got.range,
+                body: got.body.map_err(SealedError::Store).boxed(),
+            });
+        };
+        let head = self.describe(key, &info, Some(&envelope))?;
+        let served = range
+            .resolve(head.size)
+            .ok_or_else(|| SealedError::Invalid {
+                location: location.clone(),
+                detail: format!("range not satisfiable: the object has {} bytes", head.size),
+            })?;
+        let state = RangeState {
+            store: self.store.clone(),
+            key: key.to_string(),
+            location,
+            etag: info.meta.etag.clone(),
+            envelope,
+            stored_size: info.meta.size,
+            next: served.start,
+            end: served.end,
+            salts: HashMap::new(),
+        };
+        let body = futures_util::stream::try_unfold(state, RangeState::next).boxed();
+        Ok(GetObject {
+            head,
+            range: Some(served),
+            body,
+        })
+    }
+
+    // ---- listing, deleting, copying ----
+
+    /// One page of the keys under `prefix` (relative to the store root), with plaintext
+    /// sizes computed from stored sizes (no HEAD per object).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
+        let page = self
+            .store
+            .list(prefix, delimiter, continuation, max_keys)
+            .await?;
+        Ok(ListPage {
+            objects: page
+                .objects
+                .into_iter()
+                .map(|o| ListedObject {
+                    size: plaintext_len(None, o.size).ok(),
+                    key: o.key,
+                    stored_size: o.size,
+                    etag: o.etag,
+                    last_modified: o.last_modified,
+                })
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            next_continuation: page.next_continuation,
+        })
+    }
+
+    /// Every page of a listing, concatenated.
+    pub async fn list_all(&self, prefix: &str, delimiter: Option<&str>) -> Res<ListPage> {
+        let mut all = ListPage::default();
+        let mut token = None;
+        loop {
+            let page = self.list(prefix, delimiter, token, None).await?;
+            all.objects.extend(page.objects);
+            all.common_prefixes.extend(page.common_prefixes);
+            match page.next_continuation {
+                Some(t) => token = Some(t),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Remove an object (removing a missing key succeeds, as on S3).
+    pub async fn delete(&self, key: &str) -> Res<()> {
+        Ok(self.store.delete(key).await?)
+    }
+
+    /// Copy `src` to `dst` inside the store, re-binding it to `dst`: the envelope is
+    /// re-wrapped (same file key, the recipients for `dst`, the new name) and the copy is
+    /// server-side with replaced metadata, so the body never passes through this process.
+    /// The copy is conditional on the source's ETag, so header and body always match.
+    pub async fn copy(&self, src: &str, dst: &str) -> Res<PutResult> {
+        let info = self.store.head(src).await?;
+        let seal_err = |error| SealedError::Seal {
+            location: self.location(dst),
+            error,
+        };
+        let mut size = info.meta.size;
+        let replace = match self.open_envelope(src, &info)? {
+            None => None, // plaintext, allowed: copied as it is
+            Some(envelope) => {
+                size = plaintext_len(envelope.parts(), info.meta.size).map_err(|error| {
+                    SealedError::Open {
+                        location: self.location(src),
+                        error,
+                    }
+                })?;
+                let name = self.name_of(dst);
+                let recipients = self
+                    .recipients
+                    .as_ref()
+                    .ok_or(Error::InvalidRecipients("no recipients configured"))
+                    .and_then(|r| r.for_name(&name))
+                    .map_err(seal_err)?;
+                let moved = envelope
+                    .rewrap(
+                        &recipients,
+                        Binding {
+                            name: Some(name),
+                            metadata: envelope.metadata().cloned(),
+                            parts: envelope.parts().copied(),
+                        },
+                    )
+                    .map_err(seal_err)?;
+                let value = moved
+                    .header()
+                    .to_metadata_value_within(R2_METADATA_LIMIT)
+                    .map_err(seal_err)?;
+                Some(ReplaceMetadata {
+                    metadata: BTreeMap::from([(METADATA_KEY.to_string(), value)]),
+                    content_type: info.content_type.clone(),
+                    cache_control: info.cache_control.clone(),
+                })
+            }
+        };
+        let put = self
+            .store
+            .copy(
+                src,
+                dst,
+                &CopyOptions {
+                    replace_metadata: replace,
+                    if_match: Some(info.meta.etag.clone()),
+                },
+            )
+            .await?;
+        Ok(PutResult {
+            etag: put.etag,
+            size,
+            stored_size: info.meta.size,
+            parts: 0,
+        })
+    }
+
+    /// [`copy`](Self::copy) then delete the source (only once the copy succeeded).
+    pub async fn rename(&self, src: &str, dst: &str) -> Res<PutResult> {
+        if src == dst {
+            return Err(SealedError::Invalid {
+                location: self.location(src),
+                detail: "source and destination are the same key".into(),
+            });
+        }
+        let put = self.copy(src, dst).await?;
+        self.store.delete(src).await?;
+        Ok(put)
+    }
+
+    // ---- unfinished uploads ----
+
+    /// Multipart uploads under `prefix` that were started at least `older_than` ago and
+    /// neither completed nor aborted (for example by a process that crashed).
+    pub async fn stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: Duration,
+    ) -> Res<Vec<MultipartUpload>> {
+        let cutoff = SystemTime::now().checked_sub(older_than);
+        let uploads = self.store.list_multipart_uploads(prefix).await?;
+        Ok(uploads
+            .into_iter()
+            .filter(|u| match (u.initiated, cutoff) {
+                (Some(t), Some(c)) => t <= c,
+                // Unknown start time: only when every age qualifies.
+                (None, _) => older_than.is_zero(),
+                (Some(_), None) => true,
+            })
+            .collect())
+    }
+
+    /// Abort the [`stale_uploads`](Self::stale_uploads); returns the ones aborted. An
+    /// unfinished upload never replaced an object, so this loses no data.
+    pub async fn cleanup(&self, prefix: &str, older_than: Duration) -> Res<Vec<MultipartUpload>> {
+        let stale = self.stale_uploads(prefix, older_than).await?;
+        for u in &stale {
+            match self.store.abort_multipart(&u.key, &u.upload_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {} // finished or aborted meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stale)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Internals
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn slices(body: Bytes, size: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(body.len() / size + 1);
+    let mut at = 0;
+    while at < body.len() {
+        let end = (at + size).min(body.len());
+        out.push(body.slice(at..end));
+        at = end;
+    }
+    out
+}
+
+/// Where a put's plaintext comes from.
+enum Source<'a> {
+    Reader(Pin<Box<dyn AsyncRead + Send + 'a>>),
+    Stream(Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>),
+}
+
+impl Source<'_> {
+    /// Up to `max` bytes (a stream may return a chunk of any size), `None` at the end.
+    async fn next(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        match self {
+            Source::Reader(r) => {
+                let mut buf = vec![0u8; max];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) => return Ok(None),
+                        Ok(n) => {
+                            buf.truncate(n);
+                            return Ok(Some(buf.into()));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Source::Stream(s) => loop {
+                match s.next().await {
+                    None => return Ok(None),
+                    Some(Ok(b)) if b.is_empty() => {}
+                    Some(other) => return other.map(Some),
+                }
+            },
+        }
+    }
+}
+
+/// Slices the sealed payload into equal parts and uploads them concurrently.
+struct PartUploader {
+    store: Arc<dyn Store>,
+    key: String,
+    upload_id: String,
+    part_size: usize,
+    concurrency: usize,
+    next_part: u32,
+    buffer: Vec<u8>,
+    in_flight: tokio::task::JoinSet<Result<UploadedPart, StoreError>>,
+    done: Vec<UploadedPart>,
+    stored: u64,
+}
+
+impl PartUploader {
+    /// Upload every full part in the buffer, keeping at least one byte back: the last
+    /// part is only known to be last once the sealer finished.
+    async fn flush_full_parts(&mut self, location: &str) -> Res<()> {
+        while self.buffer.len() > self.part_size {
+            let rest = self.buffer.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buffer, rest);
+            self.spawn(part, location).await?;
+        }
+        Ok(())
+    }
+
+    async fn spawn(&mut self, part: Vec<u8>, location: &str) -> Res<()> {
+        if self.next_part > MAX_PARTS {
+            return Err(SealedError::Invalid {
+                location: location.to_string(),
+                detail: format!(
+                    "more than {MAX_PARTS} parts of {} bytes: the input is too large for this part size",
+                    self.part_size
+                ),
+            });
+        }
+        while self.in_flight.len() >= self.concurrency {
+            self.join_one().await?;
+        }
+        self.stored += part.len() as u64;
+        let (store, key, id, n) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.upload_id.clone(),
+            self.next_part,
+        );
+        self.next_part += 1;
+        self.in_flight
+            .spawn(async move { store.upload_part(&key, &id, n, part.into()).await });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Res<()> {
+        match self.in_flight.join_next().await {
+            None => Ok(()),
+            Some(Ok(result)) => {
+                self.done.push(result?);
+                Ok(())
+            }
+            Some(Err(join)) => Err(SealedError::Invalid {
+                location: self.key.clone(),
+                detail: format!("a part upload task failed: {join}"),
+            }),
+        }
+    }
+
+    /// Upload what is left as the last part, wait for all, return the parts in order.
+    async fn finish(&mut self, location: &str) -> Res<Vec<UploadedPart>> {
+        let last = std::mem::take(&mut self.buffer);
+        if !last.is_empty() {
+            self.spawn(last, location).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+}
+
+/// A whole-object get: the store's body through the opener.
+struct OpenState {
+    opener: Option<PayloadOpener>,
+    body: store::ByteStream,
+    location: String,
+    batch: Vec<u8>,
+}
+
+impl OpenState {
+    async fn next(mut self) -> Res<Option<(Bytes, OpenState)>> {
+        loop {
+            let Some(opener) = self.opener.as_mut() else {
+                return Ok(None);
+            };
+            let open_err = |error| SealedError::Open {
+                location: self.location.clone(),
+                error,
+            };
+            match self.body.try_next().await? {
+                Some(chunk) => {
+                    // Batch small network reads so whole chunks open in one call.
+                    if self.batch.is_empty() && chunk.len() >= OPEN_BATCH {
+                        let mut out = Vec::with_capacity(chunk.len());
+                        opener.update(&chunk, &mut out).map_err(open_err)?;
+                        if !out.is_empty() {
+                            return Ok(Some((out.into(), self)));
+                        }
+                        continue;
+                    }
+                    self.batch.extend_from_slice(&chunk);
+                    if self.batch.len() < OPEN_BATCH {
+                        continue;
+                    }
+                    let mut out = Vec::with_capacity(self.batch.len());
+                    opener.update(&self.batch, &mut out).map_err(open_err)?;
+                    self.batch.clear();
+                    if !out.is_empty() {
+                        return Ok(Some((out.into(), self)));
+                    }
+                }
+                None => {
+                    let mut opener = self.opener.take().expect("checked above");
+                    let mut out = Vec::with_capacity(self.batch.len());
+                    opener.update(&self.batch, &mut out).map_err(open_err)?;
+                    self.batch.clear();
+                    opener.finish(&mut out).map_err(open_err)?;
+                    if out.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some((out.into(), self)));
+                }
+            }
+        }
+    }
+}
+
+/// A ranged get: window by window, fetch the covering stored bytes and open them.
+struct RangeState {
+    store: Arc<dyn Store>,
+    key: String,
+    location: String,
+    etag: String,
+    envelope: Envelope,
+    stored_size: u64,
+    next: u64,
+    end: u64,
+    /// Nonces (salts) already fetched, by stored offset.
+    salts: HashMap<u64, Vec<u8>>,
+}
+
+impl RangeState {
+    async fn fetch(&self, start: u64, end_exclusive: u64) -> Res<Vec<u8>> {
+        let got = self
+            .store
+            .get(
+                &self.key,
+                Some(ByteRange::Inclusive {
+                    start,
+                    end: end_exclusive - 1,
+                }),
+                &GetOptions {
+                    if_match: Some(self.etag.clone()),
+                },
+            )
+            .await?;
+        let want = (end_exclusive - start) as usize;
+        if got.range.map(|r| (r.start, r.len())) != Some((start, want as u64)) {
+            return Err(SealedError::Open {
+                location: self.location.clone(),
+                error: Error::Corrupt,
+            });
+        }
+        let mut out = Vec::with_capacity(want);
+        let mut body = got.body;
+        while let Some(chunk) = body.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        if out.len() != want {
+            return Err(SealedError::Open {
+                location: self.location.clone(),
+                error: Error::Corrupt,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn next(mut self) -> Res<Option<(Bytes, RangeState)>> {
+        if self.next > self.end {
+            return Ok(None);
+        }
+        let window_end = self.end.min(self.next + RANGE_WINDOW - 1);
+        let open_err = |error| SealedError::Open {
+            location: self.location.clone(),
+            error,
+        };
+        let plan = RangePlan::new(
+            self.envelope.parts(),
+            self.stored_size,
+            self.next,
+            window_end,
+        )
+        .map_err(open_err)?;
+        let mut fetched: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(plan.pieces.len());
+        for piece in &plan.pieces {
+            let (salt_at, salt_end) = piece.salt;
+            let (lo, hi) = piece.chunks;
+            if let Some(salt) = self.salts.get(&salt_at) {
+                fetched.push((salt.clone(), self.fetch(lo, hi).await?));
+            } else if lo - salt_end <= RANGE_COALESCE_GAP {
+                let mut both = self.fetch(salt_at, hi).await?;
+                let chunks = both.split_off((lo - salt_at) as usize);
+                both.truncate((salt_end - salt_at) as usize);
+                self.salts.insert(salt_at, both.clone());
+                fetched.push((both, chunks));
+            } else {
+                let salt = self.fetch(salt_at, salt_end).await?;
+                self.salts.insert(salt_at, salt.clone());
+                fetched.push((salt, self.fetch(lo, hi).await?));
+            }
+        }
+        let views: Vec<(&[u8], &[u8])> = fetched.iter().map(|(s, c)| (&s[..], &c[..])).collect();
+        let plain = plan.open(&self.envelope, &views).map_err(open_err)?;
+        self.next = window_end + 1;
+        Ok(Some((Bytes::copy_from_slice(&plain), self)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_prefix_comes_from_the_store_url() {
+        assert_eq!(name_prefix_of("s3://bucket/"), "");
+        assert_eq!(name_prefix_of("r2://bucket/a/b/"), "a/b/");
+        assert_eq!(name_prefix_of("file:///tmp/x"), "");
+    }
+
+    #[test]
+    fn part_size_grows_for_huge_objects_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(store::fs::FsStore::new(dir.path()).unwrap());
+        let b = SealedBucket::new(store);
+        assert_eq!(b.part_size_for(Some(1 << 30)), DEFAULT_PART_SIZE);
+        assert_eq!(b.part_size_for(None), DEFAULT_PART_SIZE);
+        let huge = 1u64 << 40;
+        let p = b.part_size_for(Some(huge));
+        assert!(p > DEFAULT_PART_SIZE && payload_len(huge).div_ceil(p) <= MAX_PARTS as u64);
+    }
+}
