@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a local default, no R2 account needed: seal an agent's state
 # directory (session transcript, bot credentials, config, pairing code) into a
-# local "bucket" directory, prove the bucket holds only ciphertext, read it back,
-# and show what tampering and a wrong key look like.
+# file:// bucket, prove the bucket holds only ciphertext, read it back, and show
+# what tampering, a moved object and a wrong key look like.
 #
 #   bash examples/demo.sh            # builds r2seal (release) if needed
 set -euo pipefail
@@ -35,40 +35,38 @@ export R2SEAL_KEYRING="$work/keyring.toml"
 "$r2seal" key policy archive/ recovery     # the agent can write archive/, never read it
 "$r2seal" key list
 
-say "3. Seal every object under its own name (the name is bound into the envelope)"
+say "3. Seal the whole state directory into a bucket (file:// here; s3:// and r2:// alike)"
 mkdir -p bucket
-(cd state && find . -type f | sed 's|^\./||') | while read -r key; do
-  mkdir -p "bucket/$(dirname "$key")"
-  "$r2seal" seal --name "$key" -o "bucket/$key" "state/$key"
-  echo "sealed $key"
-done
+"$r2seal" put --recursive state "file://$work/bucket/"
+"$r2seal" ls --recursive --long "file://$work/bucket/"
 
 say "4. The bucket holds only ciphertext"
 if grep -rIl -e 'demo-token' -e 'book a table' -e '482-915' -e 'gw_live' bucket; then
   echo "demo: plaintext found in the bucket" >&2; exit 1
 fi
 echo "no plaintext found in bucket/ (grep for tokens, transcript and pairing code came back empty)"
-"$r2seal" inspect bucket/credentials/bots.json
+"$r2seal" head "file://$work/bucket/credentials/bots.json"
 
 say "5. Read everything back and compare"
-(cd state && find . -type f | sed 's|^\./||') | while read -r key; do
-  "$r2seal" open --name "$key" "bucket/$key" | cmp - "state/$key"
-done
-echo "all objects open to their original bytes"
-"$r2seal" open --name sessions/2026-11-25.jsonl --range 0-44 bucket/sessions/2026-11-25.jsonl; echo
+"$r2seal" get --recursive "file://$work/bucket/" restored
+diff -r state restored && echo "all objects open to their original bytes"
+"$r2seal" cat --range 0-44 "file://$work/bucket/sessions/2026-11-25.jsonl"; echo
 
 say "6. What goes wrong, goes wrong loudly"
-cp bucket/config.toml bucket/devices/pairing-code.txt        # an object moved under another name
-"$r2seal" open --name devices/pairing-code.txt bucket/devices/pairing-code.txt || true
-printf 'X' | dd of=bucket/config.toml bs=1 seek=300 conv=notrunc status=none   # a flipped byte
-"$r2seal" open --name config.toml -o restored.toml bucket/config.toml || true
-[ ! -e restored.toml ] && echo "(no partial plaintext file was left behind)"
+# Someone with bucket access moves config.toml's object over the pairing code.
+mv bucket/config.toml bucket/devices/pairing-code.txt
+mv bucket/.r2seal-meta/obj/config.toml.json bucket/.r2seal-meta/obj/devices/pairing-code.txt.json
+"$r2seal" cat "file://$work/bucket/devices/pairing-code.txt" || true
+printf 'X' | dd of=bucket/sessions/2026-11-25.jsonl bs=1 seek=20 conv=notrunc status=none   # a flipped byte
+"$r2seal" get "file://$work/bucket/sessions/2026-11-25.jsonl" tampered.jsonl || true
+[ ! -e tampered.jsonl ] && echo "(no partial plaintext file was left behind)"
 "$r2seal" keygen -o stranger.txt >/dev/null
-"$r2seal" open -i stranger.txt --name sessions/2026-11-25.jsonl bucket/sessions/2026-11-25.jsonl || true
+"$r2seal" cat -i stranger.txt "file://$work/bucket/credentials/bots.json" || true
 
-say "7. Sealed files are age v1 files: the offline recovery key opens them with plain age"
+say "7. The same format works on plain files: an age v1 file the recovery key opens with age"
+"$r2seal" seal --name notes.txt -o notes.age state/config.toml
 if command -v age >/dev/null; then
-  age -d -i recovery.txt bucket/sessions/2026-11-25.jsonl
+  age -d -i recovery.txt notes.age
 else
   echo "(install age to see this: apt-get install age)"
 fi

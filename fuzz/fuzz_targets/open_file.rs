@@ -18,8 +18,11 @@ fn ids() -> &'static [Identity] {
 
 /// The streaming path: header from the front, body pushed in `step`-byte pieces.
 fn incremental(data: &[u8], name: Option<&str>, step: usize) -> Result<Vec<u8>, Error> {
-    let (header, used) =
-        Header::parse_prefix(data)?.ok_or(Error::Malformed("header is truncated"))?;
+    let (header, used) = Header::parse_prefix(data)?.ok_or(if data.is_empty() {
+        Error::NotSealed
+    } else {
+        Error::Malformed("header is truncated")
+    })?;
     let mut opener = PayloadOpener::new(Envelope::open(&header, ids(), name)?);
     let mut out = Vec::new();
     for piece in data[used..].chunks(step) {
