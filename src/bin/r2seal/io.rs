@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
 use r2seal::keys::files::{parse_identity_file, parse_recipients_file};
@@ -12,13 +13,15 @@ use r2seal::keys::keyring::Keyring;
 use r2seal::keys::passphrase::{self, Argon2Params, Passphrase};
 use r2seal::keys::{Identity, Recipient};
 
-/// Read size for streaming: 64 chunks, enough for every core to get a batch.
-pub const IO_BUFFER: usize = 4 * 1024 * 1024;
+/// Read size for streaming: 16 chunks. Small enough that a buffer stays in cache
+/// between the read, the copy and the cipher (4 MiB measured slower: bench/format.sh),
+/// large enough to keep the read-ahead thread and the sealer both busy.
+pub const IO_BUFFER: usize = 1024 * 1024;
 
-pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     match path {
-        None => Ok(Box::new(io::stdin().lock())),
-        Some(p) if p.as_os_str() == "-" => Ok(Box::new(io::stdin().lock())),
+        None => Ok(Box::new(io::stdin())),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(io::stdin())),
         Some(p) => Ok(Box::new(
             File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
         )),
@@ -48,6 +51,70 @@ pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Reads on a thread of its own, one `IO_BUFFER` ahead, so the next read overlaps
+/// sealing or opening the current buffer. Buffers are recycled: memory stays at two
+/// buffers whatever the input size.
+pub struct ReadAhead {
+    filled: mpsc::Receiver<io::Result<Vec<u8>>>,
+    empty: mpsc::SyncSender<Vec<u8>>,
+    done: bool,
+}
+
+impl ReadAhead {
+    pub fn new(mut reader: Box<dyn Read + Send>) -> ReadAhead {
+        let (filled_tx, filled) = mpsc::sync_channel(1);
+        let (empty, empty_rx) = mpsc::sync_channel::<Vec<u8>>(2);
+        for _ in 0..2 {
+            empty
+                .send(vec![0u8; IO_BUFFER])
+                .expect("room for two buffers");
+        }
+        std::thread::spawn(move || {
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(IO_BUFFER, 0);
+                match read_full(&mut reader, &mut buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // A short read is the end; a closed receiver means nobody listens.
+                        if filled_tx.send(Ok(buf)).is_err() || n < IO_BUFFER {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = filled_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        ReadAhead {
+            filled,
+            empty,
+            done: false,
+        }
+    }
+
+    /// The next buffer of input, or `None` at the end.
+    pub fn next_buffer(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.filled.recv() {
+            Ok(Ok(buf)) => {
+                self.done = buf.len() < IO_BUFFER;
+                Ok(Some(buf))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Hands a buffer back for the reader to fill again.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let _ = self.empty.try_send(buf);
+    }
 }
 
 /// Where output goes. A regular file (new or existing) appears only on commit: it is

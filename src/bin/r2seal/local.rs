@@ -75,20 +75,17 @@ pub fn seal(
             ..Default::default()
         },
     )?;
-    let mut reader = cio::open_input(input)?;
+    let reader = cio::open_input(input)?;
     let mut out = Output::new(output)?;
     out.write_all(&envelope.header().to_file_bytes())?;
     let mut sealer = PayloadSealer::new(&envelope);
-    let mut buf = vec![0u8; IO_BUFFER];
     let mut sealed = Vec::with_capacity(IO_BUFFER + IO_BUFFER / 64);
-    loop {
-        let n = cio::read_full(&mut reader, &mut buf).context("cannot read input")?;
+    let mut input = cio::ReadAhead::new(reader);
+    while let Some(buf) = input.next_buffer().context("cannot read input")? {
         sealed.clear();
-        sealer.update(&buf[..n], &mut sealed);
+        sealer.update(&buf, &mut sealed);
+        input.recycle(buf);
         out.write_all(&sealed)?;
-        if n < buf.len() {
-            break;
-        }
     }
     sealed.clear();
     sealer.finish(&mut sealed);
@@ -139,18 +136,18 @@ pub fn open(
     let mut window = RangeWindow::new(range)?;
     let mut plain = Vec::with_capacity(IO_BUFFER);
     opener.update(&rest, &mut plain)?;
-    let mut buf = vec![0u8; IO_BUFFER];
+    let mut input = cio::ReadAhead::new(reader);
     loop {
         if window.emit(&mut out, &plain)? {
             // A range is complete once its covering chunks authenticated.
             return out.commit();
         }
         plain.clear();
-        let n = cio::read_full(&mut reader, &mut buf).context("cannot read input")?;
-        if n == 0 {
+        let Some(buf) = input.next_buffer().context("cannot read input")? else {
             break;
-        }
-        opener.update(&buf[..n], &mut plain)?;
+        };
+        opener.update(&buf, &mut plain)?;
+        input.recycle(buf);
     }
     opener.finish(&mut plain)?;
     window.emit(&mut out, &plain)?;
