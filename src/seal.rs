@@ -375,6 +375,16 @@ impl RangePlan {
         })
     }
 
+    /// The pieces' salt and chunk bytes cut from a whole stored body held in memory
+    /// (tests, tools); `None` if the body is shorter than the plan expects.
+    pub fn slices<'a>(&self, body: &'a [u8]) -> Option<Vec<(&'a [u8], &'a [u8])>> {
+        let cut = |(a, b): (u64, u64)| body.get(a as usize..b as usize);
+        self.pieces
+            .iter()
+            .map(|p| Some((cut(p.salt)?, cut(p.chunks)?)))
+            .collect()
+    }
+
     /// Opens the fetched bytes: for each piece, its salt and its chunk bytes.
     pub fn open(
         &self,
@@ -596,16 +606,7 @@ mod tests {
             let covering = plan.end / CHUNK_SIZE as u64 - plan.start / CHUNK_SIZE as u64 + 1;
             assert!(p.chunks.1 - p.chunks.0 <= covering * ENCRYPTED_CHUNK_SIZE as u64);
             assert!(p.chunks.1 - p.chunks.0 > (covering - 1) * ENCRYPTED_CHUNK_SIZE as u64);
-            let fetched: Vec<(&[u8], &[u8])> = plan
-                .pieces
-                .iter()
-                .map(|p| {
-                    (
-                        &body[p.salt.0 as usize..p.salt.1 as usize],
-                        &body[p.chunks.0 as usize..p.chunks.1 as usize],
-                    )
-                })
-                .collect();
+            let fetched: Vec<(&[u8], &[u8])> = plan.slices(&body).unwrap();
             let got = plan.open(&env, &fetched).unwrap();
             assert_eq!(&got[..], &data[plan.start as usize..=plan.end as usize]);
         }
@@ -644,16 +645,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.pieces.len(), 2);
-        let fetched: Vec<(&[u8], &[u8])> = plan
-            .pieces
-            .iter()
-            .map(|p| {
-                (
-                    &body[p.salt.0 as usize..p.salt.1 as usize],
-                    &body[p.chunks.0 as usize..p.chunks.1 as usize],
-                )
-            })
-            .collect();
+        let fetched: Vec<(&[u8], &[u8])> = plan.slices(&body).unwrap();
         assert_eq!(
             &plan.open(&env, &fetched).unwrap()[..],
             &data[part - 2..=part + 2]

@@ -250,16 +250,7 @@ fn check_range(
         (plan.start, plan.end),
         (start, end.min(plaintext.len() as u64 - 1))
     );
-    let fetched: Vec<(&[u8], &[u8])> = plan
-        .pieces
-        .iter()
-        .map(|p| {
-            (
-                &body[p.salt.0 as usize..p.salt.1 as usize],
-                &body[p.chunks.0 as usize..p.chunks.1 as usize],
-            )
-        })
-        .collect();
+    let fetched: Vec<(&[u8], &[u8])> = plan.slices(body).unwrap();
     let fetched_len: u64 = plan.pieces.iter().map(|p| p.chunks.1 - p.chunks.0).sum();
     // Only the covering chunks: at most two partial chunks of overhead per piece.
     prop_assert!(
