@@ -45,6 +45,8 @@ pub mod seal;
 pub mod testkit;
 
 #[cfg(feature = "store")]
+pub mod jobs;
+#[cfg(feature = "store")]
 pub mod sealed;
 #[cfg(feature = "store")]
 pub mod store;
