@@ -41,6 +41,8 @@ pub enum Error {
     PassphraseUnavailable,
     /// The recipient set is empty or mixes recipients that cannot be combined.
     InvalidRecipients(&'static str),
+    /// An object key whose encrypted form would exceed the store's key limit.
+    NameTooLong { size: usize, limit: usize },
 }
 
 impl fmt::Display for Error {
@@ -78,6 +80,10 @@ impl fmt::Display for Error {
                 "a passphrase is needed: set R2SEAL_PASSPHRASE or run from a terminal",
             ),
             Error::InvalidRecipients(what) => write!(f, "invalid recipients: {what}"),
+            Error::NameTooLong { size, limit } => write!(
+                f,
+                "the encrypted object key would be {size} bytes, over the {limit}-byte key limit: use a shorter key (SECURITY.md §3.10)"
+            ),
         }
     }
 }

@@ -39,6 +39,7 @@
 mod error;
 pub mod format;
 pub mod keys;
+pub mod names;
 mod random;
 pub mod seal;
 #[doc(hidden)]

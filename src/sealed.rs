@@ -42,6 +42,7 @@ use crate::format::stream::payload_len;
 use crate::format::{Binding, Envelope, SealedMetadata};
 use crate::keys::keyring::Keyring;
 use crate::keys::{Identity, Recipient};
+use crate::names::{NameKey, MAX_STORED_KEY_LEN};
 use crate::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
 use crate::store::{
     self, ByteRange, ContentRange, CopyOptions, GetOptions, MultipartUpload, ObjectInfo,
@@ -300,7 +301,10 @@ impl GetObject {
 /// An object in a listing, with its plaintext size computed from its stored size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedObject {
+    /// The plaintext key (relative to the store root).
     pub key: String,
+    /// The key in the store: equal to `key` unless names are encrypted.
+    pub stored_key: String,
     /// Plaintext size if the stored size is one a sealed single-stream object can have
     /// (`None` otherwise: a plaintext object, or another layout). Not authenticated.
     pub size: Option<u64>,
@@ -315,7 +319,17 @@ pub struct ListPage {
     pub objects: Vec<ListedObject>,
     pub common_prefixes: Vec<String>,
     pub next_continuation: Option<String>,
+    /// With encrypted names: stored objects whose key does not decrypt under the name
+    /// key (plaintext leftovers of a migration, foreign or tampered keys). `key` and
+    /// `stored_key` are both the stored key. Reported, never opened.
+    pub undecryptable: Vec<ListedObject>,
+    /// Common prefixes (stored form) that do not decrypt.
+    pub undecryptable_prefixes: Vec<String>,
 }
+
+/// The reserved prefix at the store root for r2seal's own objects (the bucket
+/// descriptor). Hidden from listings; sealed writes under it are refused.
+pub const RESERVED_PREFIX: &str = ".r2seal/";
 
 // ---------------------------------------------------------------------------------------
 // The bucket
@@ -331,6 +345,7 @@ pub struct SealedBucket {
     multipart_threshold: u64,
     concurrency: usize,
     allow_plaintext: bool,
+    names: Option<Arc<NameKey>>,
 }
 
 impl fmt::Debug for SealedBucket {
@@ -341,6 +356,7 @@ impl fmt::Debug for SealedBucket {
             .field("identities", &self.identities.len())
             .field("part_size", &self.part_size)
             .field("allow_plaintext", &self.allow_plaintext)
+            .field("names", &self.names.as_ref().map(|k| k.id()))
             .finish_non_exhaustive()
     }
 }
@@ -371,7 +387,61 @@ impl SealedBucket {
             multipart_threshold: DEFAULT_PART_SIZE,
             concurrency: DEFAULT_PART_CONCURRENCY,
             allow_plaintext: false,
+            names: None,
         }
+    }
+
+    /// Encrypt object names with `key` (SECURITY.md §3.10): every operation takes and
+    /// returns plaintext keys and maps them to stored keys itself; listings decrypt.
+    /// The name binding inside each envelope stays the plaintext name.
+    pub fn with_name_key(mut self, key: NameKey) -> Self {
+        self.names = Some(Arc::new(key));
+        self
+    }
+
+    /// The name key, if names are encrypted.
+    pub fn name_key(&self) -> Option<&NameKey> {
+        self.names.as_deref()
+    }
+
+    /// The key an object with plaintext key `key` has in the store: `key` itself, or
+    /// its encrypted form. Fails when the stored key would exceed R2's 1,024 bytes
+    /// (store prefix included), before anything is written. For migrations: write under
+    /// this key, then delete the plaintext one.
+    pub fn stored_key(&self, key: &str) -> Res<String> {
+        let Some(k) = &self.names else {
+            return Ok(key.to_string());
+        };
+        let limit = MAX_STORED_KEY_LEN.saturating_sub(self.name_prefix.len());
+        k.encrypt_within(key, limit)
+            .map_err(|error| SealedError::Seal {
+                location: self.location(key),
+                error,
+            })
+    }
+
+    /// The plaintext key of stored key `stored` (the inverse of
+    /// [`stored_key`](Self::stored_key)); `Open` with `Corrupt`/`Malformed` when it
+    /// does not decrypt under the name key.
+    pub fn plain_key(&self, stored: &str) -> Res<String> {
+        let Some(k) = &self.names else {
+            return Ok(stored.to_string());
+        };
+        k.decrypt(stored).map_err(|error| SealedError::Open {
+            location: self.location(stored),
+            error,
+        })
+    }
+
+    /// The stored key for a write: also refuses the reserved prefix.
+    fn stored_key_for_write(&self, key: &str) -> Res<String> {
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err(SealedError::Invalid {
+                location: self.location(key),
+                detail: format!("{RESERVED_PREFIX} is reserved for r2seal's own objects"),
+            });
+        }
+        self.stored_key(key)
     }
 
     /// Seal to these recipients (every key).
@@ -605,6 +675,7 @@ impl SealedBucket {
             )
         };
         let threshold = self.multipart_threshold;
+        let skey = self.stored_key_for_write(key)?;
         if len.is_some_and(|n| n > threshold) && opts.is_conditional() {
             return Err(self.conditional_multipart(key));
         }
@@ -639,12 +710,12 @@ impl SealedBucket {
             eof = true;
         }
         if eof && head.len() as u64 <= threshold {
-            return self.put_single(key, head, opts).await;
+            return self.put_single(key, &skey, head, opts).await;
         }
         if opts.is_conditional() {
             return Err(self.conditional_multipart(key));
         }
-        self.put_multipart(key, head, src, len, opts).await
+        self.put_multipart(key, &skey, head, src, len, opts).await
     }
 
     fn conditional_multipart(&self, key: &str) -> SealedError {
@@ -657,7 +728,13 @@ impl SealedBucket {
         }
     }
 
-    async fn put_single(&self, key: &str, plain: Vec<u8>, opts: &PutOptions) -> Res<PutResult> {
+    async fn put_single(
+        &self,
+        key: &str,
+        skey: &str,
+        plain: Vec<u8>,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
         let size = plain.len() as u64;
         let md5 = hex(&Md5::digest(&plain));
         let (envelope, metadata) =
@@ -670,7 +747,7 @@ impl SealedBucket {
         let stored_size = body.len() as u64;
         let put = self
             .store
-            .put(key, body.into(), &Self::store_put_options(opts, metadata))
+            .put(skey, body.into(), &Self::store_put_options(opts, metadata))
             .await?;
         Ok(PutResult {
             etag: put.etag,
@@ -683,6 +760,7 @@ impl SealedBucket {
     async fn put_multipart(
         &self,
         key: &str,
+        skey: &str,
         head: Vec<u8>,
         mut src: Source<'_>,
         len: Option<u64>,
@@ -693,11 +771,11 @@ impl SealedBucket {
             self.seal_envelope(key, Self::sealed_metadata(opts, len, None))?;
         let upload_id = self
             .store
-            .create_multipart(key, &Self::store_put_options(opts, metadata))
+            .create_multipart(skey, &Self::store_put_options(opts, metadata))
             .await?;
         let mut upload = PartUploader {
             store: self.store.clone(),
-            key: key.to_string(),
+            key: skey.to_string(),
             upload_id: upload_id.clone(),
             part_size: part_size as usize,
             concurrency: self.concurrency,
@@ -739,7 +817,7 @@ impl SealedBucket {
             debug_assert_eq!(upload.stored, payload_len(total));
             let put = self
                 .store
-                .complete_multipart(key, &upload_id, &parts)
+                .complete_multipart(skey, &upload_id, &parts)
                 .await?;
             Ok(PutResult {
                 etag: put.etag,
@@ -752,7 +830,7 @@ impl SealedBucket {
         if result.is_err() {
             upload.in_flight.abort_all();
             // Best effort: `cleanup` finds what an abort could not remove.
-            let _ = self.store.abort_multipart(key, &upload_id).await;
+            let _ = self.store.abort_multipart(skey, &upload_id).await;
         }
         result
     }
@@ -811,7 +889,7 @@ impl SealedBucket {
     /// The object's plaintext size, headers and sealed metadata, from a HEAD (the
     /// envelope opens from the metadata: this checks keys and name binding, not the body).
     pub async fn head(&self, key: &str) -> Res<ObjectHead> {
-        let info = self.store.head(key).await?;
+        let info = self.store.head(&self.stored_key(key)?).await?;
         let envelope = self.open_envelope(key, &info)?;
         self.describe(key, &info, envelope.as_ref())
     }
@@ -844,7 +922,8 @@ impl SealedBucket {
     }
 
     async fn get_whole(&self, key: &str) -> Res<GetObject> {
-        let got = self.store.get(key, None, &GetOptions::default()).await?;
+        let skey = self.stored_key(key)?;
+        let got = self.store.get(&skey, None, &GetOptions::default()).await?;
         let envelope = self.open_envelope(key, &got.info)?;
         let head = self.describe(key, &got.info, envelope.as_ref())?;
         let Some(envelope) = envelope else {
@@ -871,12 +950,13 @@ impl SealedBucket {
 
     async fn get_range(&self, key: &str, range: ByteRange) -> Res<GetObject> {
         let location = self.location(key);
-        let info = self.store.head(key).await?;
+        let skey = self.stored_key(key)?;
+        let info = self.store.head(&skey).await?;
         let Some(envelope) = self.open_envelope(key, &info)? else {
             let got = self
                 .store
                 .get(
-                    key,
+                    &skey,
                     Some(range),
                     &GetOptions {
                         if_match: Some(info.meta.etag.clone()),
@@ -899,7 +979,7 @@ impl SealedBucket {
             })?;
         let state = RangeState {
             store: self.store.clone(),
-            key: key.to_string(),
+            key: skey,
             location,
             etag: info.meta.etag.clone(),
             envelope,
@@ -927,25 +1007,68 @@ impl SealedBucket {
         continuation: Option<String>,
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
+        // With encrypted names: list the stored form of the prefix up to its last `/`,
+        // decrypt, and keep what the plaintext prefix selects (a page may then hold
+        // fewer than `max_keys` entries, or none, and still have a continuation).
+        // Entries come in stored-key order, which is not plaintext order.
+        let (stored_prefix, filter) = match &self.names {
+            None => (prefix.to_string(), false),
+            Some(k) => {
+                if delimiter.is_some_and(|d| d != "/") {
+                    return Err(SealedError::Invalid {
+                        location: self.location(prefix),
+                        detail: "with encrypted names the only delimiter is \"/\"".into(),
+                    });
+                }
+                let lp = k.list_prefix(prefix);
+                (lp.stored, lp.partial)
+            }
+        };
         let page = self
             .store
-            .list(prefix, delimiter, continuation, max_keys)
+            .list(&stored_prefix, delimiter, continuation, max_keys)
             .await?;
-        Ok(ListPage {
-            objects: page
-                .objects
-                .into_iter()
-                .map(|o| ListedObject {
-                    size: plaintext_len(None, o.size).ok(),
-                    key: o.key,
-                    stored_size: o.size,
-                    etag: o.etag,
-                    last_modified: o.last_modified,
-                })
-                .collect(),
-            common_prefixes: page.common_prefixes,
+        let mut out = ListPage {
             next_continuation: page.next_continuation,
-        })
+            ..ListPage::default()
+        };
+        for o in page.objects {
+            if o.key.starts_with(RESERVED_PREFIX) {
+                continue;
+            }
+            let plain = match &self.names {
+                None => Ok(o.key.clone()),
+                Some(k) => k.decrypt(&o.key),
+            };
+            let listed = |key: String| ListedObject {
+                size: plaintext_len(None, o.size).ok(),
+                key,
+                stored_key: o.key.clone(),
+                stored_size: o.size,
+                etag: o.etag.clone(),
+                last_modified: o.last_modified,
+            };
+            match plain {
+                Ok(p) if filter && !p.starts_with(prefix) => {}
+                Ok(p) => out.objects.push(listed(p)),
+                Err(_) => out.undecryptable.push(listed(o.key.clone())),
+            }
+        }
+        for cp in page.common_prefixes {
+            if cp == RESERVED_PREFIX {
+                continue;
+            }
+            let plain = match &self.names {
+                None => Ok(cp.clone()),
+                Some(k) => k.decrypt(&cp),
+            };
+            match plain {
+                Ok(p) if filter && !p.starts_with(prefix) => {}
+                Ok(p) => out.common_prefixes.push(p),
+                Err(_) => out.undecryptable_prefixes.push(cp),
+            }
+        }
+        Ok(out)
     }
 
     /// Every page of a listing, concatenated.
@@ -956,6 +1079,9 @@ impl SealedBucket {
             let page = self.list(prefix, delimiter, token, None).await?;
             all.objects.extend(page.objects);
             all.common_prefixes.extend(page.common_prefixes);
+            all.undecryptable.extend(page.undecryptable);
+            all.undecryptable_prefixes
+                .extend(page.undecryptable_prefixes);
             match page.next_continuation {
                 Some(t) => token = Some(t),
                 None => return Ok(all),
@@ -965,7 +1091,7 @@ impl SealedBucket {
 
     /// Remove an object (removing a missing key succeeds, as on S3).
     pub async fn delete(&self, key: &str) -> Res<()> {
-        Ok(self.store.delete(key).await?)
+        Ok(self.store.delete(&self.stored_key(key)?).await?)
     }
 
     /// Copy `src` to `dst` inside the store, re-binding it to `dst`: the envelope is
@@ -973,7 +1099,8 @@ impl SealedBucket {
     /// server-side with replaced metadata, so the body never passes through this process.
     /// The copy is conditional on the source's ETag, so header and body always match.
     pub async fn copy(&self, src: &str, dst: &str) -> Res<PutResult> {
-        let info = self.store.head(src).await?;
+        let (ssrc, sdst) = (self.stored_key(src)?, self.stored_key_for_write(dst)?);
+        let info = self.store.head(&ssrc).await?;
         let seal_err = |error| SealedError::Seal {
             location: self.location(dst),
             error,
@@ -1019,8 +1146,8 @@ impl SealedBucket {
         let put = self
             .store
             .copy(
-                src,
-                dst,
+                &ssrc,
+                &sdst,
                 &CopyOptions {
                     replace_metadata: replace,
                     if_match: Some(info.meta.etag.clone()),
@@ -1044,23 +1171,32 @@ impl SealedBucket {
             });
         }
         let put = self.copy(src, dst).await?;
-        self.store.delete(src).await?;
+        self.store.delete(&self.stored_key(src)?).await?;
         Ok(put)
     }
 
     // ---- unfinished uploads ----
 
     /// Multipart uploads under `prefix` that were started at least `older_than` ago and
-    /// neither completed nor aborted (for example by a process that crashed).
+    /// neither completed nor aborted (for example by a process that crashed). Their keys
+    /// are stored keys (encrypted, when names are).
     pub async fn stale_uploads(
         &self,
         prefix: &str,
         older_than: Duration,
     ) -> Res<Vec<MultipartUpload>> {
         let cutoff = SystemTime::now().checked_sub(older_than);
-        let uploads = self.store.list_multipart_uploads(prefix).await?;
+        let (stored_prefix, filter) = match &self.names {
+            None => (prefix.to_string(), false),
+            Some(k) => {
+                let lp = k.list_prefix(prefix);
+                (lp.stored, lp.partial)
+            }
+        };
+        let uploads = self.store.list_multipart_uploads(&stored_prefix).await?;
         Ok(uploads
             .into_iter()
+            .filter(|u| !filter || self.plain_key(&u.key).is_ok_and(|p| p.starts_with(prefix)))
             .filter(|u| match (u.initiated, cutoff) {
                 (Some(t), Some(c)) => t <= c,
                 // Unknown start time: only when every age qualifies.

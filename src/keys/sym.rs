@@ -72,6 +72,11 @@ impl SymKey {
         self.id
     }
 
+    /// The raw key, for derivations elsewhere in the crate (name key, descriptor MAC).
+    pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     /// The text form. Explicit declassification, like [`super::Identity::to_secret_string`].
     pub fn to_secret_string(&self) -> Zeroizing<String> {
         let mut lower = bech32_encode(HRP, self.key.as_ref());
