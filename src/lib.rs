@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
+pub mod descriptor;
 mod error;
 pub mod format;
 pub mod keys;

@@ -37,6 +37,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::descriptor::{
+    Authenticity, BucketConfig, Descriptor, StoredForm, DESCRIPTOR_KEY, MAX_DESCRIPTOR_LEN,
+};
 use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
 use crate::format::stream::payload_len;
 use crate::format::{Binding, Envelope, SealedMetadata};
@@ -88,6 +91,9 @@ pub enum SealedError {
         location: String,
         error: serde_json::Error,
     },
+    /// The bucket descriptor (SECURITY.md §3.11) says the bucket is written otherwise
+    /// than this writer would, or it is forged or unreadable: nothing was written.
+    Descriptor { location: String, detail: String },
 }
 
 impl SealedError {
@@ -125,6 +131,11 @@ impl SealedError {
     pub fn is_plaintext(&self) -> bool {
         matches!(self, SealedError::Plaintext { .. })
     }
+
+    /// The write was refused because of the bucket descriptor.
+    pub fn is_descriptor(&self) -> bool {
+        matches!(self, SealedError::Descriptor { .. })
+    }
 }
 
 impl fmt::Display for SealedError {
@@ -150,6 +161,10 @@ impl fmt::Display for SealedError {
             SealedError::Json { location, error } => {
                 write!(f, "{location}: authentic, but not the expected JSON: {error}")
             }
+            SealedError::Descriptor { location, detail } => write!(
+                f,
+                "{location}: refusing to write: {detail} (see `r2seal bucket show`; nothing was written)"
+            ),
         }
     }
 }
@@ -346,6 +361,9 @@ pub struct SealedBucket {
     concurrency: usize,
     allow_plaintext: bool,
     names: Option<Arc<NameKey>>,
+    check_descriptor: bool,
+    /// Set once the descriptor check passed (shared by clones).
+    descriptor_ok: Arc<std::sync::OnceLock<()>>,
 }
 
 impl fmt::Debug for SealedBucket {
@@ -388,7 +406,148 @@ impl SealedBucket {
             concurrency: DEFAULT_PART_CONCURRENCY,
             allow_plaintext: false,
             names: None,
+            check_descriptor: true,
+            descriptor_ok: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Check the bucket descriptor before the first write (on by default). Off only for
+    /// tools that must write to a bucket whatever it says (e.g. a migration that is
+    /// about to rewrite the descriptor itself).
+    pub fn with_descriptor_check(mut self, check: bool) -> Self {
+        self.check_descriptor = check;
+        self
+    }
+
+    /// What this bucket would write, as a descriptor records it: the form, the name key
+    /// id and the recipients' key ids per prefix. `None` without recipients.
+    pub fn bucket_config(&self) -> Option<BucketConfig> {
+        let names = self.names.as_ref().map(|k| k.id());
+        Some(match self.recipients.as_ref()? {
+            Recipients::Fixed(r) => BucketConfig::new(
+                StoredForm::Metadata,
+                names,
+                r.iter().map(Recipient::key_id),
+                [],
+            ),
+            Recipients::Keyring(k) => BucketConfig::new(
+                StoredForm::Metadata,
+                names,
+                k.default_keys().iter().map(|key| key.id()),
+                k.policies().iter().map(|p| {
+                    let ids = p.keys.iter().filter_map(|n| k.get(n)).map(|key| key.id());
+                    (p.prefix.clone(), ids.collect())
+                }),
+            ),
+        })
+    }
+
+    fn held_sym_keys(&self) -> Vec<crate::keys::SymKey> {
+        self.identities
+            .iter()
+            .filter_map(|i| match i {
+                Identity::Sym(k) => Some(k.clone()),
+                Identity::X25519(_) => None,
+            })
+            .collect()
+    }
+
+    /// The bucket descriptor, if there is one, and whether a MAC under a symmetric key
+    /// this bucket holds verified. A forged MAC (under a key held here) is an error.
+    pub async fn read_descriptor(&self) -> Res<Option<(Descriptor, Authenticity)>> {
+        let location = self.location(DESCRIPTOR_KEY);
+        let got = match self
+            .store
+            .get(DESCRIPTOR_KEY, None, &GetOptions::default())
+            .await
+        {
+            Ok(got) => got,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if got.info.meta.size > MAX_DESCRIPTOR_LEN as u64 {
+            return Err(SealedError::Open {
+                location,
+                error: Error::Malformed("bucket descriptor: larger than 64 KiB"),
+            });
+        }
+        let bytes = got.bytes().await?;
+        let open_err = |error| SealedError::Open {
+            location: location.clone(),
+            error,
+        };
+        let descriptor = Descriptor::parse(&bytes).map_err(open_err)?;
+        let auth = descriptor.verify(&self.held_sym_keys()).map_err(open_err)?;
+        Ok(Some((descriptor, auth)))
+    }
+
+    /// Write the descriptor of [`bucket_config`](Self::bucket_config), with a MAC under
+    /// every symmetric key this bucket holds. Refuses to replace an existing descriptor
+    /// unless `replace` (then only the one read just before, by its ETag).
+    pub async fn write_descriptor(&self, replace: bool) -> Res<Descriptor> {
+        let location = self.location(DESCRIPTOR_KEY);
+        let config = self.bucket_config().ok_or_else(|| SealedError::Seal {
+            location: location.clone(),
+            error: Error::InvalidRecipients("no recipients configured"),
+        })?;
+        let descriptor = Descriptor::new(config, &self.held_sym_keys());
+        let existing = match self.store.head(DESCRIPTOR_KEY).await {
+            Ok(info) => Some(info.meta.etag),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        if existing.is_some() && !replace {
+            return Err(SealedError::Invalid {
+                location,
+                detail: "a bucket descriptor exists already (replace it explicitly)".into(),
+            });
+        }
+        let opts = store::PutOptions {
+            content_type: Some("text/plain; charset=utf-8".into()),
+            if_match: existing.clone(),
+            if_none_match: existing.is_none().then(|| "*".to_string()),
+            ..Default::default()
+        };
+        self.store
+            .put(DESCRIPTOR_KEY, descriptor.to_bytes().into(), &opts)
+            .await?;
+        self.descriptor_ok.get_or_init(|| ());
+        Ok(descriptor)
+    }
+
+    /// Before the first write of this instance (and its clones): compare the bucket's
+    /// descriptor with what this bucket writes. No descriptor: nothing to compare.
+    async fn ensure_descriptor(&self, key: &str) -> Res<()> {
+        if !self.check_descriptor || self.descriptor_ok.get().is_some() {
+            return Ok(());
+        }
+        let Some(mine) = self.bucket_config() else {
+            return Ok(()); // no recipients: the write fails on its own
+        };
+        let refuse = |detail: String| SealedError::Descriptor {
+            location: self.location(key),
+            detail,
+        };
+        let found = match self.read_descriptor().await {
+            Ok(found) => found,
+            Err(SealedError::Open { error, .. }) => {
+                return Err(refuse(format!(
+                    "the bucket descriptor ({DESCRIPTOR_KEY}) is unusable: {error}"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some((descriptor, _)) = found {
+            let diff = descriptor.config.differences(&mine);
+            if !diff.is_empty() {
+                return Err(refuse(format!(
+                    "this writer does not match the bucket descriptor: {}",
+                    diff.join("; ")
+                )));
+            }
+        }
+        self.descriptor_ok.get_or_init(|| ());
+        Ok(())
     }
 
     /// Encrypt object names with `key` (SECURITY.md §3.10): every operation takes and
@@ -396,6 +555,7 @@ impl SealedBucket {
     /// The name binding inside each envelope stays the plaintext name.
     pub fn with_name_key(mut self, key: NameKey) -> Self {
         self.names = Some(Arc::new(key));
+        self.descriptor_ok = Arc::default(); // another configuration: check again
         self
     }
 
@@ -447,6 +607,7 @@ impl SealedBucket {
     /// Seal to these recipients (every key).
     pub fn with_recipients(mut self, recipients: Recipients) -> Self {
         self.recipients = Some(recipients);
+        self.descriptor_ok = Arc::default(); // another configuration: check again
         self
     }
 
@@ -676,6 +837,7 @@ impl SealedBucket {
         };
         let threshold = self.multipart_threshold;
         let skey = self.stored_key_for_write(key)?;
+        self.ensure_descriptor(key).await?;
         if len.is_some_and(|n| n > threshold) && opts.is_conditional() {
             return Err(self.conditional_multipart(key));
         }
@@ -1100,6 +1262,7 @@ impl SealedBucket {
     /// The copy is conditional on the source's ETag, so header and body always match.
     pub async fn copy(&self, src: &str, dst: &str) -> Res<PutResult> {
         let (ssrc, sdst) = (self.stored_key(src)?, self.stored_key_for_write(dst)?);
+        self.ensure_descriptor(dst).await?;
         let info = self.store.head(&ssrc).await?;
         let seal_err = |error| SealedError::Seal {
             location: self.location(dst),

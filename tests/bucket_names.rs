@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use r2seal::descriptor::{Authenticity, Descriptor, DESCRIPTOR_KEY};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::names::NameKey;
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
@@ -267,6 +268,180 @@ mod cases {
         }
         assert!(h.raw_keys().await.is_empty());
     }
+
+    pub async fn descriptor_refuses_misconfigured_writers(h: &Harness) {
+        let k = SymKey::generate();
+        let b = h.named(&k);
+        let d = b.write_descriptor(false).await.unwrap();
+        assert_eq!(
+            d.config.names,
+            Some(NameKey::from_sym_key(&k).id().to_string())
+        );
+        assert_eq!(d.mac_key_ids(), [k.id()]);
+        // Writing it again needs an explicit replace.
+        assert!(b.write_descriptor(false).await.is_err());
+        b.write_descriptor(true).await.unwrap();
+        b.put("a/ok", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        let (read, auth) = h.named(&k).read_descriptor().await.unwrap().unwrap();
+        assert_eq!(read, d);
+        assert_eq!(auth, Authenticity::Authenticated(vec![k.id()]));
+        // A writer without the name key, or with other recipients, writes nothing.
+        let before = h.raw_keys().await;
+        let other = SymKey::generate();
+        let misconfigured = [
+            h.bucket(&k),
+            h.named(&k).with_recipients(Recipients::fixed(vec![
+                Identity::Sym(k.clone()).to_recipient(),
+                Identity::generate_x25519().to_recipient(),
+            ])),
+            h.bucket(&other)
+                .with_name_key(NameKey::from_sym_key(&other)),
+        ];
+        for w in misconfigured {
+            let e = w
+                .put("a/bad", b"x".to_vec(), &PutOptions::default())
+                .await
+                .unwrap_err();
+            assert!(e.is_descriptor(), "{e}");
+            assert!(e.to_string().contains("refusing to write"), "{e}");
+            let e = w.copy("a/ok", "a/bad").await.unwrap_err();
+            assert!(e.is_descriptor() || e.format_error().is_some(), "{e}");
+        }
+        let e = h
+            .bucket(&k)
+            .put("a/bad", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no name key"), "{e}");
+        assert_eq!(h.raw_keys().await, before);
+        // The descriptor is hidden from listings.
+        let listed = b.list_all("", None).await.unwrap();
+        assert_eq!(listed.objects.len(), 1);
+        assert!(listed.undecryptable.is_empty(), "{listed:?}");
+        let listed = h.bucket(&k).list_all("", Some("/")).await.unwrap();
+        assert!(listed
+            .common_prefixes
+            .iter()
+            .all(|p| !p.starts_with(".r2seal")));
+    }
+
+    pub async fn forged_descriptors_deny_service_only(h: &Harness) {
+        let k = SymKey::generate();
+        let b = h.named(&k);
+        let d = b.write_descriptor(false).await.unwrap();
+        let text = String::from_utf8(d.to_bytes()).unwrap();
+        // An attacker edits the configuration (no names) and keeps the MAC: holders of
+        // the key see a forgery and refuse; nothing is adopted.
+        let forged = text.replacen(
+            &format!("\"names\":\"{}\"", d.config.names.as_ref().unwrap()),
+            "\"names\":null",
+            1,
+        );
+        assert_ne!(forged, text);
+        h.store
+            .put(
+                DESCRIPTOR_KEY,
+                forged.clone().into_bytes().into(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let e = h
+            .named(&k)
+            .put("x", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_descriptor() && e.to_string().contains("authentication failed"),
+            "{e}"
+        );
+        assert!(h.named(&k).read_descriptor().await.is_err());
+        // Without the MAC line it is unauthenticated: compared, and it does not match
+        // the correctly configured writer, which refuses (denial of service, no leak).
+        let stripped: String = forged.lines().take(2).map(|l| format!("{l}\n")).collect();
+        h.store
+            .put(
+                DESCRIPTOR_KEY,
+                stripped.into_bytes().into(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let (_, auth) = h.named(&k).read_descriptor().await.unwrap().unwrap();
+        assert_eq!(auth, Authenticity::Unauthenticated);
+        let e = h
+            .named(&k)
+            .put("x", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.is_descriptor(), "{e}");
+        // Garbage is refused too.
+        h.store
+            .put(
+                DESCRIPTOR_KEY,
+                b"hello".to_vec().into(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let e = h
+            .named(&k)
+            .put("x", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_descriptor() && e.to_string().contains("unusable"),
+            "{e}"
+        );
+        assert_eq!(h.raw_keys().await, [DESCRIPTOR_KEY]);
+        // The check runs once per instance: one that passed before keeps writing (the
+        // descriptor is a guard against misconfiguration, not a lock).
+        h.store.delete(DESCRIPTOR_KEY).await.unwrap();
+        let early = h.named(&k);
+        early
+            .put("y", b"y".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        h.store
+            .put(
+                DESCRIPTOR_KEY,
+                b"hello".to_vec().into(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        early
+            .put("z", b"z".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(Descriptor::parse(b"hello").is_err());
+    }
+
+    pub async fn x25519_writers_compare_without_a_mac(h: &Harness) {
+        let id = Identity::generate_x25519();
+        let writer = || {
+            SealedBucket::new(h.store.clone())
+                .with_recipients(Recipients::fixed(vec![id.to_recipient()]))
+                .with_identities(vec![id.clone()])
+        };
+        let d = writer().write_descriptor(false).await.unwrap();
+        assert!(d.mac_key_ids().is_empty());
+        let (_, auth) = writer().read_descriptor().await.unwrap().unwrap();
+        assert_eq!(auth, Authenticity::Unauthenticated);
+        writer()
+            .put("a", b"a".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        let k = SymKey::generate();
+        let e = h
+            .bucket(&k)
+            .put("b", b"b".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("default recipients differ"), "{e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -345,6 +520,9 @@ suite!(
         multipart_uses_the_stored_key,
         names_stay_bound_and_leftovers_are_reported,
         too_long_names_write_nothing,
+        descriptor_refuses_misconfigured_writers,
+        forged_descriptors_deny_service_only,
+        x25519_writers_compare_without_a_mac,
     ]
 );
 
@@ -358,5 +536,8 @@ suite!(
         multipart_uses_the_stored_key,
         names_stay_bound_and_leftovers_are_reported,
         too_long_names_write_nothing,
+        descriptor_refuses_misconfigured_writers,
+        forged_descriptors_deny_service_only,
+        x25519_writers_compare_without_a_mac,
     ]
 );

@@ -23,6 +23,9 @@
 //! prefix = "archive/"
 //! keys = ["recovery"]          # a Worker can write here but never read
 //! ```
+//!
+//! A top-level `names = "main"` names the symmetric key whose derived name key
+//! encrypts object names (SECURITY.md §3.10).
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
@@ -129,6 +132,7 @@ pub struct Keyring {
     keys: Vec<Key>,
     default: Vec<String>,
     policies: Vec<Policy>,
+    names: Option<String>,
 }
 
 /// The on-disk shape. Secrets pass through `String`s that are zeroized right after
@@ -139,6 +143,8 @@ struct FileRepr {
     version: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     default: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    names: Option<String>,
     #[serde(default, rename = "key", skip_serializing_if = "Vec::is_empty")]
     keys: Vec<KeyRepr>,
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
@@ -196,6 +202,7 @@ impl Keyring {
             keys: Vec::new(),
             default: repr.default.clone(),
             policies: repr.policies.clone(),
+            names: repr.names.clone(),
         };
         for k in &repr.keys {
             let bad = |what: &str| Error::InvalidKeyFile(format!("key {:?}: {what}", k.name));
@@ -276,6 +283,7 @@ impl Keyring {
                 })
                 .collect(),
             policies: self.policies.clone(),
+            names: self.names.clone(),
         };
         Zeroizing::new(toml::to_string_pretty(&repr).expect("keyring serializes"))
     }
@@ -367,7 +375,64 @@ impl Keyring {
         self.check_references().inspect_err(|_| self.policies = old)
     }
 
+    /// The name of the symmetric key object names are encrypted under, if any.
+    pub fn names(&self) -> Option<&str> {
+        self.names.as_deref()
+    }
+
+    /// Encrypt object names under the key named `name` (a symmetric key), or stop
+    /// (`None`: new objects get plaintext names; existing encrypted ones stay so).
+    pub fn set_names(&mut self, name: Option<String>) -> Result<(), Error> {
+        let old = std::mem::replace(&mut self.names, name);
+        self.check_references().inspect_err(|_| self.names = old)
+    }
+
+    /// The name key (from the key `names` names, whatever its status: a retired key
+    /// still names the objects it named).
+    pub fn name_key(&self) -> Option<crate::names::NameKey> {
+        match &self.get(self.names.as_deref()?)?.material {
+            KeyMaterial::Sym(k) => Some(crate::names::NameKey::from_sym_key(k)),
+            _ => None,
+        }
+    }
+
+    /// The keys objects are sealed to where no policy matches: the defaults, else every
+    /// active key (as [`plan`](Self::plan) chooses them).
+    pub fn default_keys(&self) -> Vec<&Key> {
+        if self.default.is_empty() {
+            self.keys
+                .iter()
+                .filter(|k| k.status == KeyStatus::Active)
+                .collect()
+        } else {
+            self.default.iter().filter_map(|n| self.get(n)).collect()
+        }
+    }
+
+    /// Symmetric keys this keyring holds and that are not revoked (descriptor MACs).
+    pub fn sym_keys(&self) -> Vec<SymKey> {
+        self.keys
+            .iter()
+            .filter(|k| k.status != KeyStatus::Revoked)
+            .filter_map(|k| match &k.material {
+                KeyMaterial::Sym(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn check_references(&self) -> Result<(), Error> {
+        if let Some(n) = &self.names {
+            match self.get(n) {
+                None => return Err(no_such_key(n)),
+                Some(k) if !matches!(k.material, KeyMaterial::Sym(_)) => {
+                    return Err(Error::InvalidKeyFile(format!(
+                        "names: key {n:?} is not a symmetric key (names are encrypted under a sym key)"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         let names = self
             .default
             .iter()
@@ -556,6 +621,23 @@ mod tests {
             b"version = 1\n[[policy]]\nprefix = \"a/\"\nkeys = [\"ghost\"]\n",
             &mut no_pass,
         )
+    }
+
+    #[test]
+    fn names_setting_round_trips_and_must_name_a_sym_key() {
+        let mut ring = sample();
+        assert!(ring.name_key().is_none());
+        ring.set_names(Some("main".into())).unwrap();
+        let id = ring.name_key().unwrap().id();
+        let text = ring.to_toml();
+        assert!(text.contains("names = \"main\""), "{}", text.as_str());
+        let back = Keyring::parse(text.as_bytes(), &mut no_pass).unwrap();
+        assert_eq!(back.name_key().unwrap().id(), id);
+        assert!(ring.set_names(Some("recovery".into())).is_err());
+        assert!(ring.set_names(Some("ghost".into())).is_err());
+        assert_eq!(ring.names(), Some("main"));
+        ring.set_names(None).unwrap();
+        assert!(ring.name_key().is_none());
     }
 
     #[test]
