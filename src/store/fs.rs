@@ -41,10 +41,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    check_headers, check_key, check_max_keys, check_part_number, check_parts, check_put_options,
-    etag_eq, ByteRange, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage, MultipartUpload,
-    ObjectInfo, ObjectMeta, Op, PutOptions, PutResult, Store, StoreError, UploadedPart,
-    MIN_PART_SIZE,
+    check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
+    check_put_options, etag_eq, ByteRange, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage,
+    MultipartUpload, ObjectInfo, ObjectMeta, Op, PartCopySource, PutOptions, PutResult, Store,
+    StoreError, UploadedPart, MIN_PART_SIZE,
 };
 
 /// Name of the hidden directory under the root that holds everything but object bodies.
@@ -847,6 +847,87 @@ impl Store for FsStore {
             Ok(UploadedPart {
                 part_number,
                 etag: quoted_md5(&body),
+            })
+        })
+        .await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source: &PartCopySource,
+    ) -> Res<UploadedPart> {
+        let op = Op::UploadPartCopy;
+        let i = &self.inner;
+        let bad = |m: &str| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
+        check_fs_key(key).map_err(bad)?;
+        check_fs_key(&source.key).map_err(bad)?;
+        check_part_number(part_number).map_err(bad)?;
+        check_copy_range(source.range).map_err(bad)?;
+        let (k, id, src) = (key.to_string(), upload_id.to_string(), source.clone());
+        self.blocking(op, key, move |i| {
+            i.read_upload(op, &k, &id)?;
+            let (mut file, sc) = {
+                let _guard = i.read_lock();
+                i.open_object(op, &src.key)?.ok_or_else(|| {
+                    i.err(op, &src.key, ErrorKind::NotFound)
+                        .with_detail("no such source object")
+                })?
+            };
+            if let Some(want) = &src.if_match {
+                if !etag_eq(&sc.etag, want) {
+                    return Err(i
+                        .err(op, &src.key, ErrorKind::PreconditionFailed)
+                        .with_detail("if_match: the source has another ETag"));
+                }
+            }
+            // The open handle pins the version checked above.
+            let (start, len) = match src.range {
+                None => (0, sc.size),
+                Some((start, end)) if end < sc.size => (start, end - start + 1),
+                Some(_) => {
+                    return Err(i.err(op, &src.key, ErrorKind::InvalidRequest).with_detail(
+                        format!("copy range past the end of the source ({} bytes)", sc.size),
+                    ))
+                }
+            };
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| i.io_err(op, &src.key, e))?;
+            let mut tmp = i.temp_file(op, &k)?;
+            let mut h = Md5::new();
+            let mut buf = vec![0u8; READ_CHUNK];
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(READ_CHUNK as u64) as usize;
+                let n = file
+                    .read(&mut buf[..want])
+                    .map_err(|e| i.io_err(op, &src.key, e))?;
+                if n == 0 {
+                    return Err(i
+                        .err(op, &src.key, ErrorKind::Other)
+                        .with_detail("source changed size while copying"));
+                }
+                h.update(&buf[..n]);
+                tmp.file()
+                    .write_all(&buf[..n])
+                    .map_err(|e| i.io_err(op, &k, e))?;
+                left -= n as u64;
+            }
+            tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
+            let dest = i.upload_dir(&id).join(format!("part-{part_number:05}"));
+            tmp.persist(&dest).map_err(|e| {
+                if is_absent(&e) {
+                    i.err(op, &k, ErrorKind::NotFound)
+                        .with_detail(format!("no such multipart upload: {id}"))
+                } else {
+                    i.io_err(op, &k, e)
+                }
+            })?;
+            Ok(UploadedPart {
+                part_number,
+                etag: format!("\"{}\"", hex(&h.finalize())),
             })
         })
         .await

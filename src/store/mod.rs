@@ -250,6 +250,18 @@ pub struct UploadedPart {
     pub etag: String,
 }
 
+/// Where an `upload_part_copy` takes its bytes from: an object in the same store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartCopySource {
+    /// Key of the source object (relative to the store's root, like every key).
+    pub key: String,
+    /// Bytes `start..=end` of the source; `None` copies the whole source.
+    pub range: Option<(u64, u64)>,
+    /// Copy only if the source has this ETag (`x-amz-copy-source-if-match`), so that every
+    /// part of one upload comes from the same version of the source.
+    pub if_match: Option<String>,
+}
+
 /// A multipart upload that was started and neither completed nor aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipartUpload {
@@ -321,6 +333,32 @@ pub trait Store: Send + Sync + fmt::Debug {
         body: Bytes,
     ) -> Result<UploadedPart, StoreError>;
 
+    /// Fill part `part_number` with bytes of another object, server-side (S3
+    /// `UploadPartCopy`): nothing passes through the client. This is how objects over the
+    /// 5 GiB single-copy limit are copied. Each range is at most 5 GiB; the part rules of
+    /// [`upload_part`](Self::upload_part) apply to the resulting sizes. A failed source
+    /// `if_match` is [`ErrorKind::PreconditionFailed`]; a range past the source's end is
+    /// [`ErrorKind::InvalidRequest`] or [`ErrorKind::RangeNotSatisfiable`].
+    ///
+    /// The default answers [`ErrorKind::Unsupported`], so that wrappers written before
+    /// this method existed keep compiling; both backends implement it, and a wrapper
+    /// should forward it.
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source: &PartCopySource,
+    ) -> Result<UploadedPart, StoreError> {
+        let _ = (upload_id, part_number, source);
+        Err(StoreError::new(
+            Op::UploadPartCopy,
+            format!("{}/{key}", self.url()),
+            ErrorKind::Unsupported,
+        )
+        .with_detail("this store does not implement upload_part_copy"))
+    }
+
     /// Assemble the parts (in ascending part-number order) into the object.
     async fn complete_multipart(
         &self,
@@ -379,6 +417,7 @@ pub enum Op {
     Copy,
     CreateMultipart,
     UploadPart,
+    UploadPartCopy,
     CompleteMultipart,
     AbortMultipart,
     ListMultipartUploads,
@@ -396,6 +435,7 @@ impl fmt::Display for Op {
             Op::Copy => "copy",
             Op::CreateMultipart => "create-multipart",
             Op::UploadPart => "upload-part",
+            Op::UploadPartCopy => "upload-part-copy",
             Op::CompleteMultipart => "complete-multipart",
             Op::AbortMultipart => "abort-multipart",
             Op::ListMultipartUploads => "list-multipart-uploads",
@@ -680,6 +720,19 @@ pub(crate) fn check_part_number(n: u32) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("part numbers run from 1 to 10000")
+    }
+}
+
+/// Largest range one `UploadPartCopy` (or one `CopyObject`) may copy on S3 and R2.
+pub const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+pub(crate) fn check_copy_range(range: Option<(u64, u64)>) -> Result<(), &'static str> {
+    match range {
+        Some((start, end)) if end < start => Err("copy range end is before its start"),
+        Some((start, end)) if end - start + 1 > MAX_COPY_SIZE => {
+            Err("a copied part holds at most 5 GiB")
+        }
+        _ => Ok(()),
     }
 }
 

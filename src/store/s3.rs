@@ -38,10 +38,10 @@ use bytes::Bytes;
 use zeroize::Zeroizing;
 
 use super::{
-    check_headers, check_key, check_max_keys, check_part_number, check_parts, check_put_options,
-    ByteRange, ContentRange, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage,
-    MultipartUpload, ObjectInfo, ObjectMeta, Op, PutOptions, PutResult, Store, StoreError,
-    UploadedPart,
+    check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
+    check_put_options, ByteRange, ContentRange, CopyOptions, ErrorKind, GetOptions, GetResult,
+    ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartCopySource, PutOptions, PutResult,
+    Store, StoreError, UploadedPart,
 };
 
 type Res<T> = Result<T, StoreError>;
@@ -775,6 +775,42 @@ impl Store for S3Store {
             // Without the part's ETag the upload cannot be completed.
             StoreError::new(op, self.loc(key), ErrorKind::Other).with_detail("no ETag for the part")
         })?;
+        Ok(UploadedPart { part_number, etag })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source: &PartCopySource,
+    ) -> Res<UploadedPart> {
+        let op = Op::UploadPartCopy;
+        let full = self.check(op, key)?;
+        let src = self.check(op, &source.key)?;
+        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
+        check_copy_range(source.range).map_err(|m| self.invalid(op, key, m))?;
+        let shown = format!("{} -> {key}", self.loc(&source.key));
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .copy_source(encode_copy_source(&self.bucket, &src))
+            .set_copy_source_range(source.range.map(|(a, b)| format!("bytes={a}-{b}")))
+            .set_copy_source_if_match(source.if_match.clone())
+            .send()
+            .await
+            .map_err(|e| map_err(op, shown.clone(), e))?;
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                StoreError::new(op, shown, ErrorKind::Other).with_detail("no ETag for the part")
+            })?;
         Ok(UploadedPart { part_number, etag })
     }
 
