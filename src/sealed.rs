@@ -44,12 +44,13 @@ use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
 use crate::format::stream::payload_len;
 use crate::format::{Binding, Envelope, SealedMetadata};
 use crate::keys::keyring::Keyring;
+use crate::keys::KeyId;
 use crate::keys::{Identity, Recipient};
 use crate::names::{NameKey, MAX_STORED_KEY_LEN};
 use crate::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
 use crate::store::{
     self, ByteRange, ContentRange, CopyOptions, GetOptions, MultipartUpload, ObjectInfo,
-    ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE,
+    PartCopySource, ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE,
 };
 use crate::Error;
 
@@ -86,6 +87,9 @@ pub enum SealedError {
     Invalid { location: String, detail: String },
     /// Reading the local input failed or it changed size while being read.
     Io { location: String, error: io::Error },
+    /// The object was changed by someone else while this process rewrote it, where the
+    /// store offers no atomic condition (detected afterwards; see SECURITY.md §3.9).
+    Conflict { location: String, detail: String },
     /// `get_json` found authentic plaintext that is not the expected JSON.
     Json {
         location: String,
@@ -128,6 +132,12 @@ impl SealedError {
             .is_some_and(StoreError::is_precondition_failed)
     }
 
+    /// A conflicting write by someone else: a refused condition (412), or a change
+    /// detected afterwards ([`SealedError::Conflict`]).
+    pub fn is_conflict(&self) -> bool {
+        self.is_precondition_failed() || matches!(self, SealedError::Conflict { .. })
+    }
+
     pub fn is_plaintext(&self) -> bool {
         matches!(self, SealedError::Plaintext { .. })
     }
@@ -155,6 +165,9 @@ impl fmt::Display for SealedError {
                 "{location} is a plaintext object (no r2seal envelope): refusing to read it as sealed (allow plaintext, e.g. --allow-plaintext, to read it as stored)"
             ),
             SealedError::Invalid { location, detail } => write!(f, "{location}: {detail}"),
+            SealedError::Conflict { location, detail } => {
+                write!(f, "{location}: conflict: {detail}")
+            }
             SealedError::Io { location, error } => {
                 write!(f, "{location}: cannot read the input: {error}")
             }
@@ -183,6 +196,9 @@ impl From<StoreError> for SealedError {
 }
 
 type Res<T> = Result<T, SealedError>;
+
+mod rotate;
+pub use rotate::{Rekey, RotateAction, Rotated, RotationPlan};
 
 // ---------------------------------------------------------------------------------------
 // Keys and options
@@ -358,6 +374,8 @@ pub struct SealedBucket {
     name_prefix: String,
     part_size: u64,
     multipart_threshold: u64,
+    /// Objects stored larger than this are copied with multipart `UploadPartCopy`.
+    copy_limit: u64,
     concurrency: usize,
     allow_plaintext: bool,
     names: Option<Arc<NameKey>>,
@@ -403,6 +421,7 @@ impl SealedBucket {
             name_prefix,
             part_size: DEFAULT_PART_SIZE,
             multipart_threshold: DEFAULT_PART_SIZE,
+            copy_limit: store::MAX_COPY_SIZE,
             concurrency: DEFAULT_PART_CONCURRENCY,
             allow_plaintext: false,
             names: None,
@@ -633,6 +652,15 @@ impl SealedBucket {
         self
     }
 
+    /// Objects whose stored size exceeds `limit` bytes are copied (`copy`, `rename`,
+    /// rotation) part by part with `UploadPartCopy` instead of one `CopyObject`. S3 and
+    /// R2 copy at most 5 GiB in one request, the default and the largest value allowed;
+    /// tests lower it to exercise the multipart path without 5 GiB objects.
+    pub fn with_copy_limit(mut self, limit: u64) -> Self {
+        self.copy_limit = limit.min(store::MAX_COPY_SIZE);
+        self
+    }
+
     /// Parts in flight per multipart upload (at least 1).
     pub fn with_part_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
@@ -681,7 +709,7 @@ impl SealedBucket {
         let body: Bytes = body.into();
         let len = body.len() as u64;
         let pieces = futures_util::stream::iter(slices(body, READ_SIZE).into_iter().map(Ok));
-        self.put_source(key, Source::Stream(Box::pin(pieces)), Some(len), opts)
+        self.put_source(key, Source::Stream(Box::pin(pieces)), Some(len), opts, None)
             .await
     }
 
@@ -699,7 +727,7 @@ impl SealedBucket {
     where
         R: AsyncRead + Send + Unpin,
     {
-        self.put_source(key, Source::Reader(Box::pin(reader)), len, opts)
+        self.put_source(key, Source::Reader(Box::pin(reader)), len, opts, None)
             .await
     }
 
@@ -714,7 +742,7 @@ impl SealedBucket {
     where
         S: Stream<Item = io::Result<Bytes>> + Send,
     {
-        self.put_source(key, Source::Stream(Box::pin(stream)), len, opts)
+        self.put_source(key, Source::Stream(Box::pin(stream)), len, opts, None)
             .await
     }
 
@@ -762,6 +790,9 @@ impl SealedBucket {
             .ok_or(Error::InvalidRecipients("no recipients configured"))
             .and_then(|r| r.for_name(&name))
             .map_err(seal_err)?;
+        let mut metadata = metadata;
+        metadata.recipients = key_ids(&recipients);
+        metadata.wrapped_to = metadata.recipients.clone();
         let envelope = Envelope::seal(
             &recipients,
             Binding {
@@ -791,6 +822,7 @@ impl SealedBucket {
             content_disposition: opts.content_disposition.clone(),
             content_language: opts.content_language.clone(),
             user: opts.metadata.clone(),
+            ..Default::default()
         }
     }
 
@@ -817,12 +849,16 @@ impl SealedBucket {
         self.part_size.max(needed)
     }
 
+    /// `replaces`: for a multipart upload, the ETag the object must still have just before
+    /// the upload completes (checked with a HEAD: narrows the race, it is not atomic, as no
+    /// store offers a condition on completion; see SECURITY.md §3.9).
     async fn put_source(
         &self,
         key: &str,
         mut src: Source<'_>,
         len: Option<u64>,
         opts: &PutOptions,
+        replaces: Option<&str>,
     ) -> Res<PutResult> {
         let location = self.location(key);
         let io_err = |error| SealedError::Io {
@@ -877,7 +913,8 @@ impl SealedBucket {
         if opts.is_conditional() {
             return Err(self.conditional_multipart(key));
         }
-        self.put_multipart(key, &skey, head, src, len, opts).await
+        self.put_multipart(key, &skey, head, src, len, opts, replaces)
+            .await
     }
 
     fn conditional_multipart(&self, key: &str) -> SealedError {
@@ -927,6 +964,7 @@ impl SealedBucket {
         mut src: Source<'_>,
         len: Option<u64>,
         opts: &PutOptions,
+        replaces: Option<&str>,
     ) -> Res<PutResult> {
         let part_size = self.part_size_for(len);
         let (envelope, metadata) =
@@ -977,6 +1015,9 @@ impl SealedBucket {
             upload.flush_full_parts(&self.location(key)).await?;
             let parts = upload.finish(&self.location(key)).await?;
             debug_assert_eq!(upload.stored, payload_len(total));
+            if let Some(etag) = replaces {
+                self.check_unchanged(skey, etag).await?;
+            }
             let put = self
                 .store
                 .complete_multipart(skey, &upload_id, &parts)
@@ -1285,12 +1326,13 @@ impl SealedBucket {
                     .ok_or(Error::InvalidRecipients("no recipients configured"))
                     .and_then(|r| r.for_name(&name))
                     .map_err(seal_err)?;
+                let metadata = rewrapped_metadata(&envelope, &self.identities, &recipients);
                 let moved = envelope
                     .rewrap(
                         &recipients,
                         Binding {
                             name: Some(name),
-                            metadata: envelope.metadata().cloned(),
+                            metadata: Some(metadata),
                             parts: envelope.parts().copied(),
                         },
                     )
@@ -1306,23 +1348,118 @@ impl SealedBucket {
                 })
             }
         };
-        let put = self
-            .store
-            .copy(
-                &ssrc,
-                &sdst,
-                &CopyOptions {
-                    replace_metadata: replace,
-                    if_match: Some(info.meta.etag.clone()),
-                },
-            )
-            .await?;
+        let (put, parts) = self.server_copy(&ssrc, &sdst, &info, replace).await?;
         Ok(PutResult {
             etag: put.etag,
             size,
             stored_size: info.meta.size,
-            parts: 0,
+            parts,
         })
+    }
+
+    /// Copy the version of `src` that `info` describes to `dst`, server-side: one
+    /// `CopyObject` up to the copy limit, else a multipart upload of `UploadPartCopy`
+    /// ranges. Every request is conditional on the source's ETag, so the body copied is
+    /// the one `info` (and the envelope in `replace`) came from. The destination is
+    /// written unconditionally: S3 and R2 offer no condition on a copy's destination or a
+    /// multipart completion (SECURITY.md §3.9). Returns the result and the part count.
+    pub(crate) async fn server_copy(
+        &self,
+        src: &str,
+        dst: &str,
+        info: &ObjectInfo,
+        replace: Option<ReplaceMetadata>,
+    ) -> Res<(store::PutResult, u32)> {
+        if info.meta.size <= self.copy_limit {
+            let put = self
+                .store
+                .copy(
+                    src,
+                    dst,
+                    &CopyOptions {
+                        replace_metadata: replace,
+                        if_match: Some(info.meta.etag.clone()),
+                    },
+                )
+                .await?;
+            return Ok((put, 0));
+        }
+        let headers = replace.unwrap_or_else(|| ReplaceMetadata {
+            metadata: info.metadata.clone(),
+            content_type: info.content_type.clone(),
+            cache_control: info.cache_control.clone(),
+        });
+        let size = info.meta.size;
+        let part = self.copy_part_size(size);
+        let upload_id = self
+            .store
+            .create_multipart(
+                dst,
+                &store::PutOptions {
+                    content_type: headers.content_type,
+                    cache_control: headers.cache_control,
+                    metadata: headers.metadata,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let result = async {
+            let ranges: Vec<(u32, u64, u64)> = (0..size.div_ceil(part))
+                .map(|i| (i as u32 + 1, i * part, ((i + 1) * part).min(size) - 1))
+                .collect();
+            let count = ranges.len() as u32;
+            let parts: Vec<UploadedPart> = futures_util::stream::iter(ranges)
+                .map(|(n, start, end)| {
+                    let source = PartCopySource {
+                        key: src.to_string(),
+                        range: Some((start, end)),
+                        if_match: Some(info.meta.etag.clone()),
+                    };
+                    let (store, dst, id) = (self.store.clone(), dst.to_string(), upload_id.clone());
+                    async move { store.upload_part_copy(&dst, &id, n, &source).await }
+                })
+                .buffered(self.concurrency)
+                .try_collect()
+                .await?;
+            // Every part came from the version `info` describes; the source must still be
+            // that version now, or a write that came meanwhile would be undone (self-copy).
+            self.check_unchanged(src, &info.meta.etag).await?;
+            let put = self
+                .store
+                .complete_multipart(dst, &upload_id, &parts)
+                .await?;
+            Ok((put, count))
+        }
+        .await;
+        if result.is_err() {
+            // Best effort: `cleanup` finds what an abort could not remove.
+            let _ = self.store.abort_multipart(dst, &upload_id).await;
+        }
+        result
+    }
+
+    /// Stored bytes per `UploadPartCopy` range for an object of `size` stored bytes.
+    fn copy_part_size(&self, size: u64) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        let needed = size.div_ceil(MAX_PARTS as u64).div_ceil(MIB) * MIB;
+        self.part_size.max(needed).min(store::MAX_COPY_SIZE)
+    }
+
+    /// Fail with a precondition error unless `key` still has `etag` (a HEAD: this narrows
+    /// a race where the store offers no atomic condition; it does not close it).
+    pub(crate) async fn check_unchanged(&self, key: &str, etag: &str) -> Res<()> {
+        let now = self.store.head(key).await?;
+        if store::etag_eq(&now.meta.etag, etag) {
+            return Ok(());
+        }
+        Err(SealedError::Store(
+            StoreError::new(
+                store::Op::Head,
+                self.location(key),
+                store::ErrorKind::PreconditionFailed,
+            )
+            .with_detail("the object changed while it was being rewritten"),
+        ))
     }
 
     /// [`copy`](Self::copy) then delete the source (only once the copy succeeded).
@@ -1386,6 +1523,46 @@ impl SealedBucket {
 
 // ---------------------------------------------------------------------------------------
 // Internals
+
+/// The key ids of `recipients`, once each, in order (as `SealedMetadata::recipients`).
+pub(crate) fn key_ids(recipients: &[Recipient]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    recipients
+        .iter()
+        .map(Recipient::key_id)
+        .filter(|id| seen.insert(*id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// The sealed metadata of `envelope` rewrapped to `recipients`: the same, with the new
+/// recipients recorded and every key the file key was wrapped to kept in `wrapped_to`
+/// (the old claim, plus the stanzas `identities` attribute).
+pub(crate) fn rewrapped_metadata(
+    envelope: &Envelope,
+    identities: &[Identity],
+    recipients: &[Recipient],
+) -> SealedMetadata {
+    let mut meta = envelope.metadata().cloned().unwrap_or_default();
+    let owners = envelope.stanza_owners(identities);
+    let mut history: Vec<String> = Vec::new();
+    let known = owners.known.iter().map(KeyId::to_string);
+    for id in meta
+        .wrapped_to
+        .iter()
+        .chain(meta.recipients.iter())
+        .cloned()
+        .chain(known)
+        .chain(key_ids(recipients))
+    {
+        if !history.contains(&id) {
+            history.push(id);
+        }
+    }
+    meta.recipients = key_ids(recipients);
+    meta.wrapped_to = history;
+    meta
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

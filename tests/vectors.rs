@@ -851,6 +851,7 @@ fn generate() {
             ("owner".to_string(), "ops".to_string()),
         ]
         .into(),
+        ..Default::default()
     };
     let meta_json = serde_json::to_string(&meta).unwrap();
     out.write(

@@ -12,7 +12,7 @@
 //! Nothing leaves [`Envelope::open`] until the header MAC has been checked under
 //! the unwrapped file key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use age_core::format::{FileKey, FILE_KEY_BYTES};
 use age_core::primitives::{aead_decrypt, aead_encrypt, hkdf};
@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::header::{write_mac_input, Header, Stanza};
 use super::stream::{StreamKey, PAYLOAD_NONCE_SIZE};
-use crate::keys::{Identity, Recipient};
+use crate::keys::{Identity, KeyId, Recipient};
 use crate::Error;
 
 pub(crate) const NAME_TAG: &str = "r2seal-name";
@@ -68,6 +68,16 @@ pub struct SealedMetadata {
     /// User metadata (`x-amz-meta-*` / R2 `customMetadata`), sealed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// Key ids (`KeyId` text) of the recipients this header wraps the file key to, as the
+    /// writer claims (SECURITY.md §3.2). X25519 stanzas are anonymous: this is how rotation
+    /// recognises the stanza of a key it holds no secret for (an offline recovery key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// Key ids the file key has ever been wrapped to: `recipients` plus every key a
+    /// rewrap removed since the payload was sealed. A holder of any of them may know the
+    /// file key, so rotation re-keys when one of them is revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrapped_to: Vec<String>,
 }
 
 /// The parts layout of an object uploaded in parts whose total size was unknown up
@@ -372,6 +382,57 @@ impl Envelope {
         info.extend_from_slice(PART_LABEL);
         info.extend_from_slice(&part_number.to_be_bytes());
         StreamKey::derive(self.file_key.expose_secret(), salt, &info)
+    }
+}
+
+/// Whom a header's recipient stanzas are for, as far as a set of identities can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StanzaOwners {
+    /// `r2seal-sym` stanzas by their visible key id; X25519 stanzas from which one of the
+    /// identities unwraps this envelope's own file key.
+    pub known: BTreeSet<KeyId>,
+    /// Recipient stanzas none of the identities claims (X25519 stanzas are anonymous:
+    /// without the secret nobody can tell whose they are), or of other types.
+    pub anonymous: usize,
+}
+
+impl Envelope {
+    /// Attribute each recipient stanza of this (opened) envelope's header, by trial
+    /// unwrapping with `identities` (SECURITY.md §4.4, rotation). A stanza counts as an
+    /// identity's only if it yields this envelope's file key.
+    pub fn stanza_owners(&self, identities: &[Identity]) -> StanzaOwners {
+        let mut owners = StanzaOwners::default();
+        for stanza in &self.header.stanzas {
+            match stanza.tag.as_str() {
+                NAME_TAG | META_TAG | PARTS_TAG => continue,
+                crate::keys::SYM_STANZA_TAG => {
+                    match stanza.args.first().and_then(|id| id.parse::<KeyId>().ok()) {
+                        Some(id) => {
+                            owners.known.insert(id);
+                        }
+                        None => owners.anonymous += 1,
+                    }
+                }
+                _ => {
+                    let owner = identities.iter().find(|id| {
+                        matches!(id, Identity::X25519(_))
+                            && matches!(id.unwrap(stanza), Some(Ok(fk)) if bool::from(
+                                subtle::ConstantTimeEq::ct_eq(
+                                    &fk.expose_secret()[..],
+                                    &self.file_key.expose_secret()[..],
+                                )
+                            ))
+                    });
+                    match owner {
+                        Some(id) => {
+                            owners.known.insert(id.key_id());
+                        }
+                        None => owners.anonymous += 1,
+                    }
+                }
+            }
+        }
+        owners
     }
 }
 

@@ -11,5 +11,5 @@ pub mod envelope;
 pub mod header;
 pub mod stream;
 
-pub use envelope::{Binding, Envelope, PartsLayout, SealedMetadata};
+pub use envelope::{Binding, Envelope, PartsLayout, SealedMetadata, StanzaOwners};
 pub use header::Header;

@@ -466,6 +466,23 @@ impl Keyring {
     /// The recipients for an object at `object_key`: the longest matching policy
     /// prefix, else the defaults, else every active key. Only active keys seal.
     pub fn plan(&self, object_key: &str) -> Result<SealPlan, Error> {
+        let plan = self.plan_without(object_key, &Default::default())?;
+        if plan.recipients.is_empty() {
+            return Err(Error::InvalidRecipients(
+                "the keyring has no active key to seal to",
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// [`plan`](Self::plan) with the keys in `exclude` left out before anything is
+    /// checked (rotation removing a revoked key that the defaults still name). The
+    /// result may be empty.
+    pub fn plan_without(
+        &self,
+        object_key: &str,
+        exclude: &std::collections::BTreeSet<KeyId>,
+    ) -> Result<SealPlan, Error> {
         let policy = self
             .policies
             .iter()
@@ -480,6 +497,10 @@ impl Keyring {
                 .filter(|k| k.status == KeyStatus::Active)
                 .collect(),
         };
+        let chosen: Vec<&Key> = chosen
+            .into_iter()
+            .filter(|k| !exclude.contains(&k.id()))
+            .collect();
         if let Some(k) = chosen.iter().find(|k| k.status != KeyStatus::Active) {
             return Err(Error::InvalidRecipients(
                 if k.status == KeyStatus::Revoked {
@@ -487,11 +508,6 @@ impl Keyring {
                 } else {
                     "a policy or the defaults name a retired key; update them"
                 },
-            ));
-        }
-        if chosen.is_empty() {
-            return Err(Error::InvalidRecipients(
-                "the keyring has no active key to seal to",
             ));
         }
         Ok(SealPlan {

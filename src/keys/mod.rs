@@ -18,6 +18,7 @@ use base64::{prelude::BASE64_STANDARD_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
 pub use sym::SymKey;
+pub(crate) use sym::STANZA_TAG as SYM_STANZA_TAG;
 
 use crate::Error;
 

@@ -215,6 +215,7 @@ fn metadata_from_json(json: &str) -> Result<Option<SealedMetadata>, JsValue> {
         content_disposition: string("contentDisposition")?,
         content_language: string("contentLanguage")?,
         user: BTreeMap::new(),
+        ..Default::default()
     };
     if let Some(user) = obj.get("customMetadata") {
         let user = user
