@@ -8,6 +8,9 @@
 //! job. Resumability comes from the work being idempotent (a rerun skips what is done),
 //! not from any state file.
 
+pub mod export;
+pub mod rotate;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
