@@ -77,6 +77,7 @@ enum Call {
     UploadPart {
         len: usize,
     },
+    UploadPartCopy,
     Complete,
     Abort,
     ListUploads,
@@ -105,6 +106,7 @@ fn is_write(c: &Call) -> bool {
             | Call::Copy { .. }
             | Call::CreateMultipart { .. }
             | Call::UploadPart { .. }
+            | Call::UploadPartCopy
             | Call::Complete
     )
 }
@@ -188,6 +190,18 @@ impl Store for Recording {
         self.log(Call::UploadPart { len: body.len() });
         self.inner
             .upload_part(key, upload_id, part_number, body)
+            .await
+    }
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source: &store::PartCopySource,
+    ) -> Result<UploadedPart, StoreError> {
+        self.log(Call::UploadPartCopy);
+        self.inner
+            .upload_part_copy(key, upload_id, part_number, source)
             .await
     }
     async fn complete_multipart(
