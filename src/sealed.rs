@@ -956,6 +956,7 @@ impl SealedBucket {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // private; `replaces` is rotation's pre-check
     async fn put_multipart(
         &self,
         key: &str,

@@ -11,6 +11,8 @@
 //! going through the client and the calls made, and can play "someone else" by writing
 //! to an object just before or just after our copy.
 #![cfg(feature = "s3")]
+// `&[k.clone()]` reads better than `slice::from_ref` in the many bucket set-ups below.
+#![allow(clippy::cloned_ref_to_slice_refs)]
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -274,6 +274,7 @@ pub async fn run_export(
     std::fs::create_dir_all(dir)?;
     let manifest = Arc::new(Mutex::new(Manifest::load(dir)?));
     let store = bucket.store().clone();
+    let bucket_for_prefix = bucket.clone();
     let (dir_buf, prefix_owned, dry_run) = (dir.to_path_buf(), prefix.to_string(), cfg.dry_run);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let work = {
@@ -287,11 +288,13 @@ pub async fn run_export(
                 counter.clone(),
             );
             async move {
-                let rel = item
-                    .key
-                    .strip_prefix(&prefix)
-                    .unwrap_or(&item.key)
-                    .to_string();
+                // The walker lists stored keys; with encrypted names they differ.
+                let plain = match super::rotate::plain_key_in(&bucket, &item.key, &prefix) {
+                    Ok(k) => k,
+                    Err(out) => return out,
+                };
+                let rel = plain.strip_prefix(&prefix).unwrap_or(&plain).to_string();
+                let item = Item { key: plain, ..item };
                 let out = export_object(&bucket, &dir, &item, &rel, &manifest, dry_run).await;
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if !dry_run && n % SAVE_EVERY == 0 {
@@ -302,7 +305,8 @@ pub async fn run_export(
             }
         }
     };
-    let report = super::run(store, prefix, cfg, work).await;
+    let walk = super::rotate::walk_prefix(&bucket_for_prefix, prefix);
+    let report = super::run(store, &walk, cfg, work).await;
     if !cfg.dry_run {
         let m = manifest.lock().unwrap_or_else(|p| p.into_inner()).clone();
         m.save(dir)?;

@@ -31,16 +31,40 @@ pub fn outcome_of(e: &SealedError) -> Outcome {
     }
 }
 
-/// Rotate one listed object. `Done { bytes }` counts the body bytes that passed through
+/// The prefix the walker lists for plaintext prefix `prefix`: itself, or with encrypted
+/// names the stored form of its directory part (the work then filters, see
+/// [`plain_key_in`]).
+pub fn walk_prefix(bucket: &SealedBucket, prefix: &str) -> String {
+    match bucket.name_key() {
+        None => prefix.to_string(),
+        Some(k) => k.list_prefix(prefix).stored,
+    }
+}
+
+/// The plaintext key of listed (stored) key `stored`, or the outcome to report instead:
+/// a name that does not decrypt fails, one outside `prefix` is skipped.
+pub fn plain_key_in(bucket: &SealedBucket, stored: &str, prefix: &str) -> Result<String, Outcome> {
+    let key = bucket.plain_key(stored).map_err(|e| {
+        Outcome::Failed(format!(
+            "{e} (the name does not decrypt under the name key)"
+        ))
+    })?;
+    if !key.starts_with(prefix) {
+        return Err(Outcome::Skipped("outside the prefix".into()));
+    }
+    Ok(key)
+}
+
+/// Rotate one object (plaintext key). `Done { bytes }` counts the body bytes that passed through
 /// this process (0 for a rewrap).
 pub async fn rotate_object(
     bucket: &SealedBucket,
     plan: &RotationPlan,
-    item: &Item,
+    key: &str,
     dry_run: bool,
     stats: &Mutex<RotateStats>,
 ) -> Outcome {
-    match bucket.rotate(&item.key, plan, dry_run).await {
+    match bucket.rotate(key, plan, dry_run).await {
         Ok(r) => {
             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
             s.body_bytes += r.body_bytes;
@@ -100,12 +124,20 @@ pub async fn run(
     let stats = Arc::new(Mutex::new(RotateStats::default()));
     let plan = Arc::new(plan);
     let store = bucket.store().clone();
+    let walk = walk_prefix(&bucket, prefix);
+    let prefix_owned = prefix.to_string();
     let (dry_run, work_stats, work_plan) = (cfg.dry_run, stats.clone(), plan.clone());
     let work = move |item: Item| {
         let (bucket, plan, stats) = (bucket.clone(), work_plan.clone(), work_stats.clone());
-        async move { rotate_object(&bucket, &plan, &item, dry_run, &stats).await }
+        let prefix = prefix_owned.clone();
+        async move {
+            match plain_key_in(&bucket, &item.key, &prefix) {
+                Ok(key) => rotate_object(&bucket, &plan, &key, dry_run, &stats).await,
+                Err(out) => out,
+            }
+        }
     };
-    let report = super::run(store, prefix, cfg, work).await;
+    let report = super::run(store, &walk, cfg, work).await;
     let rotation = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let retirable = if report.is_complete() && !cfg.dry_run {
         plan.remove.clone()

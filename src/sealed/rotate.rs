@@ -173,13 +173,14 @@ impl SealedBucket {
         }
     }
 
-    /// Bring the object at `key` to `plan`'s target set: skip it if it is there already,
+    /// Bring the object at (plaintext) `key` to `plan`'s target set: skip it if it is there already,
     /// else rewrap it in place, or re-key it when the plan says so. With `dry_run`, only
     /// decide. The bucket's identities must open the object (for revoked keys, build it
     /// with `Keyring::identities_for_rekey`).
     pub async fn rotate(&self, key: &str, plan: &RotationPlan, dry_run: bool) -> Res<Rotated> {
         let location = self.location(key);
-        let info = self.store.head(key).await?;
+        let skey = self.stored_key(key)?;
+        let info = self.store.head(&skey).await?;
         if !info.metadata.contains_key(METADATA_KEY) {
             return Err(SealedError::Plaintext { location });
         }
@@ -284,10 +285,11 @@ impl SealedBucket {
             content_type: info.content_type.clone(),
             cache_control: info.cache_control.clone(),
         };
-        let (put, _) = self.server_copy(key, key, info, Some(replace)).await?;
+        let skey = self.stored_key(key)?;
+        let (put, _) = self.server_copy(&skey, &skey, info, Some(replace)).await?;
         // Detect a write that landed after ours (or, for a multipart copy, between the
         // last check and the completion): the envelope read back must be the one written.
-        let now = self.store.head(key).await?;
+        let now = self.store.head(&skey).await?;
         if now.metadata.get(METADATA_KEY) != Some(&value) {
             return Err(SealedError::Conflict {
                 location,
@@ -311,10 +313,11 @@ impl SealedBucket {
     ) -> Res<String> {
         let location = self.location(key);
         let etag = info.meta.etag.clone();
+        let skey = self.stored_key(key)?;
         let got = self
             .store
             .get(
-                key,
+                &skey,
                 None,
                 &GetOptions {
                     if_match: Some(etag.clone()),
@@ -387,7 +390,7 @@ impl SealedBucket {
                 return Err(first.unwrap_or(e));
             }
         };
-        let now = self.store.head(key).await?;
+        let now = self.store.head(&skey).await?;
         if !store::etag_eq(&now.meta.etag, &put.etag) {
             return Err(SealedError::Conflict {
                 location,
