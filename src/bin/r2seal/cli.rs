@@ -135,6 +135,10 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
 
+    /// The bucket descriptor: how every writer must write this bucket
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -239,6 +243,19 @@ pub enum KeyCommand {
         keys: Vec<String>,
         #[arg(long, conflicts_with = "keys")]
         remove: bool,
+        #[command(flatten)]
+        keyring: KeyringArg,
+    },
+    /// Encrypt object names under a symmetric key (AES-SIV per path segment)
+    #[command(
+        after_help = "Object commands then encrypt names transparently and `ls` decrypts them.\n`--off` stops encrypting names of new objects (existing encrypted names stay so).\nA Worker gets the same key as R2SEAL_NAMES_KEY: r2seal key export-secret KEY | wrangler secret put R2SEAL_NAMES_KEY\nRecord it in the bucket with `r2seal bucket init URL` so misconfigured writers are refused."
+    )]
+    Names {
+        /// The symmetric key whose derived name key encrypts names
+        #[arg(required_unless_present = "off")]
+        key: Option<String>,
+        #[arg(long, conflicts_with = "key")]
+        off: bool,
         #[command(flatten)]
         keyring: KeyringArg,
     },
@@ -369,6 +386,9 @@ pub struct LsArgs {
     pub long: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// For the name key, when names are encrypted
+    #[command(flatten)]
+    pub keyring: KeyringArg,
 }
 
 #[derive(Debug, Args)]
@@ -377,6 +397,9 @@ pub struct RmArgs {
     pub url: String,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// For the name key, when names are encrypted
+    #[command(flatten)]
+    pub keyring: KeyringArg,
 }
 
 #[derive(Debug, Args)]
@@ -429,4 +452,36 @@ pub struct CleanupArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    /// For the name key, when names are encrypted
+    #[command(flatten)]
+    pub keyring: KeyringArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketCommand {
+    /// Write the bucket descriptor (.r2seal/descriptor) from this keyring
+    #[command(
+        after_help = "The descriptor records the form, the name key id and the recipients' key ids per\nprefix, with a MAC under each symmetric key of the keyring. Every writer compares it with\nits own configuration before its first write and refuses on a difference. It never adds\ntrust: nobody adopts keys or recipients from it. See SECURITY.md §3.11."
+    )]
+    Init {
+        /// Bucket (or store root): s3://BUCKET, r2://BUCKET, file://DIR
+        #[arg(value_name = "URL")]
+        url: String,
+        /// Replace an existing descriptor
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        keyring: KeyringArg,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print the bucket descriptor, whether it authenticates, and whether this keyring matches it
+    Show {
+        #[arg(value_name = "URL")]
+        url: String,
+        #[command(flatten)]
+        keyring: KeyringArg,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }

@@ -187,6 +187,21 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             }
             Ok(())
         }
+        KeyCommand::Names { key, off, keyring } => {
+            let mut loaded = LoadedKeyring::load(cio::require_keyring(&keyring.keyring)?)?;
+            if off {
+                loaded.ring.set_names(None)?;
+                loaded.save()?;
+                println!("names of new objects are no longer encrypted");
+            } else {
+                let name = key.expect("clap requires KEY without --off");
+                loaded.ring.set_names(Some(name.clone()))?;
+                loaded.save()?;
+                let id = loaded.ring.name_key().expect("set above").id();
+                println!("object names are encrypted under key {name:?} (name key id {id})");
+            }
+            Ok(())
+        }
         KeyCommand::ExportSecret { name, keyring } => {
             let loaded = LoadedKeyring::load(cio::require_keyring(&keyring.keyring)?)?;
             let key = loaded

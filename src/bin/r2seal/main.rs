@@ -60,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cp(args) => objects::copy(args, false),
         Command::Mv(args) => objects::copy(args, true),
         Command::Cleanup(args) => objects::cleanup(args),
+        Command::Bucket(cmd) => objects::bucket(cmd),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
             Ok(())

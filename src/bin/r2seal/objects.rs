@@ -13,8 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use r2seal::descriptor::{Authenticity, DESCRIPTOR_KEY};
 use r2seal::keys::keyring::Keyring;
-use r2seal::keys::Identity;
+use r2seal::keys::{Identity, SymKey};
+use r2seal::names::NameKey;
 use r2seal::sealed::{ObjectHead, PutOptions, Recipients, SealedBucket};
 use r2seal::store::fs::{FsStore, META_DIR};
 use r2seal::store::s3::{S3Options, S3Store};
@@ -22,8 +24,8 @@ use r2seal::store::{ByteRange, ErrorKind, Store};
 use serde_json::json;
 
 use crate::cli::{
-    CatArgs, CleanupArgs, CopyArgs, GetArgs, HeadArgs, IdentityArgs, LsArgs, PutArgs,
-    RecipientArgs, RmArgs,
+    BucketCommand, CatArgs, CleanupArgs, CopyArgs, GetArgs, HeadArgs, IdentityArgs, KeyringArg,
+    LsArgs, PutArgs, RecipientArgs, RmArgs,
 };
 use crate::io::{self as cio, Output};
 use crate::local;
@@ -191,6 +193,31 @@ fn write_keys(args: &RecipientArgs, first_key: &str) -> Result<(Recipients, Vec<
     }
     let identities = ring.identities();
     Ok((Recipients::Keyring(Arc::new(ring)), identities))
+}
+
+/// The name key when object names are encrypted: `R2SEAL_NAMES_KEY` (a symmetric key,
+/// as a Worker gets it), else the keyring's `names` setting, else none.
+fn name_key(keyring: &KeyringArg) -> Result<Option<NameKey>> {
+    if let Some(s) = std::env::var("R2SEAL_NAMES_KEY")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
+        let k = SymKey::parse(&s).context("R2SEAL_NAMES_KEY")?;
+        return Ok(Some(NameKey::from_sym_key(&k)));
+    }
+    match &keyring.keyring {
+        Some(path) => Ok(cio::LoadedKeyring::load(path)?.ring.name_key()),
+        None => Ok(None),
+    }
+}
+
+/// A sealed view of `store`, with names encrypted under `names` when given.
+fn sealed_bucket(store: Arc<dyn Store>, names: &Option<NameKey>) -> SealedBucket {
+    let bucket = SealedBucket::new(store);
+    match names {
+        Some(k) => bucket.with_name_key(k.clone()),
+        None => bucket,
+    }
 }
 
 fn read_identities(args: &IdentityArgs, allow_plaintext: bool) -> Result<Vec<Identity>> {
@@ -408,6 +435,7 @@ pub fn put(args: PutArgs) -> Result<()> {
         bail!("{}: no files to upload", args.local.display());
     }
     let (recipients, _) = write_keys(&args.recipients, &jobs[0].1)?;
+    let names = name_key(&args.recipients.keyring)?;
     let opts = PutOptions {
         content_type: args.content_type.clone(),
         cache_control: args.cache_control.clone(),
@@ -421,7 +449,7 @@ pub fn put(args: PutArgs) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store)
+        let bucket = sealed_bucket(store, &names)
             .with_recipients(recipients)
             .with_part_size(args.part_size * 1024 * 1024);
         let json = args.remote.json;
@@ -554,10 +582,11 @@ pub fn get(args: GetArgs) -> Result<()> {
         target.object_key()?;
     }
     let identities = read_identities(&args.identities, args.allow_plaintext)?;
+    let names = name_key(&args.identities.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store)
+        let bucket = sealed_bucket(store, &names)
             .with_identities(identities)
             .allow_plaintext(args.allow_plaintext);
         let json = args.remote.json;
@@ -668,10 +697,11 @@ pub fn cat(args: CatArgs) -> Result<()> {
     let key = target.object_key()?.to_string();
     let range = args.range.as_deref().map(parse_range).transpose()?;
     let identities = read_identities(&args.identities, args.allow_plaintext)?;
+    let names = name_key(&args.identities.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store)
+        let bucket = sealed_bucket(store, &names)
             .with_identities(identities)
             .allow_plaintext(args.allow_plaintext);
         let got = bucket.get(&key, range).await.map_err(flat)?;
@@ -696,10 +726,11 @@ pub fn cat(args: CatArgs) -> Result<()> {
 
 pub fn ls(args: LsArgs) -> Result<()> {
     let target = Target::parse(&args.url, false)?;
+    let names = name_key(&args.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store);
+        let bucket = sealed_bucket(store, &names);
         let delimiter = (!args.recursive).then_some("/");
         let mut token = None;
         loop {
@@ -734,6 +765,24 @@ pub fn ls(args: LsArgs) -> Result<()> {
                     print_line(&o.key)?;
                 }
             }
+            for o in &page.undecryptable {
+                if args.remote.json {
+                    print_json(json!({
+                        "stored_key": o.key, "url": target.url_of(&o.key),
+                        "stored_size": o.stored_size, "undecryptable": true,
+                    }))?;
+                }
+                eprintln!(
+                    "r2seal: warning: {} does not decrypt under the name key (a plaintext name, or another key's): skipped",
+                    target.url_of(&o.key)
+                );
+            }
+            for p in &page.undecryptable_prefixes {
+                eprintln!(
+                    "r2seal: warning: prefix {} does not decrypt under the name key: skipped",
+                    target.url_of(p)
+                );
+            }
             match page.next_continuation {
                 Some(t) => token = Some(t),
                 None => return Ok(()),
@@ -745,12 +794,15 @@ pub fn ls(args: LsArgs) -> Result<()> {
 pub fn rm(args: RmArgs) -> Result<()> {
     let target = Target::parse(&args.url, false)?;
     let key = target.object_key()?.to_string();
+    let names = name_key(&args.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
+        let bucket = sealed_bucket(store.clone(), &names);
+        let stored = bucket.stored_key(&key).map_err(flat)?;
         // S3 deletes a missing key "successfully": check first so a typo is reported.
-        store.head(&key).await.map_err(flat)?;
-        store.delete(&key).await.map_err(flat)?;
+        store.head(&stored).await.map_err(flat)?;
+        bucket.delete(&key).await.map_err(flat)?;
         let url = target.url_of(&key);
         if args.remote.json {
             print_json(json!({"op": "rm", "url": url, "key": key}))
@@ -777,10 +829,11 @@ pub fn head(args: HeadArgs) -> Result<()> {
     let target = Target::parse(&args.url, false)?;
     let key = target.object_key()?.to_string();
     let identities = read_identities(&args.identities, args.allow_plaintext)?;
+    let names = name_key(&args.identities.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store)
+        let bucket = sealed_bucket(store, &names)
             .with_identities(identities)
             .allow_plaintext(args.allow_plaintext);
         let h = bucket.head(&key).await.map_err(flat)?;
@@ -838,6 +891,7 @@ pub fn copy(args: CopyArgs, remove_source: bool) -> Result<()> {
         single_dst(&src.key)?
     };
     let (recipients, mut identities) = write_keys(&args.recipients, &first_dst)?;
+    let names = name_key(&args.recipients.keyring)?;
     if identities.is_empty() && !args.allow_plaintext {
         // -r/-R only: the source still has to be opened.
         if let Some(path) = &args.recipients.keyring.keyring {
@@ -858,7 +912,7 @@ pub fn copy(args: CopyArgs, remove_source: bool) -> Result<()> {
             open_store(&dst, endpoint).await?
         };
         let make = |store| {
-            SealedBucket::new(store)
+            sealed_bucket(store, &names)
                 .with_recipients(recipients.clone())
                 .with_identities(identities.clone())
                 .allow_plaintext(args.allow_plaintext)
@@ -953,10 +1007,11 @@ fn parse_age(s: &str) -> Result<Duration> {
 pub fn cleanup(args: CleanupArgs) -> Result<()> {
     let target = Target::parse(&args.url, false)?;
     let age = parse_age(&args.older_than)?;
+    let names = name_key(&args.keyring)?;
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store);
+        let bucket = sealed_bucket(store, &names);
         let uploads = if args.dry_run {
             bucket.stale_uploads(&target.key, age).await
         } else {
@@ -994,4 +1049,99 @@ pub fn cleanup(args: CleanupArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// bucket init / show
+
+/// The keyring a bucket command describes, and a sealed view of the store root with it.
+async fn keyring_bucket(
+    url: &str,
+    keyring: &KeyringArg,
+    endpoint: Option<&str>,
+) -> Result<(Target, SealedBucket)> {
+    let target = Target::parse(url, false)?;
+    if !target.key.is_empty() {
+        bail!(
+            "{url}: the descriptor belongs to a bucket (or store root): give the URL without a key"
+        );
+    }
+    let path = cio::require_keyring(&keyring.keyring)?;
+    let ring = cio::LoadedKeyring::load(path)?.ring;
+    let names = ring.name_key();
+    let store = open_store(&target, endpoint).await?;
+    let bucket = sealed_bucket(store, &names).with_keyring(ring);
+    Ok((target, bucket))
+}
+
+pub fn bucket(cmd: BucketCommand) -> Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        BucketCommand::Init {
+            url,
+            replace,
+            keyring,
+            remote,
+        } => rt.block_on(async {
+            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref()).await?;
+            let d = bucket.write_descriptor(replace).await.map_err(flat)?;
+            let where_ = target.url_of(DESCRIPTOR_KEY);
+            if remote.json {
+                return print_json(json!({
+                    "op": "bucket init", "url": where_, "config": d.config,
+                    "mac_keys": d.mac_key_ids().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                }));
+            }
+            print_line(format_args!("wrote {where_}"))?;
+            if d.mac_key_ids().is_empty() {
+                eprintln!("r2seal: warning: the keyring holds no symmetric key: the descriptor carries no MAC, so readers can only compare it, not authenticate it");
+            }
+            print_line(String::from_utf8_lossy(&d.to_bytes()).trim_end())
+        }),
+        BucketCommand::Show {
+            url,
+            keyring,
+            remote,
+        } => rt.block_on(async {
+            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref()).await?;
+            let Some((d, auth)) = bucket.read_descriptor().await.map_err(flat)? else {
+                bail!("{}: no bucket descriptor (write one with `r2seal bucket init`)", target.url_of(DESCRIPTOR_KEY));
+            };
+            let mine = bucket.bucket_config();
+            let diff = mine.as_ref().map(|m| d.config.differences(m)).unwrap_or_default();
+            let authenticated = match &auth {
+                Authenticity::Authenticated(ids) => Some(ids.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                Authenticity::Unauthenticated => None,
+            };
+            if remote.json {
+                return print_json(json!({
+                    "url": target.url_of(DESCRIPTOR_KEY), "config": d.config,
+                    "mac_keys": d.mac_key_ids().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                    "authenticated_by": authenticated, "matches_keyring": diff.is_empty(),
+                    "differences": diff,
+                }));
+            }
+            let c = &d.config;
+            let mut lines = vec![
+                format!("descriptor:     {}", target.url_of(DESCRIPTOR_KEY)),
+                format!("form:           {}", c.form),
+                format!("names:          {}", c.names.as_deref().map_or("plaintext".to_string(), |n| format!("encrypted (name key {n})"))),
+                format!("default:        {}", c.default.join(" ")),
+            ];
+            for p in &c.policies {
+                lines.push(format!("policy:         {:?} -> {}", p.prefix, p.keys.join(" ")));
+            }
+            lines.push(match authenticated {
+                Some(ids) => format!("authenticated:  yes, MAC under key {}", ids.join(" ")),
+                None => "authenticated:  no (no MAC under a symmetric key of this keyring): compared only".to_string(),
+            });
+            if diff.is_empty() {
+                lines.push("this keyring:   matches (writes are allowed)".into());
+            } else {
+                lines.push("this keyring:   DIFFERS (writes are refused):".into());
+                lines.extend(diff.iter().map(|d| format!("  - {d}")));
+            }
+            print_line(lines.join("\n"))
+        }),
+    }
 }
