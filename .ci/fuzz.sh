@@ -53,6 +53,7 @@ seed() { [ -d "$seeds/$1" ] && cat > "$seeds/$1/$2" || cat > /dev/null; }
 n=0
 for v in "$vectors"/*; do
     name="$(basename "$v")"
+    [ -f "$v" ] || continue # names/ is seeded below
     [ "$name" = README.md ] && continue
     n=$((n + 1))
     seed testkit_vector "$name" < "$v"
@@ -76,8 +77,16 @@ for v in "$vectors"/*; do
     fi
 done
 [ "$n" -gt 0 ] || { echo "tests/vectors holds no vectors to seed from" >&2; exit 1; }
-sym="$(perl -ne 'if (/^identity: (R2SEAL-SYM-KEY-1\S+)/) { print $1; exit }' "$vectors"/*)"
-x25519="$(perl -ne 'if (/^identity: (AGE-SECRET-KEY-1\S+)/) { print $1; exit }' "$vectors"/*)"
+for v in "$vectors"/names/*; do
+    field "$v" stored | tr -d '\n' | seed names_decrypt "$(basename "$v")"
+done
+seed descriptor_parse sample <<'EOF'
+r2seal-descriptor/v1
+{"form":"metadata","names":"mpKBz7cPQvk","default":["AQEBAQEBAQE","AgICAgICAgI"],"policies":[{"prefix":"archive/","keys":["AwMDAwMDAwM"]}]}
+mac h0uBfGUiRWE x+/gGDt43cuMYE92WRzZ1+9OkVSFzBMRTz2/9K66D5c
+EOF
+sym="$(perl -ne 'if (/^identity: (R2SEAL-SYM-KEY-1\S+)/) { print $1; exit }' "$vectors"/*_*)"
+x25519="$(perl -ne 'if (/^identity: (AGE-SECRET-KEY-1\S+)/) { print $1; exit }' "$vectors"/*_*)"
 seed recipients_file plain <<'EOF'
 # recipients of tests/vectors
 age162qfk6n5tkkx7aur4pyxq9pphmuqlkg6yes0px436uq34wv0q9yqr4v876

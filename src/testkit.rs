@@ -539,6 +539,120 @@ fn parse_range(s: &str) -> Result<RangeCheck, String> {
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Name-encryption vectors (tests/vectors/names/)
+
+/// Checks one name-encryption vector (SECURITY.md §3.10). Same shape as object vectors
+/// (`key: value` lines, an empty line) and no body:
+///
+/// | key | | meaning |
+/// |---|---|---|
+/// | `expect` | once | `success`, `corrupt`, `malformed` or `name too long` |
+/// | `key` | once | the `R2SEAL-SYM-KEY-1…` the name key derives from |
+/// | `key id` | once | the name key's id |
+/// | `plain` | success, name too long | the plaintext object key |
+/// | `stored` | success, corrupt, malformed | the stored (encrypted) key |
+/// | `prefix` | any number (success) | `<plaintext prefix> -> <stored prefix> <partial or whole>` |
+/// | `comment` | any number | free text |
+///
+/// `success`: `plain` encrypts to exactly `stored` and `stored` decrypts to `plain`.
+/// `name too long`: `plain` encrypts to more than 1,024 bytes and is refused. The
+/// failures: `stored` does not decrypt, with that error.
+pub fn check_name_vector(file: &[u8]) -> Result<(), String> {
+    use crate::names::{NameKey, MAX_STORED_KEY_LEN};
+    let (fields, body) = parse_fields(file)?;
+    if !body.is_empty() {
+        return Err("a name vector has no body".into());
+    }
+    let mut one = |k: &str| -> Result<Option<&str>, String> {
+        let mut it = fields.iter().filter(|(key, _)| *key == k).map(|(_, v)| *v);
+        let v = it.next();
+        if it.next().is_some() {
+            return Err(format!("`{k}` given twice"));
+        }
+        Ok(v)
+    };
+    let expect = one("expect")?.ok_or("no `expect`")?;
+    let sym = one("key")?.ok_or("no `key`")?;
+    let id = one("key id")?.ok_or("no `key id`")?;
+    let plain = one("plain")?;
+    let stored = one("stored")?;
+    for (k, _) in &fields {
+        if ![
+            "expect", "key", "key id", "plain", "stored", "prefix", "comment",
+        ]
+        .contains(k)
+        {
+            return Err(format!("unknown key `{k}`"));
+        }
+    }
+    let sym = crate::keys::SymKey::parse(sym).map_err(|e| format!("key: {e}"))?;
+    let nk = NameKey::from_sym_key(&sym);
+    if nk.id().to_string() != id {
+        return Err(format!("key id is {}, the file says {id}", nk.id()));
+    }
+    match (expect, plain, stored) {
+        ("success", Some(plain), Some(stored)) => {
+            let got = nk
+                .encrypt_within(plain, MAX_STORED_KEY_LEN)
+                .map_err(|e| format!("encrypting {plain:?}: {e}"))?;
+            if got != stored {
+                return Err(format!(
+                    "{plain:?} encrypts to {got}, the file says {stored}"
+                ));
+            }
+            let back = nk
+                .decrypt(stored)
+                .map_err(|e| format!("decrypting {stored}: {e}"))?;
+            if back != plain {
+                return Err(format!("{stored} decrypts to {back:?}, not {plain:?}"));
+            }
+            for (_, p) in fields.iter().filter(|(k, _)| *k == "prefix") {
+                let (from, to) = p
+                    .split_once(" -> ")
+                    .ok_or("prefix: expected `A -> B kind`")?;
+                let (to, kind) = to
+                    .rsplit_once(' ')
+                    .ok_or("prefix: expected `A -> B kind`")?;
+                let lp = nk.list_prefix(from);
+                let want_partial = match kind {
+                    "partial" => true,
+                    "whole" => false,
+                    _ => return Err(format!("prefix: unknown kind {kind:?}")),
+                };
+                if lp.stored != to || lp.partial != want_partial {
+                    return Err(format!(
+                        "prefix {from:?} lists {} ({}), the file says {to} {kind}",
+                        lp.stored, lp.partial
+                    ));
+                }
+            }
+            Ok(())
+        }
+        ("name too long", Some(plain), None) => {
+            match nk.encrypt_within(plain, MAX_STORED_KEY_LEN) {
+                Err(Error::NameTooLong { .. }) => Ok(()),
+                other => Err(format!("expected name too long, got {other:?}")),
+            }
+        }
+        (want @ ("corrupt" | "malformed"), None, Some(stored)) => {
+            let got = nk.decrypt(stored);
+            let ok = matches!(
+                (&got, want),
+                (Err(Error::Corrupt), "corrupt") | (Err(Error::Malformed(_)), "malformed")
+            );
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("expected {want}, got {got:?}"))
+            }
+        }
+        _ => Err(format!(
+            "expect {expect:?} with these fields is not a valid vector"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,3 +396,55 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Object-name encryption (SECURITY.md §3.10)
+
+fn name_key() -> &'static r2seal::names::NameKey {
+    static KEY: OnceLock<r2seal::names::NameKey> = OnceLock::new();
+    KEY.get_or_init(|| r2seal::names::NameKey::from_sym_key(&SymKey::generate()))
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Any UTF-8 key round-trips, keeps its `/` structure, has the predicted length,
+    /// and the stored form of any prefix ending in `/` is a prefix of its stored key.
+    #[test]
+    fn names_round_trip_and_keep_prefixes(
+        segments in proptest::collection::vec("[^/]{0,12}", 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let k = name_key();
+        let plain = segments.join("/");
+        let stored = k.encrypt(&plain);
+        prop_assert_eq!(stored.len(), r2seal::names::encrypted_len(&plain));
+        prop_assert_eq!(k.decrypt(&stored).unwrap(), plain.clone());
+        prop_assert_eq!(stored.matches('/').count(), plain.matches('/').count());
+        let slashes: Vec<usize> = plain.match_indices('/').map(|(i, _)| i).collect();
+        if !slashes.is_empty() {
+            let at = slashes[cut.index(slashes.len())];
+            let lp = k.list_prefix(&plain[..=at]);
+            prop_assert!(stored.starts_with(&lp.stored));
+            prop_assert!(!lp.partial);
+        }
+    }
+
+    /// Changing any one byte of a stored key makes it fail to decrypt (or, for a `/`
+    /// inserted or removed, decrypt to nothing but an error) — never to another name.
+    #[test]
+    fn tampered_names_never_decrypt(
+        segments in proptest::collection::vec("[a-z0-9 .]{1,10}", 1..4),
+        at in any::<prop::sample::Index>(),
+        to in "[a-z2-7/]",
+    ) {
+        let k = name_key();
+        let stored = k.encrypt(&segments.join("/"));
+        let i = at.index(stored.len());
+        let mut bytes = stored.clone().into_bytes();
+        bytes[i] = to.as_bytes()[0];
+        let edited = String::from_utf8(bytes).unwrap();
+        prop_assume!(edited != stored);
+        prop_assert!(k.decrypt(&edited).is_err());
+    }
+}

@@ -35,12 +35,13 @@ fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-/// Every vector file (everything in the directory but README.md), sorted.
+/// Every object vector file (every file in the directory but README.md; name vectors
+/// live in names/), sorted.
 fn vector_files() -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(vectors_dir())
         .expect("tests/vectors exists")
         .map(|e| e.expect("readable directory").path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "README.md"))
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             (name, std::fs::read(&p).expect("readable vector"))
