@@ -564,7 +564,7 @@ pub fn check_name_vector(file: &[u8]) -> Result<(), String> {
     if !body.is_empty() {
         return Err("a name vector has no body".into());
     }
-    let mut one = |k: &str| -> Result<Option<&str>, String> {
+    let one = |k: &str| -> Result<Option<&str>, String> {
         let mut it = fields.iter().filter(|(key, _)| *key == k).map(|(_, v)| *v);
         let v = it.next();
         if it.next().is_some() {
