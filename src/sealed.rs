@@ -257,8 +257,10 @@ impl PutOptions {
         }
     }
 
-    fn is_conditional(&self) -> bool {
-        self.if_match.is_some() || self.if_none_match.is_some()
+    /// Whether a multipart upload must refuse these conditions (see
+    /// [`SealedBucket::checked_multipart`]).
+    fn refuses_multipart(&self, checked: bool) -> bool {
+        self.if_none_match.is_some() || (self.if_match.is_some() && !checked)
     }
 }
 
@@ -382,6 +384,7 @@ pub struct SealedBucket {
     check_descriptor: bool,
     /// Set once the descriptor check passed (shared by clones).
     descriptor_ok: Arc<std::sync::OnceLock<()>>,
+    checked_multipart: bool,
 }
 
 impl fmt::Debug for SealedBucket {
@@ -427,6 +430,7 @@ impl SealedBucket {
             names: None,
             check_descriptor: true,
             descriptor_ok: Arc::new(std::sync::OnceLock::new()),
+            checked_multipart: false,
         }
     }
 
@@ -673,6 +677,15 @@ impl SealedBucket {
         self
     }
 
+    /// Accept `if_match` on puts that go multipart (refused by default): the upload is
+    /// completed only if the object still has that ETag — atomically where the server
+    /// honours `If-Match` on CompleteMultipartUpload (R2, AWS S3), elsewhere by a check
+    /// right before completing that leaves a short window (SECURITY.md §3.10).
+    pub fn checked_multipart(mut self, accept: bool) -> Self {
+        self.checked_multipart = accept;
+        self
+    }
+
     /// Override the prefix prepended to keys to form the names objects are bound to.
     pub fn with_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.name_prefix = prefix.into();
@@ -681,6 +694,16 @@ impl SealedBucket {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whom new objects are sealed to, if configured.
+    pub fn recipients(&self) -> Option<&Recipients> {
+        self.recipients.as_ref()
+    }
+
+    /// The identities objects are opened with.
+    pub fn identities(&self) -> &[Identity] {
+        &self.identities
     }
 
     /// The name an object at `key` is bound to: its full key in the bucket.
@@ -874,7 +897,7 @@ impl SealedBucket {
         let threshold = self.multipart_threshold;
         let skey = self.stored_key_for_write(key)?;
         self.ensure_descriptor(key).await?;
-        if len.is_some_and(|n| n > threshold) && opts.is_conditional() {
+        if len.is_some_and(|n| n > threshold) && opts.refuses_multipart(self.checked_multipart) {
             return Err(self.conditional_multipart(key));
         }
         if let Some(n) = len {
@@ -910,7 +933,7 @@ impl SealedBucket {
         if eof && head.len() as u64 <= threshold {
             return self.put_single(key, &skey, head, opts).await;
         }
-        if opts.is_conditional() {
+        if opts.refuses_multipart(self.checked_multipart) {
             return Err(self.conditional_multipart(key));
         }
         self.put_multipart(key, &skey, head, src, len, opts, replaces)
@@ -972,7 +995,13 @@ impl SealedBucket {
             self.seal_envelope(key, Self::sealed_metadata(opts, len, None))?;
         let upload_id = self
             .store
-            .create_multipart(skey, &Self::store_put_options(opts, metadata))
+            .create_multipart(
+                skey,
+                &store::PutOptions {
+                    if_match: None,
+                    ..Self::store_put_options(opts, metadata)
+                },
+            )
             .await?;
         let mut upload = PartUploader {
             store: self.store.clone(),
@@ -1019,10 +1048,18 @@ impl SealedBucket {
             if let Some(etag) = replaces {
                 self.check_unchanged(skey, etag).await?;
             }
-            let put = self
-                .store
-                .complete_multipart(skey, &upload_id, &parts)
-                .await?;
+            let put = match &opts.if_match {
+                Some(etag) => {
+                    self.store
+                        .complete_multipart_if_match(skey, &upload_id, &parts, etag)
+                        .await?
+                }
+                None => {
+                    self.store
+                        .complete_multipart(skey, &upload_id, &parts)
+                        .await?
+                }
+            };
             Ok(PutResult {
                 etag: put.etag,
                 size: total,

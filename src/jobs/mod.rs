@@ -9,7 +9,9 @@
 //! not from any state file.
 
 pub mod export;
+pub mod migrate;
 pub mod rotate;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +54,9 @@ pub struct JobConfig {
     pub label: String,
     /// Keys per listing page (1..=1000).
     pub page_size: u32,
+    /// Only a uniform random sample of this many objects (of this shard), chosen once
+    /// the listing is complete (reservoir sampling: memory for the sample only).
+    pub sample: Option<u64>,
 }
 
 impl Default for JobConfig {
@@ -65,6 +70,7 @@ impl Default for JobConfig {
             record_done: true,
             label: "job".into(),
             page_size: crate::store::DEFAULT_MAX_KEYS,
+            sample: None,
         }
     }
 }
@@ -308,7 +314,9 @@ pub fn human_bytes(n: u64) -> String {
 #[derive(Default)]
 struct Counters {
     listed: AtomicU64,
-    listed_bytes: AtomicU64,
+    /// Handed (or about to be handed) to the workers: this shard, or the sample.
+    queued: AtomicU64,
+    queued_bytes: AtomicU64,
     listing_done: AtomicBool,
     finished: AtomicU64,
     finished_bytes: AtomicU64,
@@ -335,9 +343,12 @@ where
             counters.clone(),
             list_error.clone(),
         );
-        let (shard, max_retries, page_size) = (cfg.shard, cfg.max_retries, cfg.page_size);
+        let (shard, max_retries, page_size, sample) =
+            (cfg.shard, cfg.max_retries, cfg.page_size, cfg.sample);
         tokio::spawn(async move {
             let mut token = None;
+            let mut reservoir = Vec::new();
+            let mut eligible = 0u64; // objects of this shard seen, for the sample
             'pages: loop {
                 let mut attempt = 0;
                 let page = loop {
@@ -361,12 +372,27 @@ where
                     if is_reserved(&o.key) || !shard.is_none_or(|s| s.contains(&o.key)) {
                         continue;
                     }
-                    counters.listed_bytes.fetch_add(o.size, Ordering::Relaxed);
                     let item = Item {
                         key: o.key,
                         size: o.size,
                         etag: Some(o.etag),
                     };
+                    if let Some(n) = sample {
+                        eligible += 1;
+                        if (reservoir.len() as u64) < n {
+                            reservoir.push(item);
+                        } else {
+                            let j = random_below(eligible);
+                            if j < n {
+                                reservoir[j as usize] = item;
+                            }
+                        }
+                        continue;
+                    }
+                    counters.queued.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .queued_bytes
+                        .fetch_add(item.size, Ordering::Relaxed);
                     if tx.send(item).await.is_err() {
                         break 'pages; // the workers are gone
                     }
@@ -376,7 +402,18 @@ where
                     None => break,
                 }
             }
+            for item in &reservoir {
+                counters.queued.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .queued_bytes
+                    .fetch_add(item.size, Ordering::Relaxed);
+            }
             counters.listing_done.store(true, Ordering::Relaxed);
+            for item in reservoir {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
         })
     };
 
@@ -441,9 +478,18 @@ where
     report
 }
 
-/// Keys r2seal reserves for itself in a bucket: never handed to a job's work.
-fn is_reserved(_key: &str) -> bool {
-    false
+/// Keys r2seal reserves for itself in a bucket (the descriptor): never handed to a
+/// job's work.
+fn is_reserved(key: &str) -> bool {
+    key.starts_with(crate::sealed::RESERVED_PREFIX)
+}
+
+/// A uniform random number in `0..n` (`n > 0`).
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("the operating system's random source failed");
+    // 128 random bits reduced mod n: bias below 2^-64.
+    (u128::from_le_bytes(b) % u128::from(n)) as u64
 }
 
 /// `store url` + `prefix`, for messages.
@@ -493,19 +539,21 @@ fn progress_line(label: &str, c: &Counters, elapsed: Duration) -> String {
     let done = c.finished.load(Ordering::Relaxed);
     let bytes = c.finished_bytes.load(Ordering::Relaxed);
     let listed = c.listed.load(Ordering::Relaxed);
-    let total_bytes = c.listed_bytes.load(Ordering::Relaxed);
+    let queued = c.queued.load(Ordering::Relaxed);
+    let total_bytes = c.queued_bytes.load(Ordering::Relaxed);
     let listing_done = c.listing_done.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = bytes as f64 / secs;
     let mut line = format!(
-        "{label}: {done} objects, {} ({}/s)",
+        "{label}: {done}/{queued}{} objects, {} ({}/s)",
+        if listing_done { "" } else { "+" },
         human_bytes(bytes),
         human_bytes(rate as u64)
     );
     if listing_done {
         // ETA from the larger of the object and byte fractions left.
         let obj_rate = done as f64 / secs;
-        let left_objs = listed.saturating_sub(done) as f64;
+        let left_objs = queued.saturating_sub(done) as f64;
         let left_bytes = total_bytes.saturating_sub(bytes) as f64;
         let eta = (left_objs / obj_rate.max(1e-9)).min(left_bytes / rate.max(1e-9));
         if done > 0 && eta.is_finite() {

@@ -101,7 +101,8 @@ impl Key {
         }
     }
 
-    fn identity(&self) -> Option<Identity> {
+    /// The secret to open with, if the key holds one.
+    pub fn identity(&self) -> Option<Identity> {
         match &self.material {
             KeyMaterial::Sym(k) => Some(Identity::Sym(k.clone())),
             KeyMaterial::X25519(i) => Some(i.clone()),

@@ -151,6 +151,46 @@ fn is_r2_endpoint(endpoint: &str) -> bool {
 }
 
 impl S3Store {
+    /// CompleteMultipartUpload, with `If-Match` when given.
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        if_match: Option<&str>,
+    ) -> Res<PutResult> {
+        let op = Op::CompleteMultipart;
+        let full = self.check(op, key)?;
+        check_parts(parts).map_err(|m| self.invalid(op, key, m))?;
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.part_number as i32)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(key), e))?;
+        Ok(PutResult {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
     /// Parse `s3://bucket[/prefix]` or `r2://bucket[/prefix]` and connect (no request is
     /// sent until the first operation).
     pub async fn from_url(url: &str, opts: S3Options) -> Res<S3Store> {
@@ -820,35 +860,20 @@ impl Store for S3Store {
         upload_id: &str,
         parts: &[UploadedPart],
     ) -> Res<PutResult> {
-        let op = Op::CompleteMultipart;
-        let full = self.check(op, key)?;
-        check_parts(parts).map_err(|m| self.invalid(op, key, m))?;
-        let completed = CompletedMultipartUpload::builder()
-            .set_parts(Some(
-                parts
-                    .iter()
-                    .map(|p| {
-                        CompletedPart::builder()
-                            .part_number(p.part_number as i32)
-                            .e_tag(&p.etag)
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build();
-        let out = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full)
-            .upload_id(upload_id)
-            .multipart_upload(completed)
-            .send()
-            .await
-            .map_err(|e| map_err(op, self.loc(key), e))?;
-        Ok(PutResult {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-        })
+        self.complete(key, upload_id, parts, None).await
+    }
+
+    async fn complete_multipart_if_match(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        if_match: &str,
+    ) -> Res<PutResult> {
+        // Check first (Garage and moto ignore the header), then let servers that honour
+        // If-Match on completion (R2, AWS S3) close the remaining window.
+        super::check_current_etag(self, Op::CompleteMultipart, key, if_match).await?;
+        self.complete(key, upload_id, parts, Some(if_match)).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Res<()> {

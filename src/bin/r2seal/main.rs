@@ -3,6 +3,7 @@
 
 mod cli;
 mod io;
+mod jobs_cmd;
 mod keys_cmd;
 mod local;
 mod objects;
@@ -61,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mv(args) => objects::copy(args, true),
         Command::Cleanup(args) => objects::cleanup(args),
         Command::Bucket(cmd) => objects::bucket(cmd),
+        Command::Migrate(args) => jobs_cmd::migrate(args),
+        Command::Verify(args) => jobs_cmd::verify(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
             Ok(())

@@ -34,11 +34,11 @@ use crate::local;
 const PROGRESS_MIN: u64 = 8 * 1024 * 1024;
 
 /// One line, no cause chain: library errors already say what, where and why.
-fn flat(e: impl Display) -> anyhow::Error {
+pub(crate) fn flat(e: impl Display) -> anyhow::Error {
     anyhow!("{e}")
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,15 +50,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// A parsed object URL: how to open its store, and the key (or prefix) inside it.
 #[derive(Debug, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// `s3://bucket`, `r2://bucket`, or `file://` + the bucket directory.
-    store_url: String,
+    pub store_url: String,
     /// Key or prefix relative to the store (may be empty).
-    key: String,
+    pub key: String,
 }
 
 impl Target {
-    fn parse(url: &str, for_write: bool) -> Result<Target> {
+    pub fn parse(url: &str, for_write: bool) -> Result<Target> {
         if let Some((scheme @ ("s3" | "r2"), rest)) = url.split_once("://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -140,7 +140,7 @@ impl Target {
         })
     }
 
-    fn url_of(&self, key: &str) -> String {
+    pub fn url_of(&self, key: &str) -> String {
         format!("{}/{key}", self.store_url)
     }
 
@@ -156,7 +156,7 @@ impl Target {
     }
 }
 
-async fn open_store(t: &Target, endpoint: Option<&str>) -> Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(t: &Target, endpoint: Option<&str>) -> Result<Arc<dyn Store>> {
     if let Some(dir) = t.store_url.strip_prefix("file://") {
         return Ok(Arc::new(FsStore::create(dir).map_err(flat)?));
     }
@@ -171,13 +171,16 @@ async fn open_store(t: &Target, endpoint: Option<&str>) -> Result<Arc<dyn Store>
 // ---------------------------------------------------------------------------------------
 // Keys
 
-fn has_explicit_recipients(args: &RecipientArgs) -> bool {
+pub(crate) fn has_explicit_recipients(args: &RecipientArgs) -> bool {
     !(args.recipients.is_empty() && args.recipient_files.is_empty() && args.identities.is_empty())
 }
 
 /// Recipients (and, for cp/mv, identities) for writing objects whose first key is
 /// `first_key`: explicit -r/-R/-i, else the keyring's policy per key.
-fn write_keys(args: &RecipientArgs, first_key: &str) -> Result<(Recipients, Vec<Identity>)> {
+pub(crate) fn write_keys(
+    args: &RecipientArgs,
+    first_key: &str,
+) -> Result<(Recipients, Vec<Identity>)> {
     if has_explicit_recipients(args) {
         let recipients = local::resolve_recipients(args, Some(first_key))?;
         let identities = cio::load_identity_files(&args.identities)?;
