@@ -30,6 +30,9 @@ pub struct MigrateOptions {
     pub verify: bool,
     /// Decide and report, write nothing.
     pub dry_run: bool,
+    /// Objects larger than this go up as multipart uploads of parts this size (default
+    /// and minimum as for [`SealedBucket::with_part_size`]).
+    pub part_size: Option<u64>,
 }
 
 /// Where migrated objects go: the source key with `src_prefix` replaced by `dst_prefix`.
@@ -65,7 +68,10 @@ impl Migrator {
     /// written there and the source is never modified.
     pub fn new(bucket: SealedBucket, dest: Option<Destination>, opts: MigrateOptions) -> Self {
         let src = bucket.store().clone();
-        let part_size = DEFAULT_PART_SIZE;
+        let part_size = opts
+            .part_size
+            .unwrap_or(DEFAULT_PART_SIZE)
+            .max(MIN_PART_SIZE);
         let src_bucket = bucket.clone().allow_plaintext(true);
         let mut dst_bucket = match &dest {
             Some(d) => {

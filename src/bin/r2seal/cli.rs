@@ -562,6 +562,9 @@ pub struct MigrateArgs {
     /// Read each written object back and authenticate it before counting it done
     #[arg(long)]
     pub verify: bool,
+    /// Multipart part size in MiB (at least 5; larger objects go up in parts)
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub part_size: u64,
     #[command(flatten)]
     pub job: JobArgs,
 }

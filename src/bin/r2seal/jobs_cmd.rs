@@ -163,6 +163,9 @@ async fn open_checked(target: &Target, endpoint: Option<&str>) -> Result<Arc<dyn
 }
 
 pub fn migrate(args: MigrateArgs) -> Result<()> {
+    if args.part_size < 5 {
+        bail!("--part-size must be at least 5 (MiB): S3 and R2 refuse smaller parts");
+    }
     let target = Target::parse(&args.url, false)?;
     let dest_target = args
         .to
@@ -199,6 +202,7 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         reverse: args.reverse,
         verify: args.verify,
         dry_run: args.job.dry_run,
+        part_size: Some(args.part_size * 1024 * 1024),
     };
     let rt = runtime()?;
     let report = rt.block_on(async {
