@@ -65,6 +65,21 @@ impl PayloadSealer {
         }
     }
 
+    /// For shells that seal chunks themselves, on threads of their own (the CLI): the
+    /// nonce that starts the payload and the key its chunks are sealed under with
+    /// [`stream::seal_run_in_place`], chunk indices counting from 0 and only the
+    /// final chunk flagged last.
+    ///
+    /// # Panics
+    /// After `update`: the sealer has already started the payload.
+    pub fn into_stream(self) -> ([u8; PAYLOAD_NONCE_SIZE], StreamKey) {
+        assert!(
+            !self.nonce_written && self.pending.is_empty(),
+            "into_stream on a started sealer"
+        );
+        (self.nonce, self.key)
+    }
+
     pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         self.write_nonce(out);
         // A full chunk may be the last one: seal only chunks that more bytes follow.

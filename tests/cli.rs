@@ -214,6 +214,68 @@ fn tampered_and_truncated_inputs_fail_without_output() {
     }
 }
 
+/// Seal and open run on worker threads in batches of 8 chunks (512 KiB): lengths
+/// around batch ends round-trip, and a stream cut or extended at a batch end fails
+/// with nothing of the bad batch released.
+#[test]
+fn batch_boundaries_round_trip_and_cuts_there_fail() {
+    const BATCH: usize = 8 * 65536;
+    let (dir, recipient) = setup();
+    for len in [
+        BATCH - 1,
+        BATCH,
+        BATCH + 1,
+        2 * BATCH,
+        3 * BATCH + 65536 + 7,
+    ] {
+        let plain = data(len);
+        seal_file(dir.path(), &recipient, &plain, None);
+        let opened = r2seal(dir.path())
+            .args(["open", "-i", "key.txt", "sealed.age"])
+            .assert()
+            .success();
+        assert_eq!(opened.get_output().stdout, plain, "file, len {len}");
+        let sealed = r2seal(dir.path())
+            .args(["seal", "-r", &recipient])
+            .write_stdin(plain.clone())
+            .assert()
+            .success();
+        let opened = r2seal(dir.path())
+            .args(["open", "-i", "key.txt"])
+            .write_stdin(sealed.get_output().stdout.clone())
+            .assert()
+            .success();
+        assert_eq!(opened.get_output().stdout, plain, "pipe, len {len}");
+    }
+    let plain = data(2 * BATCH);
+    let sealed = fs::read(seal_file(dir.path(), &recipient, &plain, None)).unwrap();
+    let header_len = sealed.windows(4).position(|w| w == b"\n---").unwrap() + 48;
+    let batch_end = header_len + 16 + 8 * 65552;
+    let mut extended = sealed.clone();
+    extended.extend_from_slice(&sealed[batch_end..]);
+    let mut flipped = sealed.clone();
+    flipped[batch_end + 5] ^= 1; // first chunk of the second batch
+    for (what, bytes) in [
+        ("cut after one batch", sealed[..batch_end].to_vec()),
+        ("extended by a batch", extended),
+        ("flipped in batch two", flipped),
+    ] {
+        let out = r2seal(dir.path())
+            .args(["open", "-i", "key.txt"])
+            .write_stdin(bytes)
+            .assert()
+            .failure();
+        let released = &out.get_output().stdout;
+        assert!(
+            released.len() <= BATCH,
+            "{what}: released {}",
+            released.len()
+        );
+        assert_eq!(&released[..], &plain[..released.len()], "{what}");
+        one_line_error(&out.get_output().stderr);
+    }
+}
+
 #[test]
 fn an_existing_output_survives_a_failed_open() {
     let (dir, recipient) = setup();

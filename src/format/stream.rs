@@ -272,19 +272,62 @@ pub fn seal_chunks(
     .expect("sealing cannot fail");
 }
 
-/// Opens a run of whole ciphertext chunks starting at `first_index` into `out`.
-/// `last` says the final chunk of this run is the payload's last chunk. On error,
-/// `out` is restored to its original length: nothing unauthenticated is left in it.
-pub fn open_chunks(
+/// Seals, in place, a run of chunks laid out as they are stored: each chunk's
+/// plaintext followed by 16 bytes of room for its tag, at `ENCRYPTED_CHUNK_SIZE`
+/// strides; the final chunk may be short (an empty one is just its 16 bytes). For
+/// shells that read straight into the stored layout and seal batches on threads of
+/// their own: runs on the calling thread. `last` marks the run's final chunk as the
+/// payload's last.
+///
+/// # Panics
+/// If `buf` is not such a layout (empty, or a final chunk shorter than a tag).
+pub fn seal_run_in_place(key: &StreamKey, first_index: u64, last: bool, buf: &mut [u8]) {
+    let rem = buf.len() % ENCRYPTED_CHUNK_SIZE;
+    assert!(
+        !buf.is_empty() && (rem == 0 || rem >= TAG_SIZE),
+        "not a run of chunks"
+    );
+    let chunks = buf.len().div_ceil(ENCRYPTED_CHUNK_SIZE);
+    for (i, chunk) in buf.chunks_mut(ENCRYPTED_CHUNK_SIZE).enumerate() {
+        key.seal_chunk_in_place(first_index + i as u64, last && i == chunks - 1, chunk);
+    }
+}
+
+/// Opens, in place, a run of stored chunks (`ENCRYPTED_CHUNK_SIZE` strides, the last
+/// possibly short), on the calling thread; [`run_plaintexts`] then yields their
+/// plaintexts. The same rules as [`open_chunks`]; on error the whole of `buf` is
+/// wiped, so nothing unauthenticated can be read from it.
+pub fn open_run_in_place(
     key: &StreamKey,
     first_index: u64,
     last: bool,
-    ciphertext: &[u8],
-    out: &mut Vec<u8>,
+    buf: &mut [u8],
 ) -> Result<(), Error> {
-    let full = ciphertext.len() / ENCRYPTED_CHUNK_SIZE;
-    let rem = ciphertext.len() % ENCRYPTED_CHUNK_SIZE;
-    let chunks = full + usize::from(rem > 0);
+    let chunks = check_run(buf.len(), first_index, last).inspect_err(|_| buf.fill(0))?;
+    for (i, chunk) in buf.chunks_mut(ENCRYPTED_CHUNK_SIZE).enumerate() {
+        let (body, tag) = chunk.split_at_mut(chunk.len() - TAG_SIZE);
+        let tag: &[u8; TAG_SIZE] = (&*tag).try_into().expect("16 bytes");
+        if let Err(e) =
+            key.open_chunk_in_place(first_index + i as u64, last && i == chunks - 1, body, tag)
+        {
+            buf.fill(0);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The plaintexts of a run opened by [`open_run_in_place`], in order.
+pub fn run_plaintexts(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buf.chunks(ENCRYPTED_CHUNK_SIZE)
+        .map(|c| &c[..c.len() - TAG_SIZE])
+}
+
+/// How many chunks a run of `len` stored bytes holds, or `Corrupt` if no valid
+/// payload has such a run there (the STREAM rules of SECURITY.md §3.3).
+fn check_run(len: usize, first_index: u64, last: bool) -> Result<usize, Error> {
+    let rem = len % ENCRYPTED_CHUNK_SIZE;
+    let chunks = len.div_ceil(ENCRYPTED_CHUNK_SIZE);
     if chunks == 0 || (rem > 0 && rem < TAG_SIZE) {
         return Err(Error::Corrupt);
     }
@@ -296,6 +339,20 @@ pub fn open_chunks(
     if last && rem == TAG_SIZE && first_index + chunks as u64 > 1 {
         return Err(Error::Corrupt);
     }
+    Ok(chunks)
+}
+
+/// Opens a run of whole ciphertext chunks starting at `first_index` into `out`.
+/// `last` says the final chunk of this run is the payload's last chunk. On error,
+/// `out` is restored to its original length: nothing unauthenticated is left in it.
+pub fn open_chunks(
+    key: &StreamKey,
+    first_index: u64,
+    last: bool,
+    ciphertext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let chunks = check_run(ciphertext.len(), first_index, last)?;
     let start = out.len();
     // Copy the chunk bodies (not their tags) in one pass, then open them in place.
     out.reserve(ciphertext.len() - chunks * TAG_SIZE);
@@ -493,6 +550,48 @@ mod tests {
         assert_eq!(tail.stream_end, stream_len(3 * c + 5));
         assert!(chunk_span(10, 10, 20).is_err());
         assert!(chunk_span(0, 0, 0).is_err());
+    }
+
+    /// The in-place runs the CLI's workers use are the same STREAM as `seal_chunks`.
+    #[test]
+    fn in_place_runs_match_seal_chunks() {
+        let key = StreamKey::derive(&[3; 16], &[4; 16], b"payload");
+        for len in [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE - 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            // An empty payload is one empty chunk, at index 0.
+            let first = if len == 0 { 0 } else { 2 };
+            let mut expected = Vec::new();
+            seal_chunks(&key, first, true, &data, &mut expected);
+            let mut run = Vec::new();
+            for piece in data.chunks(CHUNK_SIZE) {
+                run.extend_from_slice(piece);
+                run.extend_from_slice(&[0; TAG_SIZE]);
+            }
+            if data.is_empty() {
+                run.extend_from_slice(&[0; TAG_SIZE]);
+            }
+            seal_run_in_place(&key, first, true, &mut run);
+            assert_eq!(run, expected, "len {len}");
+            // Wrong position or flag: refused, and nothing readable is left.
+            let mut moved = run.clone();
+            assert!(open_run_in_place(&key, first + 1, true, &mut moved).is_err());
+            assert!(moved.iter().all(|&b| b == 0));
+            let mut not_last = run.clone();
+            assert!(open_run_in_place(&key, first, false, &mut not_last).is_err());
+            open_run_in_place(&key, first, true, &mut run).unwrap();
+            assert_eq!(
+                run_plaintexts(&run).collect::<Vec<_>>().concat(),
+                data,
+                "len {len}"
+            );
+        }
+        // An empty final chunk after others is a truncation, whatever its tag.
+        let mut tail = vec![0u8; TAG_SIZE];
+        seal_run_in_place(&key, 1, true, &mut tail);
+        assert_eq!(
+            open_run_in_place(&key, 1, true, &mut tail),
+            Err(Error::Corrupt)
+        );
     }
 
     #[test]

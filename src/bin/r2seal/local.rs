@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use r2seal::format::header::{Header, METADATA_LINE_SEPARATOR};
+use r2seal::format::stream::PAYLOAD_NONCE_SIZE;
 use r2seal::format::{Binding, Envelope};
 use r2seal::keys::{Identity, Recipient};
 use r2seal::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
@@ -13,6 +14,7 @@ use serde_json::json;
 
 use crate::cli::{IdentityArgs, RecipientArgs};
 use crate::io::{self as cio, Output, IO_BUFFER};
+use crate::pipeline;
 
 /// R2's limit on user metadata, which the metadata form must fit.
 const R2_METADATA_LIMIT: usize = 8192;
@@ -78,18 +80,9 @@ pub fn seal(
     let reader = cio::open_input(input)?;
     let mut out = Output::new(output)?;
     out.write_all(&envelope.header().to_file_bytes())?;
-    let mut sealer = PayloadSealer::new(&envelope);
-    let mut sealed = Vec::with_capacity(IO_BUFFER + IO_BUFFER / 64);
-    let mut input = cio::ReadAhead::new(reader);
-    while let Some(buf) = input.next_buffer().context("cannot read input")? {
-        sealed.clear();
-        sealer.update(&buf, &mut sealed);
-        input.recycle(buf);
-        out.write_all(&sealed)?;
-    }
-    sealed.clear();
-    sealer.finish(&mut sealed);
-    out.write_all(&sealed)?;
+    let (nonce, key) = PayloadSealer::new(&envelope).into_stream();
+    out.write_all(&nonce)?;
+    pipeline::run(pipeline::Mode::Seal, &key, reader, &mut out)?;
     out.commit()
 }
 
@@ -131,6 +124,18 @@ pub fn open(
     let mut reader = cio::open_input(input)?;
     let (header, rest) = read_header(&mut reader)?;
     let envelope = Envelope::open(&header, &identities, name)?;
+    if range.is_none() && envelope.parts().is_none() {
+        // The common case, a whole single-stream file: on every core.
+        let mut reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(rest).chain(reader));
+        let mut nonce = [0u8; PAYLOAD_NONCE_SIZE];
+        if cio::read_full(&mut reader, &mut nonce).context("cannot read input")? < nonce.len() {
+            return Err(r2seal::Error::Corrupt.into());
+        }
+        let key = envelope.payload_key(&nonce);
+        let mut out = Output::new(output)?;
+        pipeline::run(pipeline::Mode::Open, &key, reader, &mut out)?;
+        return out.commit();
+    }
     let mut opener = PayloadOpener::new(envelope);
     let mut out = Output::new(output)?;
     let mut window = RangeWindow::new(range)?;

@@ -7,6 +7,7 @@ mod jobs_cmd;
 mod keys_cmd;
 mod local;
 mod objects;
+mod pipeline;
 
 use std::process::ExitCode;
 
