@@ -46,6 +46,8 @@ pub mod seal;
 #[doc(hidden)]
 pub mod testkit;
 
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "store")]
 pub mod jobs;
 #[cfg(feature = "store")]

@@ -40,14 +40,15 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::descriptor::{
     Authenticity, BucketConfig, Descriptor, StoredForm, DESCRIPTOR_KEY, MAX_DESCRIPTOR_LEN,
 };
+use crate::format::envelope::PartsLayout;
 use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
-use crate::format::stream::payload_len;
+use crate::format::stream::{payload_len, PAYLOAD_NONCE_SIZE};
 use crate::format::{Binding, Envelope, SealedMetadata};
 use crate::keys::keyring::Keyring;
 use crate::keys::KeyId;
 use crate::keys::{Identity, Recipient};
 use crate::names::{NameKey, MAX_STORED_KEY_LEN};
-use crate::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
+use crate::seal::{plaintext_len, seal_part, PayloadOpener, PayloadSealer, RangePlan};
 use crate::store::{
     self, ByteRange, ContentRange, CopyOptions, GetOptions, MultipartUpload, ObjectInfo,
     PartCopySource, ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE,
@@ -63,6 +64,9 @@ const RANGE_WINDOW: u64 = 8 * 1024 * 1024;
 /// A ranged read fetches the nonce and the chunks in one request when at most this many
 /// unneeded bytes lie between them.
 pub const RANGE_COALESCE_GAP: u64 = 256 * 1024;
+/// User-metadata entry that marks a parts upload whose final header is not installed yet
+/// (SECURITY.md §8): such an object never reads as plaintext.
+pub const PENDING_KEY: &str = "r2seal-pending";
 /// Plaintext read from a source at a time.
 const READ_SIZE: usize = 1024 * 1024;
 /// A streamed get feeds the opener batches of about this many stored bytes.
@@ -277,6 +281,60 @@ pub struct PutResult {
     pub parts: u32,
 }
 
+/// A parts upload in progress: the store's upload and the pending envelope whose file key
+/// seals every part. Holds a secret (the file key is zeroized on drop; `Debug` omits it).
+pub struct PartsUpload {
+    key: String,
+    stored_key: String,
+    upload_id: String,
+    envelope: Envelope,
+    opts: PutOptions,
+}
+
+impl fmt::Debug for PartsUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartsUpload")
+            .field("key", &self.key)
+            .field("upload_id", &self.upload_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartsUpload {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The store's upload id.
+    pub fn upload_id(&self) -> &str {
+        &self.upload_id
+    }
+}
+
+/// One sealed, uploaded part of a [`PartsUpload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPart {
+    pub part_number: u32,
+    /// The salt its key was derived from (committed to by the final header).
+    pub salt: [u8; PAYLOAD_NONCE_SIZE],
+    /// Plaintext bytes.
+    pub size: u64,
+    /// The store's ETag for the stored (sealed) part.
+    pub etag: String,
+}
+
+/// How [`SealedBucket::copy_with`] copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyRequest {
+    /// Copy only if the source's stored ETag is this one.
+    pub source_etag: Option<String>,
+    /// Replace the metadata: user metadata, sealed and readable headers come from here
+    /// (its conditions are ignored). `None` keeps the source's.
+    pub replace: Option<PutOptions>,
+    /// Record this plaintext MD5 (hex) in the sealed metadata.
+    pub set_md5: Option<String>,
+}
+
 /// An object as `head` (and `get`) describe it, after its envelope opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHead {
@@ -291,7 +349,7 @@ pub struct ObjectHead {
     pub last_modified: Option<SystemTime>,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
-    /// Sealed metadata (authenticated). Empty for a plaintext object.
+    /// Sealed metadata (authenticated). For a plaintext object: its stored user metadata.
     pub metadata: SealedMetadata,
     /// False for a plaintext object read with plaintext allowed.
     pub sealed: bool,
@@ -1080,6 +1138,12 @@ impl SealedBucket {
 
     fn open_envelope(&self, key: &str, info: &ObjectInfo) -> Res<Option<Envelope>> {
         let Some(value) = info.metadata.get(METADATA_KEY) else {
+            if info.metadata.contains_key(PENDING_KEY) {
+                return Err(SealedError::Invalid {
+                    location: self.location(key),
+                    detail: "an unfinished sealed upload (its final header was never installed): it cannot be opened; upload it again".into(),
+                });
+            }
             if self.allow_plaintext {
                 return Ok(None);
             }
@@ -1112,7 +1176,14 @@ impl SealedBucket {
                 })?,
                 env.metadata().cloned().unwrap_or_default(),
             ),
-            None => (stored_size, SealedMetadata::default()),
+            // A plaintext object's metadata is what the store holds (unauthenticated).
+            None => (
+                stored_size,
+                SealedMetadata {
+                    user: info.metadata.clone(),
+                    ..SealedMetadata::default()
+                },
+            ),
         };
         Ok(ObjectHead {
             key: key.to_string(),
@@ -1340,16 +1411,41 @@ impl SealedBucket {
     /// server-side with replaced metadata, so the body never passes through this process.
     /// The copy is conditional on the source's ETag, so header and body always match.
     pub async fn copy(&self, src: &str, dst: &str) -> Res<PutResult> {
+        self.copy_with(src, dst, &CopyRequest::default()).await
+    }
+
+    /// [`copy`](Self::copy) with conditions and replaced metadata. With `replace`, the
+    /// destination's sealed metadata is re-sealed from it (plaintext size, MD5 and
+    /// parts layout carry over; `set_md5` adds the MD5): for `src == dst` this updates an
+    /// object's metadata without touching its body (rclone's mtime update).
+    pub async fn copy_with(&self, src: &str, dst: &str, req: &CopyRequest) -> Res<PutResult> {
         let (ssrc, sdst) = (self.stored_key(src)?, self.stored_key_for_write(dst)?);
         self.ensure_descriptor(dst).await?;
         let info = self.store.head(&ssrc).await?;
+        if let Some(want) = &req.source_etag {
+            if !store::etag_eq(want, &info.meta.etag) {
+                return Err(SealedError::Store(
+                    StoreError::new(
+                        store::Op::Copy,
+                        self.location(src),
+                        store::ErrorKind::PreconditionFailed,
+                    )
+                    .with_detail("the source changed"),
+                ));
+            }
+        }
         let seal_err = |error| SealedError::Seal {
             location: self.location(dst),
             error,
         };
         let mut size = info.meta.size;
         let replace = match self.open_envelope(src, &info)? {
-            None => None, // plaintext, allowed: copied as it is
+            // Plaintext, allowed: copied as it is (only its readable metadata replaced).
+            None => req.replace.as_ref().map(|opts| ReplaceMetadata {
+                metadata: opts.metadata.clone(),
+                content_type: opts.content_type.clone(),
+                cache_control: opts.cache_control.clone(),
+            }),
             Some(envelope) => {
                 size = plaintext_len(envelope.parts(), info.meta.size).map_err(|error| {
                     SealedError::Open {
@@ -1364,7 +1460,17 @@ impl SealedBucket {
                     .ok_or(Error::InvalidRecipients("no recipients configured"))
                     .and_then(|r| r.for_name(&name))
                     .map_err(seal_err)?;
-                let metadata = rewrapped_metadata(&envelope, &self.identities, &recipients);
+                let mut metadata = rewrapped_metadata(&envelope, &self.identities, &recipients);
+                if let Some(opts) = &req.replace {
+                    let fresh = Self::sealed_metadata(opts, None, None);
+                    metadata.content_encoding = fresh.content_encoding;
+                    metadata.content_disposition = fresh.content_disposition;
+                    metadata.content_language = fresh.content_language;
+                    metadata.user = fresh.user;
+                }
+                if req.set_md5.is_some() {
+                    metadata.md5 = req.set_md5.clone();
+                }
                 let moved = envelope
                     .rewrap(
                         &recipients,
@@ -1379,10 +1485,14 @@ impl SealedBucket {
                     .header()
                     .to_metadata_value_within(R2_METADATA_LIMIT)
                     .map_err(seal_err)?;
+                let (content_type, cache_control) = match &req.replace {
+                    Some(opts) => (opts.content_type.clone(), opts.cache_control.clone()),
+                    None => (info.content_type.clone(), info.cache_control.clone()),
+                };
                 Some(ReplaceMetadata {
                     metadata: BTreeMap::from([(METADATA_KEY.to_string(), value)]),
-                    content_type: info.content_type.clone(),
-                    cache_control: info.cache_control.clone(),
+                    content_type,
+                    cache_control,
                 })
             }
         };
@@ -1511,6 +1621,227 @@ impl SealedBucket {
         let put = self.copy(src, dst).await?;
         self.store.delete(&self.stored_key(src)?).await?;
         Ok(put)
+    }
+
+    // ---- parts uploads (the gateway's multipart uploads) ----
+
+    /// Start an upload whose parts the caller seals and sends one by one, in any order,
+    /// re-sending any (SECURITY.md §3.5, §8). The store's upload is created with only the
+    /// [`PENDING_KEY`] marker: the final header is installed by
+    /// [`complete_parts_upload`](Self::complete_parts_upload). The returned handle holds
+    /// the file key (zeroized on drop) and must stay with the caller until then.
+    pub async fn create_parts_upload(&self, key: &str, opts: &PutOptions) -> Res<PartsUpload> {
+        if opts.is_conditional() {
+            return Err(self.conditional_multipart(key));
+        }
+        let skey = self.stored_key_for_write(key)?;
+        self.ensure_descriptor(key).await?;
+        let name = self.name_of(key);
+        let seal_err = |error| SealedError::Seal {
+            location: self.location(key),
+            error,
+        };
+        let recipients = self
+            .recipients
+            .as_ref()
+            .ok_or(Error::InvalidRecipients("no recipients configured"))
+            .and_then(|r| r.for_name(&name))
+            .map_err(seal_err)?;
+        let envelope = Envelope::seal(
+            &recipients,
+            Binding {
+                name: Some(name.clone()),
+                metadata: None,
+                parts: None,
+            },
+        )
+        .map_err(seal_err)?;
+        // Refuse now what could not be installed later: the largest final header.
+        let widest = PartsLayout {
+            count: MAX_PARTS,
+            part_size: 5 << 30,
+            last_size: 5 << 30,
+            salts_digest: [0; 32],
+        };
+        let mut metadata = Self::sealed_metadata(opts, Some(u64::MAX), None);
+        metadata.recipients = key_ids(&recipients);
+        metadata.wrapped_to = metadata.recipients.clone();
+        envelope
+            .rewrap(
+                &recipients,
+                Binding {
+                    name: Some(name),
+                    metadata: Some(metadata),
+                    parts: Some(widest),
+                },
+            )
+            .and_then(|e| e.header().to_metadata_value_within(R2_METADATA_LIMIT))
+            .map_err(seal_err)?;
+        let pending = store::PutOptions {
+            content_type: opts.content_type.clone(),
+            cache_control: opts.cache_control.clone(),
+            metadata: BTreeMap::from([(PENDING_KEY.to_string(), "1".to_string())]),
+            if_match: None,
+            if_none_match: None,
+        };
+        let upload_id = self.store.create_multipart(&skey, &pending).await?;
+        Ok(PartsUpload {
+            key: key.to_string(),
+            stored_key: skey,
+            upload_id,
+            envelope,
+            opts: PutOptions {
+                if_match: None,
+                if_none_match: None,
+                ..opts.clone()
+            },
+        })
+    }
+
+    /// Seal part `part_number` (from 1) of `upload` with a fresh salt and upload it.
+    /// Sending a number again replaces that part (its new salt wins at completion).
+    pub async fn upload_sealed_part(
+        &self,
+        upload: &PartsUpload,
+        part_number: u32,
+        plaintext: &[u8],
+    ) -> Res<SealedPart> {
+        if part_number == 0 || part_number > MAX_PARTS {
+            return Err(SealedError::Invalid {
+                location: self.location(&upload.key),
+                detail: format!("part number {part_number} is outside 1..={MAX_PARTS}"),
+            });
+        }
+        let (salt, body) = seal_part(&upload.envelope, part_number, plaintext);
+        let put = self
+            .store
+            .upload_part(
+                &upload.stored_key,
+                &upload.upload_id,
+                part_number,
+                body.into(),
+            )
+            .await?;
+        Ok(SealedPart {
+            part_number,
+            salt,
+            size: plaintext.len() as u64,
+            etag: put.etag,
+        })
+    }
+
+    /// Complete `upload` from `parts` (in part order, one per number), then install the
+    /// final header: the same file key rewrapped with the parts layout and the sealed
+    /// metadata, by a metadata-replacing copy of the object onto itself. `extra` adds
+    /// sealed user metadata known only now. If that copy fails, the object stays behind
+    /// unreadable (marked pending) and the error says so: upload it again.
+    pub async fn complete_parts_upload(
+        &self,
+        upload: &PartsUpload,
+        parts: &[SealedPart],
+        extra: BTreeMap<String, String>,
+    ) -> Res<PutResult> {
+        let location = self.location(&upload.key);
+        let invalid = |detail: String| SealedError::Invalid {
+            location: location.clone(),
+            detail,
+        };
+        if parts.is_empty() {
+            return Err(invalid("no parts to complete".into()));
+        }
+        for (i, p) in parts.iter().enumerate() {
+            if p.part_number as usize != i + 1 {
+                return Err(invalid(format!(
+                    "parts must be numbered 1..={} without gaps (part {} is at position {})",
+                    parts.len(),
+                    p.part_number,
+                    i + 1
+                )));
+            }
+        }
+        let sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
+        let salts: Vec<[u8; PAYLOAD_NONCE_SIZE]> = parts.iter().map(|p| p.salt).collect();
+        let layout = PartsLayout::new(&sizes, &salts).map_err(|e| {
+            invalid(format!(
+                "these parts cannot form a sealed object ({e}): all parts but the last must have the same size"
+            ))
+        })?;
+        let name = self.name_of(&upload.key);
+        let seal_err = |error| SealedError::Seal {
+            location: location.clone(),
+            error,
+        };
+        let recipients = self
+            .recipients
+            .as_ref()
+            .ok_or(Error::InvalidRecipients("no recipients configured"))
+            .and_then(|r| r.for_name(&name))
+            .map_err(seal_err)?;
+        let size = layout.plaintext_len();
+        let mut metadata = Self::sealed_metadata(&upload.opts, Some(size), None);
+        metadata.recipients = key_ids(&recipients);
+        metadata.wrapped_to = metadata.recipients.clone();
+        metadata.user.extend(extra);
+        let last = upload
+            .envelope
+            .rewrap(
+                &recipients,
+                Binding {
+                    name: Some(name),
+                    metadata: Some(metadata),
+                    parts: Some(layout),
+                },
+            )
+            .map_err(seal_err)?;
+        let value = last
+            .header()
+            .to_metadata_value_within(R2_METADATA_LIMIT)
+            .map_err(seal_err)?;
+        let uploaded: Vec<UploadedPart> = parts
+            .iter()
+            .map(|p| UploadedPart {
+                part_number: p.part_number,
+                etag: p.etag.clone(),
+            })
+            .collect();
+        let done = self
+            .store
+            .complete_multipart(&upload.stored_key, &upload.upload_id, &uploaded)
+            .await?;
+        let installed = self
+            .store
+            .copy(
+                &upload.stored_key,
+                &upload.stored_key,
+                &CopyOptions {
+                    replace_metadata: Some(ReplaceMetadata {
+                        metadata: BTreeMap::from([(METADATA_KEY.to_string(), value)]),
+                        content_type: upload.opts.content_type.clone(),
+                        cache_control: upload.opts.cache_control.clone(),
+                    }),
+                    if_match: Some(done.etag),
+                },
+            )
+            .await
+            .map_err(|e| {
+                invalid(format!(
+                    "the parts were stored but the final header could not be installed, so the object does not open: {e}"
+                ))
+            })?;
+        Ok(PutResult {
+            etag: installed.etag,
+            size,
+            stored_size: layout.stored_len(),
+            parts: parts.len() as u32,
+        })
+    }
+
+    /// Abort `upload`: its parts are removed and no object is written.
+    pub async fn abort_parts_upload(&self, upload: &PartsUpload) -> Res<()> {
+        Ok(self
+            .store
+            .abort_multipart(&upload.stored_key, &upload.upload_id)
+            .await?)
     }
 
     // ---- unfinished uploads ----

@@ -139,6 +139,10 @@ pub enum Command {
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
 
+    /// Serve the S3 API locally, sealing writes and opening reads in front of a bucket
+    #[command(after_help = GATEWAY_HELP)]
+    Gateway(GatewayArgs),
+
     /// Manage the keyring: named keys, statuses, defaults, per-prefix policies
     #[command(subcommand)]
     Key(KeyCommand),
@@ -581,4 +585,32 @@ pub struct VerifyArgs {
     pub sample: Option<u64>,
     #[command(flatten)]
     pub job: JobArgs,
+}
+
+const GATEWAY_HELP: &str = "\
+Clients sign with R2SEAL_GATEWAY_ACCESS_KEY_ID / R2SEAL_GATEWAY_SECRET_ACCESS_KEY (SigV4).
+Bucket names pass through to the upstream; its credentials come from the AWS environment
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE), as for the other commands.
+Plaintext objects already in the bucket stay readable; every write is sealed.
+Example (rclone): endpoint = http://127.0.0.1:8333, provider = Other, list_version = 2.";
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Seal to these recipients (default: the keyring's policy per key); the identities
+    /// (-i, or the keyring's) open what clients read
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Address to listen on (port 0: any free port, printed on stderr)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8333")]
+    pub listen: String,
+    /// Upstream S3 endpoint URL (default: AWS_ENDPOINT_URL, else R2's from R2_ACCOUNT_ID)
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Listen on a non-loopback address (anyone who can reach it and holds the gateway
+    /// key pair reads plaintext: put TLS in front)
+    #[arg(long)]
+    pub allow_public: bool,
+    /// Largest multipart part a client may send, in MiB (held in memory while sealed)
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub max_part_size: u64,
 }

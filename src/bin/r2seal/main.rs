@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod gateway_cmd;
 mod io;
 mod jobs_cmd;
 mod keys_cmd;
@@ -65,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bucket(cmd) => objects::bucket(cmd),
         Command::Migrate(args) => jobs_cmd::migrate(args),
         Command::Verify(args) => jobs_cmd::verify(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,72 @@
+//! `r2seal gateway`: load keys and credentials, bind, and hand over to `r2seal::gateway`.
+
+use std::net::SocketAddr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use r2seal::gateway::{serve, GatewayConfig};
+use r2seal::store::s3::S3Options;
+use zeroize::Zeroizing;
+
+use crate::cli::GatewayArgs;
+use crate::io as cio;
+use crate::objects::write_keys;
+
+fn env_var(name: &str) -> Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| anyhow!("{name} is not set: clients authenticate to the gateway with R2SEAL_GATEWAY_ACCESS_KEY_ID / R2SEAL_GATEWAY_SECRET_ACCESS_KEY"))
+}
+
+pub fn run(args: GatewayArgs) -> Result<()> {
+    let addr: SocketAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?}: expected IP:PORT", args.listen))?;
+    if !addr.ip().is_loopback() && !args.allow_public {
+        bail!(
+            "refusing to listen on {addr}: not a loopback address (clients there would read plaintext); pass --allow-public to do it anyway"
+        );
+    }
+    let access_key_id = env_var("R2SEAL_GATEWAY_ACCESS_KEY_ID")?;
+    let secret = Zeroizing::new(env_var("R2SEAL_GATEWAY_SECRET_ACCESS_KEY")?);
+    if args.max_part_size == 0 {
+        bail!("--max-part-size must be at least 1 MiB");
+    }
+    let (recipients, mut identities) = write_keys(&args.recipients, "")?;
+    if identities.is_empty() {
+        if let Some(path) = &args.recipients.keyring.keyring {
+            identities = cio::LoadedKeyring::load(path)?.ring.identities();
+        }
+    }
+    if identities.is_empty() {
+        bail!("no identities: the gateway opens what clients read; pass -i FILE, or a keyring with --keyring / R2SEAL_KEYRING");
+    }
+    let config = GatewayConfig {
+        upstream: S3Options {
+            endpoint: args.upstream.clone(),
+            ..Default::default()
+        },
+        recipients,
+        identities,
+        access_key_id,
+        secret_access_key: secret,
+        max_part_size: args.max_part_size * 1024 * 1024,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        eprintln!(
+            "r2seal gateway: listening on http://{bound} (upstream: {})",
+            args.upstream.as_deref().unwrap_or("from the environment")
+        );
+        serve(listener, config, std::future::pending()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,80 @@
+//! Accepting connections: hyper 1 over tokio, one task per connection, s3s as the service.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use super::Gateway;
+use crate::keys::Identity;
+use crate::sealed::Recipients;
+use crate::store::s3::S3Options;
+
+/// How a gateway reaches its upstream, whom it seals to, and whom it lets in.
+pub struct GatewayConfig {
+    /// Endpoint, region and credentials of the upstream (`None` fields: the environment).
+    pub upstream: S3Options,
+    pub recipients: Recipients,
+    pub identities: Vec<Identity>,
+    /// The key pair clients sign requests with (SigV4).
+    pub access_key_id: String,
+    pub secret_access_key: Zeroizing<String>,
+    /// Largest part a client may upload (a part is held in memory while it is sealed).
+    pub max_part_size: u64,
+}
+
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("upstream", &self.upstream)
+            .field("identities", &self.identities.len())
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("max_part_size", &self.max_part_size)
+            .finish()
+    }
+}
+
+/// Serve the S3 API on `listener` until `shutdown` resolves. Each connection runs in its
+/// own task; a failing connection or request never stops the gateway.
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut builder = S3ServiceBuilder::new(Gateway::new(&config));
+    builder.set_auth(SimpleAuth::from_single(
+        config.access_key_id.clone(),
+        config.secret_access_key.as_str(),
+    ));
+    let service = Arc::new(builder.build());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors and the like: keep serving the others.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service.as_ref().clone());
+            let _ = conn.await;
+        });
+    }
+}

@@ -1,0 +1,1149 @@
+//! The S3 operations, over [`SealedBucket`]s (one per upstream bucket, opened on first use).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::stream::{Stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+use super::checksum::{self, Declared};
+use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
+use crate::keys::Identity;
+use crate::sealed::{
+    CopyRequest, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients, SealedBucket,
+    SealedError, SealedPart, PENDING_KEY,
+};
+use crate::store::s3::{S3Options, S3Store};
+use crate::store::{self, ByteRange, ErrorKind, Store};
+
+/// The S3 service: bucket names pass through to the upstream.
+pub struct Gateway {
+    upstream: S3Options,
+    recipients: Recipients,
+    identities: Vec<Identity>,
+    max_part_size: u64,
+    buckets: tokio::sync::Mutex<HashMap<String, SealedBucket>>,
+    /// Multipart uploads in progress, by upstream upload id. Their file keys live only
+    /// here: a restart forgets them and their uploads answer NoSuchUpload.
+    uploads: Mutex<HashMap<String, Arc<Upload>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstream", &self.upstream)
+            .field("identities", &self.identities.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Upload {
+    bucket: String,
+    parts_upload: PartsUpload,
+    /// By part number: the sealed part and the plaintext part's MD5 (its client ETag).
+    parts: Mutex<BTreeMap<u32, (SealedPart, [u8; 16])>>,
+}
+
+impl Gateway {
+    pub fn new(config: &super::GatewayConfig) -> Gateway {
+        Gateway {
+            upstream: config.upstream.clone(),
+            recipients: config.recipients.clone(),
+            identities: config.identities.clone(),
+            max_part_size: config.max_part_size,
+            buckets: tokio::sync::Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn bucket(&self, name: &str) -> S3Result<SealedBucket> {
+        let mut buckets = self.buckets.lock().await;
+        if let Some(b) = buckets.get(name) {
+            return Ok(b.clone());
+        }
+        let store = S3Store::new(name, "", self.upstream.clone())
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let bucket = SealedBucket::new(store)
+            .with_recipients(self.recipients.clone())
+            .with_identities(self.identities.clone())
+            // The migration window: plaintext objects stay readable; writes are sealed.
+            .allow_plaintext(true);
+        buckets.insert(name.to_string(), bucket.clone());
+        Ok(bucket)
+    }
+
+    fn upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<Arc<Upload>> {
+        let uploads = self.uploads.lock().expect("not poisoned");
+        match uploads.get(upload_id) {
+            Some(u) if u.bucket == bucket && u.parts_upload.key() == key => Ok(u.clone()),
+            _ => Err(s3_error!(
+                NoSuchUpload,
+                "no such upload in progress at this gateway (uploads do not survive a gateway restart)"
+            )),
+        }
+    }
+
+    /// The stored ETag a client's ETag stands for, or PreconditionFailed.
+    async fn upstream_etag(
+        &self,
+        bucket: &SealedBucket,
+        key: &str,
+        client: &ETagCondition,
+    ) -> S3Result<Option<String>> {
+        let ETagCondition::ETag(tag) = client else {
+            return Ok(None); // `*`
+        };
+        if let Some(stored) = tag.value().strip_prefix(OPAQUE_ETAG_PREFIX) {
+            return Ok(Some(format!("\"{stored}\"")));
+        }
+        let head = bucket
+            .head(key)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        if client_etag(&head) == tag.value() {
+            Ok(Some(head.etag))
+        } else {
+            Err(s3_error!(
+                PreconditionFailed,
+                "If-Match: the object has another ETag"
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ETags, metadata, errors
+
+fn unquote(etag: &str) -> &str {
+    etag.trim_start_matches("W/").trim_matches('"')
+}
+
+fn opaque_etag(stored: &str) -> String {
+    format!("{OPAQUE_ETAG_PREFIX}{}", unquote(stored))
+}
+
+/// The ETag (unquoted) clients see for an object (module docs).
+fn client_etag(head: &ObjectHead) -> String {
+    if !head.sealed {
+        return unquote(&head.etag).to_string();
+    }
+    if let Some(etag) = head.metadata.user.get(ETAG_KEY) {
+        return etag.clone();
+    }
+    match &head.metadata.md5 {
+        Some(md5) => md5.clone(),
+        None => opaque_etag(&head.etag),
+    }
+}
+
+fn etag(value: String) -> Option<ETag> {
+    Some(ETag::Strong(value))
+}
+
+fn matches(cond: &ETagCondition, head: &ObjectHead) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(tag) => {
+            let v = tag.value();
+            v == client_etag(head)
+                || v.strip_prefix(OPAQUE_ETAG_PREFIX) == Some(unquote(&head.etag))
+        }
+    }
+}
+
+/// GET/HEAD conditions, evaluated on the plaintext view of the object.
+fn check_conditions(
+    head: &ObjectHead,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let modified = head.last_modified.map(time::OffsetDateTime::from);
+    if let Some(c) = if_match {
+        if !matches(c, head) {
+            return Err(s3_error!(PreconditionFailed, "If-Match did not hold"));
+        }
+    } else if let (Some(since), Some(m)) = (if_unmodified_since, modified) {
+        if m.unix_timestamp() > time::OffsetDateTime::from(since.clone()).unix_timestamp() {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "modified since If-Unmodified-Since"
+            ));
+        }
+    }
+    if let Some(c) = if_none_match {
+        if matches(c, head) {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    } else if let (Some(since), Some(m)) = (if_modified_since, modified) {
+        if m.unix_timestamp() <= time::OffsetDateTime::from(since.clone()).unix_timestamp() {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    }
+    Ok(())
+}
+
+/// User metadata as clients see it: gateway-internal entries removed.
+fn client_metadata(head: &ObjectHead) -> Option<Metadata> {
+    let m: Metadata = head
+        .metadata
+        .user
+        .iter()
+        .filter(|(k, _)| !is_reserved(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+fn is_reserved(key: &str) -> bool {
+    key == ETAG_KEY || key == PENDING_KEY || key == crate::format::header::METADATA_KEY
+}
+
+/// Sealed user metadata from a client's `x-amz-meta-*` (reserved names dropped).
+fn user_metadata(m: Option<Metadata>) -> BTreeMap<String, String> {
+    m.unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !is_reserved(k))
+        .collect()
+}
+
+/// `aws-chunked` is how the body travelled, not what the object is encoded with.
+fn content_encoding(v: Option<String>) -> Option<String> {
+    let v = v?;
+    let kept: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
+fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
+    t.map(Timestamp::from)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Bucket,
+    Object,
+    Upload,
+}
+
+fn store_error(e: &store::StoreError, ctx: Ctx) -> S3Error {
+    let msg = e.to_string();
+    let code = match e.kind() {
+        ErrorKind::NotFound => match ctx {
+            Ctx::Upload => S3ErrorCode::NoSuchUpload,
+            Ctx::Bucket => S3ErrorCode::NoSuchBucket,
+            Ctx::Object => S3ErrorCode::NoSuchKey,
+        },
+        ErrorKind::NoSuchBucket => S3ErrorCode::NoSuchBucket,
+        ErrorKind::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        ErrorKind::RangeNotSatisfiable => S3ErrorCode::InvalidRange,
+        ErrorKind::AccessDenied => S3ErrorCode::AccessDenied,
+        ErrorKind::InvalidRequest => S3ErrorCode::InvalidRequest,
+        ErrorKind::Unsupported => S3ErrorCode::NotImplemented,
+        ErrorKind::Network | ErrorKind::Unavailable => S3ErrorCode::ServiceUnavailable,
+        // The gateway's own upstream credentials: not the client's fault.
+        ErrorKind::InvalidCredentials | ErrorKind::Other => S3ErrorCode::InternalError,
+    };
+    S3Error::with_message(code, msg)
+}
+
+fn sealed_error(e: &SealedError, ctx: Ctx) -> S3Error {
+    match e {
+        SealedError::Store(s) => store_error(s, ctx),
+        SealedError::Invalid { detail, .. } if detail.starts_with("range not satisfiable") => {
+            S3Error::with_message(S3ErrorCode::InvalidRange, e.to_string())
+        }
+        SealedError::Invalid { .. } => {
+            S3Error::with_message(S3ErrorCode::InvalidRequest, e.to_string())
+        }
+        SealedError::Io { error, .. } => match checksum::digest_mismatch(error) {
+            Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
+            None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+        },
+        // Open/Seal: the gateway's keys or the stored object; deliberately coarse.
+        _ => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+    }
+}
+
+fn declared(
+    content_md5: Option<String>,
+    sums: [Option<String>; 5],
+    headers: &hyper::http::HeaderMap,
+) -> Declared {
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = sums;
+    let trailer = headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect();
+    Declared {
+        content_md5,
+        crc32,
+        crc32c,
+        crc64nvme,
+        sha1,
+        sha256,
+        trailer,
+    }
+}
+
+fn body_len(
+    body: &StreamingBlob,
+    content_length: Option<i64>,
+    headers: &hyper::http::HeaderMap,
+) -> Option<u64> {
+    if let Some(n) = s3s::stream::ByteStream::remaining_length(body).exact() {
+        return Some(n as u64);
+    }
+    let chunked = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    if chunked {
+        return headers
+            .get("x-amz-decoded-content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+    }
+    content_length.and_then(|n| u64::try_from(n).ok())
+}
+
+/// `Sync` for s3s's body type: the stream is only ever polled through `&mut`.
+struct SyncBody(Mutex<PlainStream>);
+
+impl Stream for SyncBody {
+    type Item = Result<Bytes, SealedError>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .0
+            .get_mut()
+            .expect("not poisoned")
+            .poll_next_unpin(cx)
+    }
+}
+
+fn range_of(r: &Range) -> ByteRange {
+    match *r {
+        Range::Int { first, last: None } => ByteRange::From(first),
+        Range::Int {
+            first,
+            last: Some(last),
+        } => ByteRange::Inclusive {
+            start: first,
+            end: last,
+        },
+        Range::Suffix { length } => ByteRange::Suffix(length),
+    }
+}
+
+/// Percent-encoding for `encoding-type=url` listings (keys keep their `/`).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn put_options(
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    encoding: Option<String>,
+    disposition: Option<String>,
+    language: Option<String>,
+    metadata: Option<Metadata>,
+) -> PutOptions {
+    PutOptions {
+        content_type,
+        cache_control,
+        content_encoding: content_encoding(encoding),
+        content_disposition: disposition,
+        content_language: language,
+        metadata: user_metadata(metadata),
+        if_match: None,
+        if_none_match: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        bucket
+            .store()
+            .list("", None, None, Some(1))
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    /// Buckets are created upstream; an existing one is reported as created (rclone
+    /// "creates" its bucket before writing).
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = self.bucket(&req.input.bucket).await?;
+        match bucket.store().list("", None, None, Some(1)).await {
+            Ok(_) => Ok(S3Response::new(CreateBucketOutput::default())),
+            Err(e) if e.kind() == ErrorKind::NoSuchBucket => Err(s3_error!(
+                NotImplemented,
+                "the gateway does not create buckets: create it upstream"
+            )),
+            Err(e) => Err(store_error(&e, Ctx::Bucket)),
+        }
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let head = bucket
+            .head(&input.key)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        check_conditions(
+            &head,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let m = &head.metadata;
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(head.size as i64),
+            content_type: head.content_type.clone(),
+            cache_control: head.cache_control.clone(),
+            content_encoding: m.content_encoding.clone(),
+            content_disposition: m.content_disposition.clone(),
+            content_language: m.content_language.clone(),
+            e_tag: etag(client_etag(&head)),
+            last_modified: timestamp(head.last_modified),
+            metadata: client_metadata(&head),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        if input.part_number.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "GetObject by partNumber is not supported"
+            ));
+        }
+        let bucket = self.bucket(&input.bucket).await?;
+        let range = input.range.as_ref().map(range_of);
+        let got = bucket
+            .get(&input.key, range)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        let head = &got.head;
+        check_conditions(
+            head,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let (len, content_range) = match got.range {
+            Some(r) => (
+                r.len(),
+                Some(format!("bytes {}-{}/{}", r.start, r.end, head.size)),
+            ),
+            None => (head.size, None),
+        };
+        let m = &head.metadata;
+        let output = GetObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(len as i64),
+            content_range,
+            content_type: head.content_type.clone(),
+            cache_control: head.cache_control.clone(),
+            content_encoding: m.content_encoding.clone(),
+            content_disposition: m.content_disposition.clone(),
+            content_language: m.content_language.clone(),
+            e_tag: etag(client_etag(head)),
+            last_modified: timestamp(head.last_modified),
+            metadata: client_metadata(head),
+            body: Some(StreamingBlob::wrap(SyncBody(Mutex::new(got.body)))),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        if input.start_after.is_some() && input.continuation_token.is_none() {
+            return Err(s3_error!(NotImplemented, "start-after is not supported"));
+        }
+        let bucket = self.bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // rclone sends `delimiter=` for a recursive listing.
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let max_keys = input.max_keys.map(|n| n.clamp(0, 1000) as u32);
+        let page = if max_keys == Some(0) {
+            Default::default()
+        } else {
+            bucket
+                .list(
+                    &prefix,
+                    delimiter.as_deref(),
+                    input.continuation_token.clone(),
+                    max_keys,
+                )
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Bucket))?
+        };
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        // An object uploaded in parts has its own size function, and only such an
+        // object can be larger than one minimum part: those are HEADed for their exact
+        // plaintext size (few, large objects; small ones need no request).
+        let wanted: Vec<Option<String>> = page
+            .objects
+            .iter()
+            .map(|o| (o.stored_size > store::MIN_PART_SIZE).then(|| o.key.clone()))
+            .collect();
+        let heads: Vec<Option<ObjectHead>> = futures_util::stream::iter(wanted)
+            .map(|key| {
+                let bucket = bucket.clone();
+                async move {
+                    let Some(key) = key else {
+                        return Ok(None);
+                    };
+                    match bucket.head(&key).await {
+                        Ok(h) => Ok(Some(h)),
+                        Err(e) if e.is_not_found() => Ok(None), // deleted meanwhile
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        let contents: Vec<Object> = page
+            .objects
+            .iter()
+            .zip(heads)
+            .map(|(o, head)| {
+                let (size, tag) = match head {
+                    Some(h) => (h.size, client_etag(&h)),
+                    None => (o.size.unwrap_or(o.stored_size), opaque_etag(&o.etag)),
+                };
+                Object {
+                    key: Some(enc(&o.key)),
+                    size: Some(size as i64),
+                    e_tag: etag(tag),
+                    last_modified: timestamp(o.last_modified),
+                    storage_class: Some(ObjectStorageClass::from_static(
+                        ObjectStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let common: Vec<CommonPrefix> = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        let key_count = (contents.len() + common.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(enc(&prefix)),
+            delimiter: input.delimiter.as_deref().map(enc),
+            max_keys: Some(input.max_keys.unwrap_or(1000)),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(page.next_continuation.is_some()),
+            next_continuation_token: page.next_continuation,
+            contents: Some(contents),
+            common_prefixes: (!common.is_empty()).then_some(common),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let mut opts = put_options(
+            input.content_type,
+            input.cache_control,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.metadata,
+        );
+        if let Some(c) = &input.if_match {
+            opts.if_match = self.upstream_etag(&bucket, &input.key, c).await?;
+            if opts.if_match.is_none() {
+                return Err(s3_error!(NotImplemented, "If-Match: * is not supported"));
+            }
+        }
+        if let Some(c) = &input.if_none_match {
+            match c {
+                ETagCondition::Any => opts.if_none_match = Some("*".into()),
+                ETagCondition::ETag(_) => {
+                    return Err(s3_error!(NotImplemented, "If-None-Match takes only *"))
+                }
+            }
+        }
+        let body = input.body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, io::Error>>())
+        });
+        let len = body_len(&body, input.content_length, &headers);
+        let declared = declared(
+            input.content_md5,
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_crc64nvme,
+                input.checksum_sha1,
+                input.checksum_sha256,
+            ],
+            &headers,
+        );
+        let (stream, md5) = checksum::verified(body, declared, trailers);
+        let put = bucket
+            .put_stream(&input.key, stream, len, &opts)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        let md5 = md5
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .ok_or_else(|| s3_error!(InternalError, "the body ended without a digest"))?;
+        let md5 = checksum::hex(&md5);
+        if put.parts > 0 {
+            // Sealed in parts of one stream: its header was written first, so the MD5
+            // is added now, by re-sealing the metadata onto the same body.
+            bucket
+                .copy_with(
+                    &input.key,
+                    &input.key,
+                    &CopyRequest {
+                        source_etag: Some(put.etag.clone()),
+                        replace: None,
+                        set_md5: Some(md5.clone()),
+                    },
+                )
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        }
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: etag(md5),
+            size: Some(put.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        if input.if_match.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "conditional deletes are not supported"
+            ));
+        }
+        bucket
+            .delete(&input.key)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        Ok(S3Response::with_status(
+            DeleteObjectOutput::default(),
+            hyper::http::StatusCode::NO_CONTENT,
+        ))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let results: Vec<(String, Result<(), SealedError>)> =
+            futures_util::stream::iter(input.delete.objects)
+                .map(|o| {
+                    let bucket = bucket.clone();
+                    async move {
+                        let r = bucket.delete(&o.key).await;
+                        (o.key, r)
+                    }
+                })
+                .buffered(8)
+                .collect()
+                .await;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                }),
+                Ok(()) => {}
+                Err(e) => {
+                    let s3 = sealed_error(&e, Ctx::Object);
+                    errors.push(Error {
+                        code: Some(s3.code().as_str().to_string()),
+                        key: Some(key),
+                        message: s3.message().map(str::to_string),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copy from an access point"));
+        };
+        if version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "versioned copy sources"));
+        }
+        let dst = self.bucket(&input.bucket).await?;
+        let src = self.bucket(src_bucket).await?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let src_head = src
+            .head(src_key)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        if let Some(c) = &input.copy_source_if_match {
+            if !matches(c, &src_head) {
+                return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
+            }
+        }
+        if let Some(c) = &input.copy_source_if_none_match {
+            if matches(c, &src_head) {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "x-amz-copy-source-if-none-match"
+                ));
+            }
+        }
+        let modified = src_head.last_modified.map(time::OffsetDateTime::from);
+        if let (Some(t), Some(m)) = (&input.copy_source_if_modified_since, modified) {
+            if m.unix_timestamp() <= time::OffsetDateTime::from(t.clone()).unix_timestamp() {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "x-amz-copy-source-if-modified-since"
+                ));
+            }
+        }
+        if let (Some(t), Some(m)) = (&input.copy_source_if_unmodified_since, modified) {
+            if m.unix_timestamp() > time::OffsetDateTime::from(t.clone()).unix_timestamp() {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "x-amz-copy-source-if-unmodified-since"
+                ));
+            }
+        }
+        let mut replace_opts = replace.then(|| {
+            put_options(
+                input.content_type.clone(),
+                input.cache_control.clone(),
+                input.content_encoding.clone(),
+                input.content_disposition.clone(),
+                input.content_language.clone(),
+                input.metadata.clone(),
+            )
+        });
+        // An ETag the gateway keeps sealed in user metadata belongs to the body: it
+        // survives a metadata replacement.
+        if let (Some(opts), Some(tag)) = (
+            replace_opts.as_mut(),
+            src_head
+                .sealed
+                .then(|| src_head.metadata.user.get(super::ETAG_KEY))
+                .flatten(),
+        ) {
+            opts.metadata
+                .insert(super::ETAG_KEY.to_string(), tag.clone());
+        }
+        let same_bucket = &**src_bucket == input.bucket.as_str();
+        if same_bucket {
+            dst.copy_with(
+                src_key,
+                &input.key,
+                &CopyRequest {
+                    source_etag: Some(src_head.etag.clone()),
+                    replace: replace_opts,
+                    set_md5: None,
+                },
+            )
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        } else {
+            // Across buckets: through the gateway, sealed anew for the destination.
+            let got = src
+                .get(src_key, None)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+            let opts = replace_opts.unwrap_or_else(|| PutOptions {
+                content_type: got.head.content_type.clone(),
+                cache_control: got.head.cache_control.clone(),
+                content_encoding: got.head.metadata.content_encoding.clone(),
+                content_disposition: got.head.metadata.content_disposition.clone(),
+                content_language: got.head.metadata.content_language.clone(),
+                metadata: got.head.metadata.user.clone(),
+                ..Default::default()
+            });
+            let size = got.head.size;
+            let body = got.body.map_err(|e| io::Error::other(e.to_string()));
+            dst.put_stream(&input.key, body, Some(size), &opts)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        }
+        let head = dst
+            .head(&input.key)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: etag(client_etag(&head)),
+                last_modified: timestamp(head.last_modified.or(Some(SystemTime::now()))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let opts = put_options(
+            input.content_type,
+            input.cache_control,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.metadata,
+        );
+        let parts_upload = bucket
+            .create_parts_upload(&input.key, &opts)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        let upload_id = parts_upload.upload_id().to_string();
+        self.uploads.lock().expect("not poisoned").insert(
+            upload_id.clone(),
+            Arc::new(Upload {
+                bucket: input.bucket.clone(),
+                parts_upload,
+                parts: Mutex::new(BTreeMap::new()),
+            }),
+        );
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
+        let number = u32::try_from(input.part_number)
+            .ok()
+            .filter(|n| (1..=store::MAX_PARTS).contains(n))
+            .ok_or_else(|| s3_error!(InvalidArgument, "part number must be 1 to 10000"))?;
+        let bucket = self.bucket(&input.bucket).await?;
+        let body = input.body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, io::Error>>())
+        });
+        let len = body_len(&body, input.content_length, &headers);
+        if len.is_some_and(|n| n > self.max_part_size) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "parts above {} bytes are not accepted by this gateway",
+                self.max_part_size
+            ));
+        }
+        let declared = declared(
+            input.content_md5,
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_crc64nvme,
+                input.checksum_sha1,
+                input.checksum_sha256,
+            ],
+            &headers,
+        );
+        let (mut stream, md5) = checksum::verified(body, declared, trailers);
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(len.unwrap_or(0) as usize));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match checksum::digest_mismatch(&e) {
+                Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
+                None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+            })?;
+            if plain.len() as u64 + chunk.len() as u64 > self.max_part_size {
+                return Err(s3_error!(EntityTooLarge, "part too large for this gateway"));
+            }
+            plain.extend_from_slice(&chunk);
+        }
+        if len.is_some_and(|n| n != plain.len() as u64) {
+            return Err(s3_error!(
+                IncompleteBody,
+                "the body is not Content-Length bytes"
+            ));
+        }
+        let md5 = md5
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .ok_or_else(|| s3_error!(InternalError, "the body ended without a digest"))?;
+        let part = bucket
+            .upload_sealed_part(&upload.parts_upload, number, &plain)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Upload))?;
+        upload
+            .parts
+            .lock()
+            .expect("not poisoned")
+            .insert(number, (part, md5));
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: etag(checksum::hex(&md5)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
+        let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let all: Vec<Part> = upload
+            .parts
+            .lock()
+            .expect("not poisoned")
+            .range(marker + 1..)
+            .map(|(n, (p, md5))| Part {
+                part_number: Some(*n as i32),
+                size: Some(p.size as i64),
+                e_tag: etag(checksum::hex(md5)),
+                ..Default::default()
+            })
+            .collect();
+        let truncated = all.len() > max;
+        let parts: Vec<Part> = all.into_iter().take(max).collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            is_truncated: Some(truncated),
+            next_part_number_marker: parts.last().and_then(|p| p.part_number),
+            max_parts: Some(max as i32),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
+        if input.if_match.is_some() || input.if_none_match.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "conditional multipart completion"
+            ));
+        }
+        let bucket = self.bucket(&input.bucket).await?;
+        let asked = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        if asked.is_empty() {
+            return Err(s3_error!(MalformedXML, "no parts"));
+        }
+        let (parts, md5s) = {
+            let recorded = upload.parts.lock().expect("not poisoned");
+            let mut parts = Vec::with_capacity(asked.len());
+            let mut md5s = Md5::new();
+            for (i, p) in asked.iter().enumerate() {
+                let n = p.part_number.unwrap_or(0);
+                if n != i as i32 + 1 {
+                    return Err(s3_error!(
+                        InvalidPartOrder,
+                        "parts must be numbered 1, 2, 3, … without gaps (sealed parts are bound to their position)"
+                    ));
+                }
+                let Some((part, md5)) = recorded.get(&(n as u32)) else {
+                    return Err(s3_error!(InvalidPart, "part {n} was not uploaded"));
+                };
+                let want = p
+                    .e_tag
+                    .as_ref()
+                    .map(|t| unquote(t.value()).to_ascii_lowercase());
+                if want.is_some_and(|w| w != checksum::hex(md5)) {
+                    return Err(s3_error!(InvalidPart, "part {n}: the ETag does not match"));
+                }
+                md5s.update(md5);
+                parts.push(part.clone());
+            }
+            (parts, md5s)
+        };
+        let client = format!("{}-{}", checksum::hex(&md5s.finalize()), parts.len());
+        let extra = BTreeMap::from([(ETAG_KEY.to_string(), client.clone())]);
+        let result = bucket
+            .complete_parts_upload(&upload.parts_upload, &parts, extra)
+            .await;
+        // Whatever happened upstream, the upload is finished or gone there.
+        self.uploads
+            .lock()
+            .expect("not poisoned")
+            .remove(&input.upload_id);
+        result.map_err(|e| sealed_error(&e, Ctx::Upload))?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: etag(client),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let known = self
+            .uploads
+            .lock()
+            .expect("not poisoned")
+            .remove(&input.upload_id);
+        match known {
+            Some(upload) => bucket
+                .abort_parts_upload(&upload.parts_upload)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Upload))?,
+            // Forgotten (a restart): still let the client remove it upstream.
+            None => bucket
+                .store()
+                .abort_multipart(&input.key, &input.upload_id)
+                .await
+                .map_err(|e| store_error(&e, Ctx::Upload))?,
+        }
+        Ok(S3Response::with_status(
+            AbortMultipartUploadOutput::default(),
+            hyper::http::StatusCode::NO_CONTENT,
+        ))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let bucket = self.bucket(&input.bucket).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads = bucket
+            .store()
+            .list_multipart_uploads(&prefix)
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|u| MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(u.upload_id),
+                        initiated: timestamp(u.initiated),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}
