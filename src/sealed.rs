@@ -1289,6 +1289,10 @@ impl SealedBucket {
                 location: location.clone(),
                 detail: format!("range not satisfiable: the object has {} bytes", head.size),
             })?;
+        let salts = match envelope.parts() {
+            Some(layout) => self.checked_salts(key, &info, layout).await?,
+            None => HashMap::new(),
+        };
         let state = RangeState {
             store: self.store.clone(),
             key: skey,
@@ -1298,7 +1302,7 @@ impl SealedBucket {
             stored_size: info.meta.size,
             next: served.start,
             end: served.end,
-            salts: HashMap::new(),
+            salts,
         };
         let body = futures_util::stream::try_unfold(state, RangeState::next).boxed();
         Ok(GetObject {
@@ -1306,6 +1310,51 @@ impl SealedBucket {
             range: Some(served),
             body,
         })
+    }
+
+    /// Every part's salt of a parts-layout object, checked against the header's digest
+    /// before a ranged read releases anything (16 bytes per part, fetched concurrently).
+    async fn checked_salts(
+        &self,
+        key: &str,
+        info: &ObjectInfo,
+        layout: &PartsLayout,
+    ) -> Res<HashMap<u64, Vec<u8>>> {
+        let corrupt = || SealedError::Open {
+            location: self.location(key),
+            error: Error::Corrupt,
+        };
+        if layout.stored_len() != info.meta.size {
+            return Err(corrupt());
+        }
+        let stride = layout.stored_size(0);
+        let offsets: Vec<u64> = (0..layout.count as u64).map(|i| i * stride).collect();
+        let fetched: Vec<(u64, Vec<u8>)> = futures_util::stream::iter(offsets)
+            .map(|at| async move {
+                let got = self
+                    .store
+                    .get(
+                        key,
+                        Some(ByteRange::Inclusive {
+                            start: at,
+                            end: at + PAYLOAD_NONCE_SIZE as u64 - 1,
+                        }),
+                        &GetOptions {
+                            if_match: Some(info.meta.etag.clone()),
+                        },
+                    )
+                    .await?;
+                Ok::<_, SealedError>((at, got.bytes().await?.to_vec()))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let salts: Vec<[u8; PAYLOAD_NONCE_SIZE]> = fetched
+            .iter()
+            .map(|(_, s)| s[..].try_into().map_err(|_| corrupt()))
+            .collect::<Res<_>>()?;
+        layout.check_salts(&salts).map_err(|_| corrupt())?;
+        Ok(fetched.into_iter().collect())
     }
 
     // ---- listing, deleting, copying ----

@@ -874,6 +874,167 @@ mod cases {
         assert!(b.copy("c/none", "c/x").await.unwrap_err().is_not_found());
     }
 
+    /// The gateway's multipart uploads: parts sealed one by one, out of order, one sent
+    /// twice; the final header installed after completion.
+    pub async fn parts_uploads_in_any_order(h: &Harness) {
+        let id = sym();
+        let b = h.bucket(&id);
+        let part = PART as usize;
+        let data = pattern(2 * part + 777, 11);
+        let chunks: Vec<&[u8]> = data.chunks(part).collect();
+        let opts = PutOptions {
+            content_type: Some("application/x-parts".into()),
+            metadata: BTreeMap::from([("mtime".to_string(), "1700000000".to_string())]),
+            ..Default::default()
+        };
+        let up = b.create_parts_upload("mp/obj", &opts).await.unwrap();
+        // Until completed, nothing is readable; even with plaintext allowed.
+        let p3 = b.upload_sealed_part(&up, 3, chunks[2]).await.unwrap();
+        let p1 = b.upload_sealed_part(&up, 1, chunks[0]).await.unwrap();
+        let p2_first = b.upload_sealed_part(&up, 2, chunks[1]).await.unwrap();
+        let p2 = b.upload_sealed_part(&up, 2, chunks[1]).await.unwrap();
+        assert_ne!(p2_first.salt, p2.salt, "a re-sent part gets a fresh salt");
+        let extra = BTreeMap::from([("r2seal-etag".to_string(), "abc-3".to_string())]);
+        let put = b
+            .complete_parts_upload(&up, &[p1.clone(), p2.clone(), p3.clone()], extra)
+            .await
+            .unwrap();
+        assert_eq!((put.size, put.parts), (data.len() as u64, 3));
+        let (info, stored) = raw(&*h.store(), "mp/obj").await;
+        assert!(info.metadata.contains_key("r2seal"));
+        assert!(!info.metadata.contains_key(r2seal::sealed::PENDING_KEY));
+        assert_eq!(info.content_type.as_deref(), Some("application/x-parts"));
+        assert!(!stored.windows(64).any(|w| w == &data[1000..1064]));
+        let (head, got) = b.get_bytes("mp/obj").await.unwrap();
+        assert!(got[..] == data[..]);
+        assert_eq!(head.size, data.len() as u64);
+        assert_eq!(head.metadata.user["mtime"], "1700000000");
+        assert_eq!(head.metadata.user["r2seal-etag"], "abc-3");
+        // Ranged reads across a part boundary.
+        let start = part as u64 - 100;
+        let got = b
+            .get(
+                "mp/obj",
+                Some(ByteRange::Inclusive {
+                    start,
+                    end: start + 199,
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            &got.bytes().await.unwrap()[..],
+            &data[part - 100..part + 100]
+        );
+
+        // A header committing to the first attempt of part 2 over a body holding the
+        // second: full and ranged reads both refuse it (SECURITY.md §9's former gap).
+        let up = b.create_parts_upload("mp/swapped", &opts).await.unwrap();
+        let q1 = b.upload_sealed_part(&up, 1, chunks[0]).await.unwrap();
+        let q2a = b.upload_sealed_part(&up, 2, chunks[1]).await.unwrap();
+        let q2b = b.upload_sealed_part(&up, 2, chunks[1]).await.unwrap();
+        let q3 = b.upload_sealed_part(&up, 3, chunks[2]).await.unwrap();
+        let forged = r2seal::sealed::SealedPart {
+            etag: q2b.etag.clone(),
+            ..q2a
+        };
+        b.complete_parts_upload(&up, &[q1, forged, q3], BTreeMap::new())
+            .await
+            .unwrap();
+        let e = b.get_bytes("mp/swapped").await.unwrap_err();
+        assert_eq!(open_error(&e), Some(&Error::Corrupt), "{e}");
+        let e = match b
+            .get(
+                "mp/swapped",
+                Some(ByteRange::Inclusive {
+                    start: part as u64 + 10,
+                    end: part as u64 + 20,
+                }),
+            )
+            .await
+        {
+            Err(e) => e,
+            Ok(got) => got.bytes().await.unwrap_err(),
+        };
+        assert_eq!(open_error(&e), Some(&Error::Corrupt), "{e}");
+
+        // Parts that cannot form a layout are refused before anything completes.
+        let up = b.create_parts_upload("mp/bad", &opts).await.unwrap();
+        let r1 = b.upload_sealed_part(&up, 1, chunks[2]).await.unwrap(); // short first
+        let r2 = b.upload_sealed_part(&up, 2, chunks[0]).await.unwrap();
+        let e = b
+            .complete_parts_upload(&up, &[r1, r2], BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("same size"), "{e}");
+        b.abort_parts_upload(&up).await.unwrap();
+        assert!(b.head("mp/bad").await.unwrap_err().is_not_found());
+
+        // An upload completed without its header (a crash between the two steps) never
+        // reads as plaintext.
+        let pending = store::PutOptions {
+            metadata: BTreeMap::from([(r2seal::sealed::PENDING_KEY.to_string(), "1".into())]),
+            ..Default::default()
+        };
+        h.store()
+            .put("mp/pending", Bytes::from_static(b"ciphertext"), &pending)
+            .await
+            .unwrap();
+        let lax = b.clone().allow_plaintext(true);
+        let e = lax.get_bytes("mp/pending").await.unwrap_err();
+        assert!(e.to_string().contains("unfinished"), "{e}");
+    }
+
+    /// rclone's mtime update: metadata replaced by a self-copy, the body untouched.
+    pub async fn metadata_replacing_self_copy(h: &Harness) {
+        let id = sym();
+        let b = h.bucket(&id);
+        let data = pattern(1000, 3);
+        let opts = PutOptions {
+            metadata: BTreeMap::from([("mtime".to_string(), "1".to_string())]),
+            ..Default::default()
+        };
+        let put = b.put("m/obj", data.clone(), &opts).await.unwrap();
+        let (_, before) = raw(&*h.store(), "m/obj").await;
+        let md5 = b.head("m/obj").await.unwrap().metadata.md5;
+        let replace = PutOptions {
+            content_type: Some("text/plain".into()),
+            metadata: BTreeMap::from([("mtime".to_string(), "2".to_string())]),
+            ..Default::default()
+        };
+        // A stale source ETag is refused and changes nothing.
+        let stale = r2seal::sealed::CopyRequest {
+            source_etag: Some("\"0000\"".into()),
+            replace: Some(replace.clone()),
+            set_md5: None,
+        };
+        let e = b.copy_with("m/obj", "m/obj", &stale).await.unwrap_err();
+        assert!(e.is_precondition_failed(), "{e}");
+        let req = r2seal::sealed::CopyRequest {
+            source_etag: Some(put.etag.clone()),
+            replace: Some(replace),
+            set_md5: None,
+        };
+        b.copy_with("m/obj", "m/obj", &req).await.unwrap();
+        let (info, after) = raw(&*h.store(), "m/obj").await;
+        assert!(before == after, "the body is not re-sealed");
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+        let (head, got) = b.get_bytes("m/obj").await.unwrap();
+        assert!(got[..] == data[..]);
+        assert_eq!(head.metadata.user["mtime"], "2");
+        assert_eq!(head.metadata.md5, md5, "the plaintext MD5 survives");
+        // set_md5 records an MD5 on an object that had none.
+        let req = r2seal::sealed::CopyRequest {
+            set_md5: Some("feed".into()),
+            ..Default::default()
+        };
+        b.copy_with("m/obj", "m/obj", &req).await.unwrap();
+        assert_eq!(
+            b.head("m/obj").await.unwrap().metadata.md5.as_deref(),
+            Some("feed")
+        );
+    }
+
     pub async fn failures_write_nothing(h: &Harness) {
         let id = sym();
         let b = h.bucket(&id);
@@ -1136,6 +1297,8 @@ suite!(
         wrong_keys_fail,
         plaintext_objects,
         copy_and_rename_rebind_without_the_body,
+        parts_uploads_in_any_order,
+        metadata_replacing_self_copy,
         failures_write_nothing,
         cleanup_aborts_stale_uploads,
         conditional_puts,
@@ -1156,6 +1319,8 @@ suite!(
         wrong_keys_fail,
         plaintext_objects,
         copy_and_rename_rebind_without_the_body,
+        parts_uploads_in_any_order,
+        metadata_replacing_self_copy,
         failures_write_nothing,
         cleanup_aborts_stale_uploads,
     ]

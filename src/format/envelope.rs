@@ -131,6 +131,19 @@ impl PartsLayout {
         h.finalize().into()
     }
 
+    /// Whether `salts` (in part order) are the ones this layout commits to, compared in
+    /// constant time. A ranged read checks this before it releases any byte, so a part
+    /// from another upload attempt is refused there too (SECURITY.md §3.6).
+    pub fn check_salts(&self, salts: &[[u8; PAYLOAD_NONCE_SIZE]]) -> Result<(), Error> {
+        let digest = Self::digest_salts(salts);
+        let same = subtle::ConstantTimeEq::ct_eq(&digest[..], &self.salts_digest[..]);
+        if salts.len() == self.count as usize && bool::from(same) {
+            Ok(())
+        } else {
+            Err(Error::Corrupt)
+        }
+    }
+
     /// S3's and R2's largest part: 5 GiB.
     pub const MAX_PART_SIZE: u64 = 5 << 30;
 

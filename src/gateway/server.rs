@@ -3,12 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use s3s::auth::SimpleAuth;
+use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Result};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -50,11 +50,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut builder = S3ServiceBuilder::new(Gateway::new(&config));
-    builder.set_auth(SimpleAuth::from_single(
-        config.access_key_id.clone(),
-        config.secret_access_key.as_str(),
-    ));
-    let service = Arc::new(builder.build());
+    builder.set_auth(Auth {
+        access_key_id: config.access_key_id.clone(),
+        secret: Zeroizing::new(config.secret_access_key.to_string()),
+    });
+    let service = builder.build();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -73,8 +73,28 @@ pub async fn serve(
         tokio::spawn(async move {
             let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service.as_ref().clone());
+                .serve_connection(TokioIo::new(stream), service);
             let _ = conn.await;
         });
+    }
+}
+
+/// The one key pair clients sign with; an unknown key id is S3's `InvalidAccessKeyId`.
+struct Auth {
+    access_key_id: String,
+    secret: Zeroizing<String>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.access_key_id {
+            Ok(SecretKey::from(self.secret.as_str()))
+        } else {
+            Err(s3_error!(
+                InvalidAccessKeyId,
+                "the access key id is not this gateway's"
+            ))
+        }
     }
 }

@@ -1147,3 +1147,105 @@ impl S3 for Gateway {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::SealedMetadata;
+
+    fn head(sealed: bool, md5: Option<&str>, user: &[(&str, &str)]) -> ObjectHead {
+        ObjectHead {
+            key: "k".into(),
+            size: 3,
+            stored_size: 35,
+            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            last_modified: None,
+            content_type: None,
+            cache_control: None,
+            metadata: SealedMetadata {
+                md5: md5.map(str::to_string),
+                user: user
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            },
+            sealed,
+        }
+    }
+
+    #[test]
+    fn client_etags_never_show_the_ciphertext_md5() {
+        let stored = "0123456789abcdef0123456789abcdef";
+        assert_eq!(client_etag(&head(false, None, &[])), stored);
+        assert_eq!(
+            client_etag(&head(true, Some("aa"), &[])),
+            "aa",
+            "the sealed plaintext MD5"
+        );
+        assert_eq!(
+            client_etag(&head(true, Some("aa"), &[(ETAG_KEY, "bb-3")])),
+            "bb-3"
+        );
+        let opaque = client_etag(&head(true, None, &[]));
+        assert_eq!(opaque, format!("r2seal-{stored}"));
+        assert!(opaque.len() != 32, "not MD5-shaped");
+        // Both the opaque form and the client form satisfy a condition.
+        let h = head(true, Some("aa"), &[]);
+        assert!(matches(&ETagCondition::ETag(ETag::Strong("aa".into())), &h));
+        assert!(matches(
+            &ETagCondition::ETag(ETag::Strong(format!("r2seal-{stored}"))),
+            &h
+        ));
+        assert!(!matches(
+            &ETagCondition::ETag(ETag::Strong(stored.into())),
+            &h
+        ));
+    }
+
+    #[test]
+    fn reserved_metadata_is_neither_shown_nor_accepted() {
+        let h = head(true, None, &[(ETAG_KEY, "x-1"), ("mtime", "1700000000")]);
+        let shown = client_metadata(&h).unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown["mtime"], "1700000000");
+        let from_client: Metadata = [
+            (ETAG_KEY.to_string(), "forged".to_string()),
+            ("r2seal".to_string(), "forged".to_string()),
+            ("mtime".to_string(), "1".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let kept = user_metadata(Some(from_client));
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["mtime"]);
+    }
+
+    #[test]
+    fn aws_chunked_is_not_a_content_encoding() {
+        assert_eq!(content_encoding(Some("aws-chunked".into())), None);
+        assert_eq!(
+            content_encoding(Some("aws-chunked, gzip".into())),
+            Some("gzip".into())
+        );
+        assert_eq!(content_encoding(Some("br".into())), Some("br".into()));
+    }
+
+    #[test]
+    fn url_encoding_of_listings_keeps_slashes() {
+        assert_eq!(url_encode("a b/ü+%.txt"), "a%20b/%C3%BC%2B%25.txt");
+    }
+
+    #[test]
+    fn config_debug_hides_the_secret() {
+        let config = crate::gateway::GatewayConfig {
+            upstream: S3Options::default(),
+            recipients: Recipients::fixed(vec![]),
+            identities: vec![],
+            access_key_id: "AKID".into(),
+            secret_access_key: zeroize::Zeroizing::new("very-secret-value".into()),
+            max_part_size: 1,
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret-value") && shown.contains("<redacted>"));
+    }
+}

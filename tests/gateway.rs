@@ -1,0 +1,740 @@
+//! `r2seal gateway` with real clients (Debian's rclone, the aws CLI, curl for bad input)
+//! in front of Garage (`source .ci/services.sh`). Without the server or a client these
+//! tests skip with a loud message locally; with CI=true they fail instead.
+#![cfg(feature = "cli")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use r2seal::store::s3::{S3Credentials, S3Options, S3Store};
+use r2seal::store::{PutOptions, Store};
+
+const GW_KEY: &str = "gateway-test-key";
+const GW_SECRET: &str = "gateway-test-secret-0123456789";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+fn skip(why: &str) {
+    assert!(!ci(), "CI=true but {why}");
+    eprintln!("\n!!!! SKIPPING gateway test: {why} !!!!\n");
+}
+
+#[derive(Clone)]
+struct Upstream {
+    endpoint: String,
+    bucket: String,
+    access: String,
+    secret: String,
+}
+
+fn upstream() -> Option<Upstream> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (
+        var("R2SEAL_TEST_S3_ENDPOINT"),
+        var("R2SEAL_TEST_S3_BUCKET"),
+        var("AWS_ACCESS_KEY_ID"),
+        var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(endpoint), Some(bucket), Some(access), Some(secret)) => Some(Upstream {
+            endpoint,
+            bucket,
+            access,
+            secret,
+        }),
+        _ => {
+            skip("no S3 server: run `source .ci/services.sh` first");
+            None
+        }
+    }
+}
+
+fn have(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(&format!("`{tool}` is not installed"));
+    }
+    ok
+}
+
+fn unique(label: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("gw-{label}-{}-{nanos:x}/", std::process::id())
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_r2seal")
+}
+
+/// A running gateway; killed on drop.
+struct Gateway {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start(up: &Upstream, upstream_endpoint: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.txt");
+        let out = Command::new(bin())
+            .args(["keygen", "-o"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut child = Command::new(bin())
+            .args(["gateway", "--listen", "127.0.0.1:0", "--upstream"])
+            .arg(upstream_endpoint)
+            .arg("-i")
+            .arg(&key)
+            .env("R2SEAL_GATEWAY_ACCESS_KEY_ID", GW_KEY)
+            .env("R2SEAL_GATEWAY_SECRET_ACCESS_KEY", GW_SECRET)
+            .env("AWS_ACCESS_KEY_ID", &up.access)
+            .env("AWS_SECRET_ACCESS_KEY", &up.secret)
+            .env("AWS_REGION", "auto")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().expect("the gateway printed nothing").unwrap();
+        let port = first
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        // Keep draining stderr so the gateway never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            port,
+            _dir: dir,
+            key,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the gateway exited"
+        );
+    }
+}
+
+fn raw_store(up: &Upstream) -> (tokio::runtime::Runtime, Arc<dyn Store>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opts = S3Options {
+        endpoint: Some(up.endpoint.clone()),
+        region: Some("auto".into()),
+        credentials: Some(S3Credentials::new(&up.access, &up.secret)),
+        ..Default::default()
+    };
+    let store = rt.block_on(S3Store::new(&up.bucket, "", opts)).unwrap();
+    (rt, Arc::new(store))
+}
+
+/// Every stored object under `prefix`: key → (raw bytes, stored metadata).
+fn raw_objects(
+    up: &Upstream,
+    prefix: &str,
+) -> BTreeMap<String, (Vec<u8>, BTreeMap<String, String>)> {
+    let (rt, store) = raw_store(up);
+    rt.block_on(async {
+        let mut out = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let page = store.list(prefix, None, token, None).await.unwrap();
+            for o in page.objects {
+                let got = store.get(&o.key, None, &Default::default()).await.unwrap();
+                let meta = got.info.metadata.clone();
+                out.insert(o.key.clone(), (got.bytes().await.unwrap().to_vec(), meta));
+            }
+            match page.next_continuation {
+                Some(t) => token = Some(t),
+                None => return out,
+            }
+        }
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// rclone
+
+fn rclone_config(dir: &Path, gw: &Gateway) -> PathBuf {
+    let path = dir.join("rclone.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[gw]\ntype = s3\nprovider = Other\nendpoint = {}\naccess_key_id = {GW_KEY}\nsecret_access_key = {GW_SECRET}\nregion = auto\nlist_version = 2\n",
+            gw.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn rclone(config: &Path) -> Command {
+    let mut c = Command::new("rclone");
+    c.arg("--config").arg(config).env_remove("AWS_CA_BUNDLE");
+    c
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// An agent's state directory: config with a bot token, credentials, device files,
+/// session transcripts, a binary, unicode names, an empty file, a 20 MiB file.
+fn state_tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "config.json",
+            br#"{"telegram":{"bot_token":"MARKER-bot-token-7f3a9c"},"model":"x"}"#.to_vec(),
+        ),
+        (
+            "credentials/oauth.json",
+            br#"{"refresh_token":"MARKER-refresh-51de0b","scopes":["a","b"]}"#.to_vec(),
+        ),
+        (
+            "devices/pairing/phone.json",
+            br#"{"device":"MARKER-device-pairing-c0ffee","paired":true}"#.to_vec(),
+        ),
+        ("devices/empty.lock", Vec::new()),
+        ("identity/avatar.png", pseudo_random(70_000, 7)),
+        (
+            "notes/Zürich — 東京 ✓.md",
+            "MARKER-unicode-name-body\n".as_bytes().to_vec(),
+        ),
+    ];
+    let mut transcript = Vec::new();
+    for i in 0..2000 {
+        transcript.extend_from_slice(
+            format!("{{\"turn\":{i},\"role\":\"user\",\"text\":\"MARKER-transcript-line\"}}\n")
+                .as_bytes(),
+        );
+    }
+    files.push(("sessions/2026-11-25/main.jsonl", transcript));
+    files.push(("cache/model.bin", pseudo_random(20 * 1024 * 1024, 20)));
+    files
+        .into_iter()
+        .map(|(rel, body)| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &body).unwrap();
+            (PathBuf::from(rel), body)
+        })
+        .collect()
+}
+
+fn copied(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(": Copied ("))
+        .count()
+}
+
+#[test]
+fn rclone_sync_of_a_state_tree_stores_only_ciphertext() {
+    let Some(up) = upstream() else { return };
+    if !have("rclone", "version") {
+        return;
+    }
+    let mut gw = Gateway::start(&up, &up.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = rclone_config(dir.path(), &gw);
+    let src = dir.path().join("state");
+    let files = state_tree(&src);
+    let prefix = unique("rclone");
+    let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
+
+    let first = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
+    assert_eq!(copied(&first), files.len(), "{first:?}");
+    let second = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
+    assert_eq!(
+        copied(&second),
+        0,
+        "a second sync transfers nothing: {second:?}"
+    );
+    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
+
+    // Plaintext sizes in listings, plaintext bytes back.
+    let listed = run(rclone(&conf).args(["ls"]).arg(&remote));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for (rel, body) in &files {
+        let line = format!("{} {}", body.len(), rel.display());
+        assert!(
+            listed.lines().any(|l| l.trim() == line),
+            "{line:?} not in {listed}"
+        );
+    }
+    let back = dir.path().join("back");
+    run(rclone(&conf).arg("copy").arg(&remote).arg(&back));
+    for (rel, body) in &files {
+        assert_eq!(&std::fs::read(back.join(rel)).unwrap(), body, "{rel:?}");
+    }
+
+    // The bucket holds none of the plaintext, and every object is sealed.
+    let raw = raw_objects(&up, &prefix);
+    assert_eq!(raw.len(), files.len());
+    for (key, (bytes, meta)) in &raw {
+        assert!(meta.contains_key("r2seal"), "{key} is not sealed: {meta:?}");
+        assert!(!contains(bytes, b"MARKER"), "{key} holds plaintext");
+        assert!(
+            !meta
+                .values()
+                .any(|v| v.contains("MARKER") || v.contains("mtime")),
+            "{key}: readable metadata {meta:?}"
+        );
+    }
+    let (_, big) = files
+        .iter()
+        .find(|(r, _)| r.ends_with("model.bin"))
+        .unwrap();
+    let model = &raw[&format!("{prefix}cache/model.bin")].0;
+    assert!(!contains(model, &big[5_000_000..5_000_064]));
+
+    // rclone's mtime update: a metadata-replacing self-copy, re-sealed.
+    let touched = src.join("config.json");
+    let when = std::fs::File::options().write(true).open(&touched).unwrap();
+    when.set_modified(SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
+    let third = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
+    assert_eq!(copied(&third), 0, "{third:?}");
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("Updated modification time"),
+        "{third:?}"
+    );
+    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
+    let raw = raw_objects(&up, &format!("{prefix}config.json"));
+    let (bytes, meta) = raw.values().next().unwrap();
+    assert!(meta.contains_key("r2seal") && !contains(bytes, b"MARKER"));
+    gw.assert_alive();
+}
+
+#[test]
+fn rclone_multipart_upload_opens_natively() {
+    let Some(up) = upstream() else { return };
+    if !have("rclone", "version") {
+        return;
+    }
+    let gw = Gateway::start(&up, &up.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = rclone_config(dir.path(), &gw);
+    let body = pseudo_random(12 * 1024 * 1024 + 12345, 12);
+    std::fs::create_dir(dir.path().join("up")).unwrap();
+    let file = dir.path().join("up/upload.bin");
+    std::fs::write(&file, &body).unwrap();
+    let prefix = unique("mp");
+    let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
+    // 5 MiB parts, in parallel; rclone checks the multipart ETag it computes itself.
+    run(rclone(&conf)
+        .args([
+            "copy",
+            "--s3-upload-cutoff",
+            "5M",
+            "--s3-chunk-size",
+            "5M",
+            "--s3-upload-concurrency",
+            "3",
+            "--s3-use-multipart-etag=true",
+        ])
+        .arg(&file)
+        .arg(&remote));
+    run(rclone(&conf)
+        .arg("check")
+        .arg(dir.path().join("up"))
+        .arg(&remote));
+    let raw = raw_objects(&up, &prefix);
+    let (stored, meta) = raw.values().next().unwrap();
+    assert!(meta.contains_key("r2seal") && !meta.contains_key("r2seal-pending"));
+    assert!(!contains(stored, &body[1_000_000..1_000_064]));
+
+    // The r2seal CLI opens it as it opens its own objects (parts layout).
+    let out = dir.path().join("native.bin");
+    run(Command::new(bin())
+        .args(["get", "--endpoint", &up.endpoint, "-i"])
+        .arg(&gw.key)
+        .arg(format!("s3://{}/{prefix}upload.bin", up.bucket))
+        .arg(&out)
+        .env("AWS_ACCESS_KEY_ID", &up.access)
+        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
+        .env("AWS_REGION", "auto"));
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+
+    // Ranged reads through the gateway across part boundaries.
+    let range = run(rclone(&conf)
+        .args(["cat", "--offset", "5242000", "--count", "2000"])
+        .arg(format!("{remote}/upload.bin")));
+    assert_eq!(range.stdout, &body[5_242_000..5_244_000]);
+}
+
+#[test]
+fn plaintext_objects_stay_readable_while_writes_are_sealed() {
+    let Some(up) = upstream() else { return };
+    if !have("rclone", "version") {
+        return;
+    }
+    let gw = Gateway::start(&up, &up.endpoint);
+    let prefix = unique("migrate");
+    let (rt, store) = raw_store(&up);
+    let key = format!("{prefix}legacy.json");
+    let legacy = br#"{"written":"before the gateway"}"#;
+    rt.block_on(store.put(&key, legacy.to_vec().into(), &PutOptions::default()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = rclone_config(dir.path(), &gw);
+    let got = run(rclone(&conf)
+        .arg("cat")
+        .arg(format!("gw:{}/{key}", up.bucket)));
+    assert_eq!(got.stdout, legacy);
+    // Written back through the gateway, it is sealed.
+    let local = dir.path().join("legacy.json");
+    std::fs::write(&local, b"{\"written\":\"through the gateway\"}").unwrap();
+    run(rclone(&conf)
+        .arg("copyto")
+        .arg(&local)
+        .arg(format!("gw:{}/{key}", up.bucket)));
+    let raw = raw_objects(&up, &key);
+    let (bytes, meta) = raw.values().next().unwrap();
+    assert!(meta.contains_key("r2seal"));
+    assert!(!contains(bytes, b"through the gateway"));
+}
+
+// ---------------------------------------------------------------------------------------
+// aws CLI
+
+fn aws(gw: &Gateway) -> Command {
+    let mut c = Command::new("aws");
+    c.args(["--endpoint-url", &gw.url(), "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", GW_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", GW_SECRET)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    c
+}
+
+#[test]
+fn aws_cli_sees_plaintext_sizes_and_ranges() {
+    let Some(up) = upstream() else { return };
+    if !have("aws", "--version") {
+        return;
+    }
+    let gw = Gateway::start(&up, &up.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("aws");
+    let small = br#"{"session":"MARKER-aws-small","n":[1,2,3]}"#.to_vec();
+    let large = pseudo_random(20 * 1024 * 1024 + 777, 99); // multipart in 8 MiB parts
+    std::fs::write(dir.path().join("small.json"), &small).unwrap();
+    std::fs::write(dir.path().join("large.bin"), &large).unwrap();
+    let s3 = format!("s3://{}/{prefix}", up.bucket);
+    run(aws(&gw)
+        .args(["s3", "cp", "--recursive", "--only-show-errors"])
+        .arg(dir.path())
+        .arg(&s3));
+
+    let ls = run(aws(&gw).args(["s3", "ls", "--recursive"]).arg(&s3));
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    for (name, len) in [("small.json", small.len()), ("large.bin", large.len())] {
+        assert!(
+            ls.lines().any(|l| l.ends_with(&format!("{prefix}{name}"))
+                && l.split_whitespace().nth(2) == Some(&len.to_string())),
+            "{name} with {len} bytes not in:\n{ls}"
+        );
+    }
+
+    for (key, body, start, end) in [
+        ("small.json", &small, 5usize, 20usize),
+        ("large.bin", &large, 65_530, 65_545),
+        (
+            "large.bin",
+            &large,
+            8 * 1024 * 1024 - 10,
+            8 * 1024 * 1024 + 10,
+        ),
+        ("large.bin", &large, large.len() - 100, large.len() - 1),
+    ] {
+        let out = dir.path().join("range.out");
+        run(aws(&gw)
+            .args(["s3api", "get-object", "--bucket", &up.bucket, "--key"])
+            .arg(format!("{prefix}{key}"))
+            .arg("--range")
+            .arg(format!("bytes={start}-{end}"))
+            .arg(&out));
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            &body[start..=end],
+            "{key} {start}-{end}"
+        );
+    }
+
+    // The ETag of a single-request upload is the plaintext MD5.
+    let head = run(aws(&gw)
+        .args(["s3api", "head-object", "--bucket", &up.bucket, "--key"])
+        .arg(format!("{prefix}small.json")));
+    let md5 = {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(&small))
+    };
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert!(head.contains(&md5), "{head}");
+    assert!(
+        head.contains(&format!("\"ContentLength\": {}", small.len())),
+        "{head}"
+    );
+
+    // Server-side copy, re-bound to its new key; then delete both.
+    run(aws(&gw)
+        .args(["s3", "cp", "--only-show-errors"])
+        .arg(format!("{s3}small.json"))
+        .arg(format!("{s3}copy/small.json")));
+    let back = dir.path().join("copy.json");
+    run(aws(&gw)
+        .args(["s3", "cp", "--only-show-errors"])
+        .arg(format!("{s3}copy/small.json"))
+        .arg(&back));
+    assert_eq!(std::fs::read(&back).unwrap(), small);
+    let raw = raw_objects(&up, &prefix);
+    assert_eq!(raw.len(), 3);
+    assert!(raw
+        .values()
+        .all(|(b, m)| m.contains_key("r2seal") && !contains(b, b"MARKER")));
+    run(aws(&gw)
+        .args(["s3", "rm", "--recursive", "--only-show-errors"])
+        .arg(&s3));
+    assert!(raw_objects(&up, &prefix).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+
+/// (HTTP status, body) of a request signed by curl.
+fn curl(gw: &Gateway, user: &str, args: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--aws-sigv4",
+            "aws:amz:auto:s3",
+        ])
+        .args([
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--user",
+            user,
+        ])
+        .args(args)
+        .arg(format!("{}{path}", gw.url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn code_of(body: &str) -> &str {
+    body.split("<Code>")
+        .nth(1)
+        .and_then(|r| r.split("</Code>").next())
+        .unwrap_or("")
+}
+
+#[test]
+fn bad_requests_get_s3_errors_and_write_nothing() {
+    let Some(up) = upstream() else { return };
+    if !have("curl", "--version") {
+        return;
+    }
+    let mut gw = Gateway::start(&up, &up.endpoint);
+    let prefix = unique("bad");
+    let good = format!("{GW_KEY}:{GW_SECRET}");
+    let obj = format!("/{}/{prefix}obj", up.bucket);
+    let put = ["-X", "PUT", "--data-binary", "MARKER-never-stored"];
+
+    // (what, user:secret, curl args, path, status, S3 code)
+    type Case<'a> = (&'a str, String, Vec<&'a str>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "bad signature",
+            format!("{GW_KEY}:wrong"),
+            put.to_vec(),
+            obj.clone(),
+            403,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "unknown access key",
+            "nobody:wrong".into(),
+            put.to_vec(),
+            obj.clone(),
+            403,
+            "InvalidAccessKeyId",
+        ),
+        (
+            "malformed XML",
+            good.clone(),
+            vec![
+                "-X",
+                "POST",
+                "--data-binary",
+                "<Delete><Object><Key>x</Key></Obj",
+            ],
+            format!("/{}?delete=", up.bucket),
+            400,
+            "MalformedXML",
+        ),
+        (
+            "unsupported operation",
+            good.clone(),
+            vec!["-X", "PUT", "--data-binary", "<AccessControlPolicy/>"],
+            format!("{obj}?acl="),
+            501,
+            "NotImplemented",
+        ),
+        (
+            "Content-MD5 that does not match",
+            good.clone(),
+            vec![
+                "-X",
+                "PUT",
+                "-H",
+                "Content-MD5: AAAAAAAAAAAAAAAAAAAAAA==",
+                "--data-binary",
+                "MARKER-never-stored",
+            ],
+            obj.clone(),
+            400,
+            "BadDigest",
+        ),
+        (
+            "x-amz-checksum-crc32 that does not match",
+            good.clone(),
+            vec![
+                "-X",
+                "PUT",
+                "-H",
+                "x-amz-checksum-crc32: AAAAAA==",
+                "--data-binary",
+                "MARKER-never-stored",
+            ],
+            obj.clone(),
+            400,
+            "BadDigest",
+        ),
+        (
+            "part of an unknown upload",
+            good.clone(),
+            put.to_vec(),
+            format!("{obj}?partNumber=1&uploadId=nonexistent"),
+            404,
+            "NoSuchUpload",
+        ),
+        (
+            "missing object",
+            good.clone(),
+            vec![],
+            obj.clone(),
+            404,
+            "NoSuchKey",
+        ),
+    ];
+    for (what, user, args, path, status, code) in &cases {
+        let (got, body) = curl(&gw, user, args, path);
+        assert_eq!((got, code_of(&body)), (*status, *code), "{what}: {body}");
+        gw.assert_alive();
+    }
+    assert!(
+        raw_objects(&up, &prefix).is_empty(),
+        "a refused request wrote something"
+    );
+
+    // The gateway still serves good requests, and a sealed PUT with the right MD5 works.
+    let (s, body) = curl(
+        &gw,
+        &good,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-MD5: XUFAKrxLKna5cZ2REBfFkg==",
+            "--data-binary",
+            "hello",
+        ],
+        &obj,
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = curl(&gw, &good, &[], &obj);
+    assert_eq!((s, body.as_str()), (200, "hello"));
+    let (s, body) = curl(&gw, &good, &["-H", "Range: bytes=1-3"], &obj);
+    assert_eq!((s, body.as_str()), (206, "ell"));
+    let (s, body) = curl(&gw, &good, &["-H", "Range: bytes=10-20"], &obj);
+    assert_eq!((s, code_of(&body)), (416, "InvalidRange"));
+    let (s, _) = curl(&gw, &good, &["-X", "DELETE"], &obj);
+    assert_eq!(s, 204);
+
+    // Upstream down: 503 ServiceUnavailable, and the gateway stays up.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut down = Gateway::start(&up, &format!("http://127.0.0.1:{closed}"));
+    for args in [vec![], put.to_vec()] {
+        let (s, body) = curl(&down, &good, &args, &obj);
+        assert_eq!((s, code_of(&body)), (503, "ServiceUnavailable"), "{body}");
+        down.assert_alive();
+    }
+    assert!(raw_objects(&up, &prefix).is_empty());
+}
