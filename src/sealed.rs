@@ -1290,7 +1290,7 @@ impl SealedBucket {
                 detail: format!("range not satisfiable: the object has {} bytes", head.size),
             })?;
         let salts = match envelope.parts() {
-            Some(layout) => self.checked_salts(key, &info, layout).await?,
+            Some(layout) => self.checked_salts(key, &skey, &info, layout).await?,
             None => HashMap::new(),
         };
         let state = RangeState {
@@ -1317,6 +1317,7 @@ impl SealedBucket {
     async fn checked_salts(
         &self,
         key: &str,
+        skey: &str,
         info: &ObjectInfo,
         layout: &PartsLayout,
     ) -> Res<HashMap<u64, Vec<u8>>> {
@@ -1334,7 +1335,7 @@ impl SealedBucket {
                 let got = self
                     .store
                     .get(
-                        key,
+                        skey,
                         Some(ByteRange::Inclusive {
                             start: at,
                             end: at + PAYLOAD_NONCE_SIZE as u64 - 1,
