@@ -1858,26 +1858,34 @@ impl SealedBucket {
             .store
             .complete_multipart(&upload.stored_key, &upload.upload_id, &uploaded)
             .await?;
-        let installed = self
+        let replace = ReplaceMetadata {
+            metadata: BTreeMap::from([(METADATA_KEY.to_string(), value)]),
+            content_type: upload.opts.content_type.clone(),
+            cache_control: upload.opts.cache_control.clone(),
+        };
+        let not_installed = |e: SealedError| {
+            invalid(format!(
+                "the parts were stored but the final header could not be installed, so the object does not open: {e}"
+            ))
+        };
+        // The completed object, as the self-copy must find it (a copy above the copy
+        // limit goes part by part, each conditional on this ETag).
+        let mut info = self
             .store
-            .copy(
-                &upload.stored_key,
-                &upload.stored_key,
-                &CopyOptions {
-                    replace_metadata: Some(ReplaceMetadata {
-                        metadata: BTreeMap::from([(METADATA_KEY.to_string(), value)]),
-                        content_type: upload.opts.content_type.clone(),
-                        cache_control: upload.opts.cache_control.clone(),
-                    }),
-                    if_match: Some(done.etag),
-                },
-            )
+            .head(&upload.stored_key)
             .await
-            .map_err(|e| {
-                invalid(format!(
-                    "the parts were stored but the final header could not be installed, so the object does not open: {e}"
-                ))
-            })?;
+            .map_err(|e| not_installed(e.into()))?;
+        if !store::etag_eq(&info.meta.etag, &done.etag) || info.meta.size != layout.stored_len() {
+            return Err(not_installed(SealedError::Invalid {
+                location: location.clone(),
+                detail: "the object changed after its upload completed".into(),
+            }));
+        }
+        info.meta.etag = done.etag;
+        let (installed, _) = self
+            .server_copy(&upload.stored_key, &upload.stored_key, &info, Some(replace))
+            .await
+            .map_err(not_installed)?;
         Ok(PutResult {
             etag: installed.etag,
             size,

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::Gateway;
 use crate::keys::Identity;
+use crate::names::NameKey;
 use crate::sealed::Recipients;
 use crate::store::s3::S3Options;
 
@@ -23,6 +24,8 @@ pub struct GatewayConfig {
     pub upstream: S3Options,
     pub recipients: Recipients,
     pub identities: Vec<Identity>,
+    /// Encrypt object names with this key (SECURITY.md §3.10); clients see plaintext keys.
+    pub name_key: Option<NameKey>,
     /// The key pair clients sign requests with (SigV4).
     pub access_key_id: String,
     pub secret_access_key: Zeroizing<String>,
@@ -35,6 +38,7 @@ impl fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("upstream", &self.upstream)
             .field("identities", &self.identities.len())
+            .field("name_key", &self.name_key)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
             .field("max_part_size", &self.max_part_size)

@@ -28,6 +28,7 @@ pub struct Gateway {
     upstream: S3Options,
     recipients: Recipients,
     identities: Vec<Identity>,
+    name_key: Option<crate::names::NameKey>,
     max_part_size: u64,
     buckets: tokio::sync::Mutex<HashMap<String, SealedBucket>>,
     /// Multipart uploads in progress, by upstream upload id. Their file keys live only
@@ -57,6 +58,7 @@ impl Gateway {
             upstream: config.upstream.clone(),
             recipients: config.recipients.clone(),
             identities: config.identities.clone(),
+            name_key: config.name_key.clone(),
             max_part_size: config.max_part_size,
             buckets: tokio::sync::Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
@@ -72,11 +74,14 @@ impl Gateway {
             .await
             .map_err(|e| store_error(&e, Ctx::Bucket))?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let bucket = SealedBucket::new(store)
+        let mut bucket = SealedBucket::new(store)
             .with_recipients(self.recipients.clone())
             .with_identities(self.identities.clone())
             // The migration window: plaintext objects stay readable; writes are sealed.
             .allow_plaintext(true);
+        if let Some(k) = &self.name_key {
+            bucket = bucket.with_name_key(k.clone());
+        }
         buckets.insert(name.to_string(), bucket.clone());
         Ok(bucket)
     }
@@ -1241,6 +1246,7 @@ mod tests {
             upstream: S3Options::default(),
             recipients: Recipients::fixed(vec![]),
             identities: vec![],
+            name_key: None,
             access_key_id: "AKID".into(),
             secret_access_key: zeroize::Zeroizing::new("very-secret-value".into()),
             max_part_size: 1,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Context, Result};
 use r2seal::gateway::{serve, GatewayConfig};
+use r2seal::sealed::Recipients;
 use r2seal::store::s3::S3Options;
 use zeroize::Zeroizing;
 
@@ -42,6 +43,11 @@ pub fn run(args: GatewayArgs) -> Result<()> {
     if identities.is_empty() {
         bail!("no identities: the gateway opens what clients read; pass -i FILE, or a keyring with --keyring / R2SEAL_KEYRING");
     }
+    // A keyring that encrypts names (`names = KEY`) does so through the gateway too.
+    let name_key = match &recipients {
+        Recipients::Keyring(ring) => ring.name_key(),
+        Recipients::Fixed(_) => None,
+    };
     let config = GatewayConfig {
         upstream: S3Options {
             endpoint: args.upstream.clone(),
@@ -49,6 +55,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         },
         recipients,
         identities,
+        name_key,
         access_key_id,
         secret_access_key: secret,
         max_part_size: args.max_part_size * 1024 * 1024,
