@@ -1681,7 +1681,7 @@ impl SealedBucket {
     /// [`complete_parts_upload`](Self::complete_parts_upload). The returned handle holds
     /// the file key (zeroized on drop) and must stay with the caller until then.
     pub async fn create_parts_upload(&self, key: &str, opts: &PutOptions) -> Res<PartsUpload> {
-        if opts.is_conditional() {
+        if opts.refuses_multipart(false) {
             return Err(self.conditional_multipart(key));
         }
         let skey = self.stored_key_for_write(key)?;
