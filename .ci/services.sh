@@ -160,6 +160,8 @@ r2seal_services_start() {
 
     _r2s_install_moto "$venv" || { _r2s_log "could not install moto"; return 1; }
     _r2s_install_garage "$garage" "$cache/tools" || return 1
+    # tests/jobs_crash.rs runs (and restarts) a Garage of its own from this binary.
+    export R2SEAL_GARAGE_BIN="$garage"
 
     state="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-services.XXXXXX")" || return 1
     export R2SEAL_SERVICES_DIR="$state"
