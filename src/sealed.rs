@@ -738,7 +738,7 @@ impl SealedBucket {
     /// Accept `if_match` on puts that go multipart (refused by default): the upload is
     /// completed only if the object still has that ETag — atomically where the server
     /// honours `If-Match` on CompleteMultipartUpload (R2, AWS S3), elsewhere by a check
-    /// right before completing that leaves a short window (SECURITY.md §3.10).
+    /// right before completing that leaves a short window (SECURITY.md §3.12).
     pub fn checked_multipart(mut self, accept: bool) -> Self {
         self.checked_multipart = accept;
         self

@@ -1,6 +1,6 @@
 //! `migrate`: seal every plaintext object of a bucket (in place, or into another
 //! bucket), or with `reverse` unseal sealed ones back to plaintext. One object at a time
-//! through [`super::run`]; what is and is not atomic is in SECURITY.md §3.10.
+//! through [`super::run`]; what is and is not atomic is in SECURITY.md §3.12.
 //!
 //! In place, every write is conditional on the ETag of the version read: a single-request
 //! put carries `If-Match`; a multipart upload is completed only if the object still has

@@ -372,7 +372,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Atomic where the server honours `If-Match` on CompleteMultipartUpload (R2, AWS S3);
     /// elsewhere only a check right before completing (this default, and what the S3
     /// backend also does first because Garage and moto ignore the header): a write that
-    /// lands between the check and the completion is overwritten. SECURITY.md §3.10.
+    /// lands between the check and the completion is overwritten. SECURITY.md §3.12.
     async fn complete_multipart_if_match(
         &self,
         key: &str,
