@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# rclone through `r2seal gateway` vs rclone straight to the same local Garage (started by
+# .ci/services.sh unless R2SEAL_TEST_S3_ENDPOINT is already set).
+#
+#   bash bench/gateway.sh [ROUNDS]     # writes bench/out/gateway.md and prints it
+#
+# Workloads: one 256 MiB file, and 2,000 small files (a state tree: 200 dirs × 10 files of
+# 1-8 KiB), each copied up (`rclone copy`, to a fresh prefix) and back down. Direct and
+# gateway runs alternate within each round (which goes first alternates too); the table
+# gives medians over ROUNDS (default 3) and the ratio direct time ÷ gateway time
+# (throughput through the gateway relative to direct: 1.0 = as fast). Same rclone
+# settings both ways (defaults: --transfers 4, single-part up to 200 MiB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-gateway}"
+if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
+    # shellcheck source=/dev/null
+    source .ci/services.sh
+fi
+command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
+unset AWS_CA_BUNDLE
+
+cargo build --release -j 2 --bin r2seal >&2
+R2SEAL="$CARGO_TARGET_DIR/release/r2seal"
+BUCKET="$R2SEAL_TEST_S3_BUCKET"
+RUN="gwbench-$$-$(date +%s)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-gwbench.XXXXXX")"
+GW_PID=""
+cleanup() { [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# ---- the gateway ----
+"$R2SEAL" keygen -o "$WORK/key.txt" 2>/dev/null
+export R2SEAL_GATEWAY_ACCESS_KEY_ID=bench R2SEAL_GATEWAY_SECRET_ACCESS_KEY="bench-$RUN"
+"$R2SEAL" gateway -i "$WORK/key.txt" --listen 127.0.0.1:0 \
+    --upstream "$R2SEAL_TEST_S3_ENDPOINT" 2>"$WORK/gateway.log" &
+GW_PID=$!
+for _ in $(seq 50); do grep -q listening "$WORK/gateway.log" && break; sleep 0.1; done
+GW_URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/gateway.log" | head -1)"
+
+RCLONE_CONF="$WORK/rclone.conf"
+cat >"$RCLONE_CONF" <<EOF
+[direct]
+type = s3
+provider = Other
+endpoint = $R2SEAL_TEST_S3_ENDPOINT
+access_key_id = $AWS_ACCESS_KEY_ID
+secret_access_key = $AWS_SECRET_ACCESS_KEY
+region = auto
+list_version = 2
+
+[gateway]
+type = s3
+provider = Other
+endpoint = $GW_URL
+access_key_id = $R2SEAL_GATEWAY_ACCESS_KEY_ID
+secret_access_key = $R2SEAL_GATEWAY_SECRET_ACCESS_KEY
+region = auto
+list_version = 2
+EOF
+rc() { rclone --config "$RCLONE_CONF" "$@"; }
+
+# ---- data ----
+mkdir -p "$WORK/big" "$WORK/small"
+head -c $((256 * 1024 * 1024)) /dev/urandom >"$WORK/big/file.bin"
+python3 - "$WORK/small" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rnd = random.Random(7)
+for d in range(200):
+    path = os.path.join(root, f"agent-{d:03}", "sessions")
+    os.makedirs(path)
+    for f in range(10):
+        with open(os.path.join(path, f"{f:02}.jsonl"), "wb") as fh:
+            fh.write(os.urandom(rnd.randint(1024, 8192)))
+PY
+
+now() { date +%s.%N; }
+timed() { # timed CMD... -> seconds
+    local t0 t1
+    t0="$(now)"; "$@" >/dev/null 2>&1; t1="$(now)"
+    python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+
+declare -A T
+record() { T[$1]="${T[$1]:-} $2"; }
+one() { # one REMOTE WORKLOAD ROUND
+    local remote="$1" w="$2" r="$3" dst="$BUCKET/$RUN/$1-$2-$3"
+    record "$remote-$w-up" "$(timed rc copy "$WORK/$w" "$remote:$dst")"
+    record "$remote-$w-down" "$(timed rc copy "$remote:$dst" "$WORK/down-$remote-$w-$r")"
+    rm -rf "$WORK/down-$remote-$w-$r"
+}
+for r in $(seq "$ROUNDS"); do
+    for w in big small; do
+        if [ $((r % 2)) -eq 1 ]; then order="direct gateway"; else order="gateway direct"; fi
+        for remote in $order; do one "$remote" "$w" "$r"; echo "round $r $w $remote done" >&2; done
+    done
+done
+# Correctness of what was measured: the last gateway round reads back what was written.
+rc check "$WORK/small" "gateway:$BUCKET/$RUN/gateway-small-$ROUNDS" >&2
+
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" $1; }
+mkdir -p bench/out
+{
+    echo "| workload | direct | through the gateway | direct ÷ gateway time |"
+    echo "|---|---|---|---|"
+    for w in big small; do
+        for dir in up down; do
+            d="$(median "${T[direct-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
+            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
+            echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |"
+        done
+    done
+    echo
+    echo "Medians of $ROUNDS interleaved rounds; rclone $(rclone version | head -1 | awk '{print $2}'), Garage on loopback."
+} | tee bench/out/gateway.md
