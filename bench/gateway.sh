@@ -114,5 +114,6 @@ mkdir -p bench/out
         done
     done
     echo
+    echo "Gateway peak RSS over the whole run: $(awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' /proc/$GW_PID/status)."
     echo "Medians of $ROUNDS interleaved rounds; rclone $(rclone version | head -1 | awk '{print $2}'), Garage on loopback."
 } | tee bench/out/gateway.md
