@@ -12,6 +12,9 @@
 //! - [`Opener`]: [`Envelope::open`] + [`PayloadOpener`] and [`RangePlan`]: no byte is
 //!   returned before its chunk authenticated; truncation surfaces at `finish`.
 //! - [`check_vector`]: runs one `tests/vectors` file through `r2seal::testkit`.
+//! - [`NameCipher`]: object-name encryption (`r2seal::names`, SECURITY.md §3.10).
+//! - [`check_descriptor`]: the bucket-descriptor check every writer runs before its
+//!   first write (`r2seal::descriptor`, SECURITY.md §3.11).
 //!
 //! Errors cross into JavaScript as strings `"<CODE>\u{1f}<message>"` that the
 //! TypeScript layer turns into `SealError` classes. Messages come from the core's
@@ -19,11 +22,13 @@
 
 use std::collections::BTreeMap;
 
+use r2seal::descriptor::{BucketConfig, Descriptor, StoredForm};
 use r2seal::format::header::R2_METADATA_LIMIT;
 use r2seal::format::stream::payload_len;
 use r2seal::format::{Binding, Envelope, Header, SealedMetadata};
 use r2seal::keys::keyring::{Key, KeyMaterial, KeyStatus, Keyring};
 use r2seal::keys::{Identity, Recipient, SymKey};
+use r2seal::names::{NameKey, MAX_STORED_KEY_LEN};
 use r2seal::seal::{plaintext_len as stored_to_plaintext, PayloadOpener, PayloadSealer, RangePlan};
 use r2seal::Error;
 use wasm_bindgen::prelude::*;
@@ -46,6 +51,7 @@ fn code(error: &Error) -> &'static str {
         Error::InvalidKey(_) => "INVALID_KEY",
         Error::InvalidKeyFile(_) => "INVALID_CONFIG",
         Error::InvalidRecipients(_) => "INVALID_RECIPIENTS",
+        Error::NameTooLong { .. } => "NAME_TOO_LONG",
         Error::WrongPassphrase | Error::KdfTooExpensive(_) | Error::PassphraseUnavailable => {
             "INVALID_KEY"
         }
@@ -547,4 +553,126 @@ mod tests {
         assert_eq!(back["customMetadata"]["a"], "b");
         assert!(metadata_from_json("{}").ok().flatten().is_none());
     }
+}
+
+/// Object-name encryption under the name key derived from a symmetric key
+/// (`R2SEAL_NAMES_KEY`): AES-SIV per path segment, base32 (SECURITY.md §3.10).
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct NameCipher {
+    key: NameKey,
+}
+
+#[wasm_bindgen]
+impl NameCipher {
+    /// From an `R2SEAL-SYM-KEY-1…` secret.
+    #[wasm_bindgen(constructor)]
+    pub fn new(secret: &str) -> Result<NameCipher, JsValue> {
+        let k = SymKey::parse(secret).map_err(js_err)?;
+        Ok(NameCipher {
+            key: NameKey::from_sym_key(&k),
+        })
+    }
+
+    /// The name key id (what a bucket descriptor records).
+    #[wasm_bindgen(getter, js_name = keyId)]
+    pub fn key_id(&self) -> String {
+        self.key.id().to_string()
+    }
+
+    /// The stored key of `plain`; `NAME_TOO_LONG` past R2's 1,024-byte limit.
+    pub fn encrypt(&self, plain: &str) -> Result<String, JsValue> {
+        self.key
+            .encrypt_within(plain, MAX_STORED_KEY_LEN)
+            .map_err(js_err)
+    }
+
+    /// The plaintext key of `stored`: `CORRUPT` or `MALFORMED` when it does not decrypt.
+    pub fn decrypt(&self, stored: &str) -> Result<String, JsValue> {
+        self.key.decrypt(stored).map_err(js_err)
+    }
+
+    /// `[stored prefix, "partial" | "whole"]` for listing plaintext prefix `prefix`.
+    #[wasm_bindgen(js_name = listPrefix)]
+    pub fn list_prefix(&self, prefix: &str) -> Vec<String> {
+        let lp = self.key.list_prefix(prefix);
+        let kind = if lp.partial { "partial" } else { "whole" };
+        vec![lp.stored, kind.to_string()]
+    }
+}
+
+impl Keys {
+    fn held_sym_keys(&self) -> Vec<SymKey> {
+        self.identities
+            .iter()
+            .filter_map(|i| match i {
+                Identity::Sym(k) => Some(k.clone()),
+                Identity::X25519(_) => None,
+            })
+            .collect()
+    }
+
+    /// What these keys write, as a bucket descriptor records it (as the native
+    /// `SealedBucket::bucket_config` computes it for a keyring).
+    fn bucket_config(&self, names: Option<r2seal::keys::KeyId>) -> BucketConfig {
+        let ring = &self.ring;
+        BucketConfig::new(
+            StoredForm::Metadata,
+            names,
+            ring.default_keys().iter().map(|k| k.id()),
+            ring.policies().iter().map(|p| {
+                let ids = p.keys.iter().filter_map(|n| ring.get(n)).map(|k| k.id());
+                (p.prefix.clone(), ids.collect())
+            }),
+        )
+    }
+}
+
+/// The check before a Worker's first write: `descriptor` (the bytes of
+/// `.r2seal/descriptor`) must parse, every MAC under a symmetric key these `keys` hold
+/// must verify (`CORRUPT`), and its content must equal what these keys write with the
+/// name key `names_key_id` (`NameCipher.keyId`, or none for plaintext names)
+/// (`DESCRIPTOR_MISMATCH`, naming each difference). Nothing is taken from it.
+#[wasm_bindgen(js_name = checkDescriptor)]
+pub fn check_descriptor(
+    keys: &Keys,
+    names_key_id: Option<String>,
+    descriptor: &[u8],
+) -> Result<(), JsValue> {
+    let names = names_key_id
+        .map(|id| id.parse::<r2seal::keys::KeyId>())
+        .transpose()
+        .map_err(js_err)?;
+    let d = Descriptor::parse(descriptor).map_err(js_err)?;
+    d.verify(&keys.held_sym_keys()).map_err(js_err)?;
+    let diff = d.config.differences(&keys.bucket_config(names));
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(js_err_code(
+            "DESCRIPTOR_MISMATCH",
+            &format!(
+                "this writer does not match the bucket descriptor: {}",
+                diff.join("; ")
+            ),
+        ))
+    }
+}
+
+/// The descriptor these `keys` (with name key `names_key_id`) would write, with a MAC
+/// under each symmetric key they hold: the bytes of `.r2seal/descriptor`.
+#[wasm_bindgen(js_name = descriptorFor)]
+pub fn descriptor_for(keys: &Keys, names_key_id: Option<String>) -> Result<Vec<u8>, JsValue> {
+    let names = names_key_id
+        .map(|id| id.parse::<r2seal::keys::KeyId>())
+        .transpose()
+        .map_err(js_err)?;
+    Ok(Descriptor::new(keys.bucket_config(names), &keys.held_sym_keys()).to_bytes())
+}
+
+/// Runs one name-encryption vector (tests/vectors/names/*) through
+/// `r2seal::testkit::check_name_vector`.
+#[wasm_bindgen(js_name = checkNameVector)]
+pub fn check_name_vector(file: &[u8]) -> Result<(), JsValue> {
+    r2seal::testkit::check_name_vector(file).map_err(|why| js_err_code("VECTOR_FAILED", &why))
 }

@@ -116,6 +116,8 @@ describe("SealedBucket in workerd", () => {
     "policies",
     "allow_plaintext",
     "tampered",
+    "names",
+    "descriptor",
     "bad_input",
     "secrets",
   ]) {
@@ -127,9 +129,25 @@ describe("SealedBucket in workerd", () => {
 
 describe("shared known-answer vectors (tests/vectors) through the wasm build", () => {
   const dir = join(repo, "tests", "vectors");
-  const files = readdirSync(dir)
-    .filter((f) => f !== "README.md")
+  const files = readdirSync(dir, { withFileTypes: true })
+    .filter((f) => f.isFile() && f.name !== "README.md")
+    .map((f) => f.name)
     .sort();
+  const namesDir = join(dir, "names");
+  const nameFiles = readdirSync(namesDir).sort();
+
+  test("every name-encryption vector (tests/vectors/names) passes in wasm", async () => {
+    assert.ok(nameFiles.length >= 12, `only ${nameFiles.length} name vectors`);
+    const failures = [];
+    for (const f of nameFiles) {
+      const body = await call("/name-vector", { method: "POST", body: readFileSync(join(namesDir, f)) });
+      if (!body.ok) failures.push(`${f}: ${body.error}`);
+    }
+    report.nameVectors = nameFiles.length;
+    assert.deepEqual(failures, [], `${failures.length} of ${nameFiles.length} name vectors failed`);
+    const edited = readFileSync(join(namesDir, nameFiles[0]), "latin1").replace("expect: ", "expect: x");
+    assert.equal((await call("/name-vector", { method: "POST", body: Buffer.from(edited, "latin1") })).ok, false);
+  });
 
   test("there are vectors to run", () => {
     assert.ok(files.length >= 40, `only ${files.length} vector files`);

@@ -12,6 +12,10 @@ import {
   sealedLength,
   plaintextLength,
   checkVector,
+  checkNameVector,
+  DescriptorError,
+  InvalidArgumentError,
+  IntegrityError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -281,6 +285,93 @@ const tests = {
     return {};
   },
 
+  async names(env) {
+    const b = sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY });
+    const keys = ["names-test/sessions/2026/a.jsonl", "names-test/sessions/2026/b.jsonl", "names-test/credentials.json"];
+    for (const k of keys) await b.put(k, `body of ${k}`);
+    for (const k of keys) {
+      eq(await (await b.get(k)).text(), `body of ${k}`, "round trip");
+      const stored = b.storedKey(k);
+      assert(/^[a-z2-7/]+$/.test(stored), `stored key is base32: ${stored}`);
+      eq(b.plainKey(stored), k, "plainKey inverts storedKey");
+      assert((await env.BUCKET.head(stored)) !== null, "stored under the encrypted key");
+      assert((await env.BUCKET.head(k)) === null, "nothing under the plaintext key");
+      eq((await b.head(k)).key, k, "head reports the plaintext key");
+    }
+    const raw = await env.BUCKET.list();
+    assert(!raw.objects.some((o) => o.key.includes("names-test") || o.key.includes("sessions/2026")), "no plaintext names stored");
+    // Listings decrypt: at a segment boundary, with a delimiter, inside a segment.
+    const all = await b.list({ prefix: "names-test/" });
+    eq(all.objects.map((o) => o.key).sort().join(), [...keys].sort().join(), "listed plaintext keys");
+    const top = await b.list({ prefix: "names-test/", delimiter: "/" });
+    eq(top.delimitedPrefixes.join(), "names-test/sessions/", "delimited prefixes decrypt");
+    eq(top.objects.map((o) => o.key).join(), "names-test/credentials.json", "objects at this level");
+    const partial = await b.list({ prefix: "names-test/sessions/2026/a" });
+    eq(partial.objects.map((o) => o.key).join(), "names-test/sessions/2026/a.jsonl", "partial last segment");
+    // Plaintext leftovers are reported, not a crash.
+    await env.BUCKET.put("names-leftover.txt", "plain");
+    const root = await b.list();
+    assert(root.undecryptable.includes("names-leftover.txt"), "leftover reported");
+    await rejects(b.list({ delimiter: "-" }), InvalidArgumentError, "INVALID_ARGUMENT", "only / delimits encrypted names");
+    // A range read and a delete go to the stored key.
+    const data = bytes(3 * 65536, 11);
+    await b.put("names-test/big.bin", data);
+    const r = await b.get("names-test/big.bin", { range: { offset: 70000, length: 100 } });
+    assert(same(await r.bytes(), data.slice(70000, 70100)), "ranged read");
+    await b.delete("names-test/big.bin");
+    eq(await b.head("names-test/big.bin"), null, "deleted");
+    // Too long for R2: refused before anything is written; reserved prefix refused.
+    await rejects(b.put(`d/${"x".repeat(700)}`, "x"), InvalidArgumentError, "NAME_TOO_LONG", "name too long");
+    await rejects(b.put(".r2seal/x", "x"), InvalidArgumentError, "INVALID_ARGUMENT", "reserved prefix");
+    // Another name key finds nothing; the binding still names the plaintext key.
+    const other = sealed({ ...env, R2SEAL_NAMES_KEY: env.OTHER_KEY });
+    eq(await other.head(keys[0]), null, "another name key: another stored key");
+    await env.BUCKET.put(b.storedKey("names-test/moved"), (await env.BUCKET.get(b.storedKey(keys[0]))).body, {
+      customMetadata: (await env.BUCKET.head(b.storedKey(keys[0]))).customMetadata,
+    });
+    await rejects(b.get("names-test/moved"), IntegrityError, "WRONG_NAME", "a stored object moved under another name");
+    for (const o of (await b.list()).objects) await b.delete(o.key);
+    await env.BUCKET.delete("names-leftover.txt");
+    return {};
+  },
+
+  async descriptor(env) {
+    const named = () => sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY });
+    try {
+      const b = named();
+      const text = new TextDecoder().decode(await b.writeDescriptor());
+      assert(text.startsWith("r2seal-descriptor/v1\n"), "descriptor format");
+      assert(text.includes(`"names":"${b.keys.names.keyId}"`), "records the name key id");
+      await rejects(named().writeDescriptor(), DescriptorError, "DESCRIPTOR_INVALID", "no silent replace");
+      await named().writeDescriptor({ replace: true });
+      await b.put("desc/ok", "fine");
+      await named().put("desc/ok2", "fine too");
+      eq((await named().list()).objects.some((o) => o.key.startsWith(".r2seal")), false, "descriptor hidden");
+      // Misconfigured writers are refused: no name key, other recipients.
+      const e = await rejects(sealed(env).put("desc/bad", "x"), DescriptorError, "DESCRIPTOR_MISMATCH", "no name key");
+      assert(e.message.includes("no name key"), e.message);
+      const fewer = new SealedBucket(env.BUCKET, SealKeys.fromConfig({ identities: { main: env.R2SEAL_KEY }, names: env.R2SEAL_KEY }));
+      const e2 = await rejects(fewer.put("desc/bad", "x"), DescriptorError, "DESCRIPTOR_MISMATCH", "other recipients");
+      assert(e2.message.includes("default recipients differ"), e2.message);
+      eq(await env.BUCKET.head("desc/bad"), null, "nothing written");
+      // A forged configuration under the Worker key's MAC: refused, nothing adopted.
+      const forged = text.replace(`"names":"${b.keys.names.keyId}"`, '"names":null');
+      await env.BUCKET.put(".r2seal/descriptor", forged);
+      await rejects(named().put("desc/x", "x"), DescriptorError, "DESCRIPTOR_INVALID", "forged MAC");
+      await rejects(sealed(env).put("desc/x", "x"), DescriptorError, "DESCRIPTOR_INVALID", "forged MAC, any writer holding the key");
+      await env.BUCKET.put(".r2seal/descriptor", "garbage");
+      await rejects(named().put("desc/x", "x"), DescriptorError, "DESCRIPTOR_INVALID", "garbage");
+      // Without a descriptor, nothing is compared.
+      await env.BUCKET.delete(".r2seal/descriptor");
+      await sealed(env).put("desc/plain-named", "x");
+      return { descriptorBytes: text.length };
+    } finally {
+      await env.BUCKET.delete(".r2seal/descriptor");
+      for (const o of (await named().list()).objects) await named().delete(o.key);
+      await env.BUCKET.delete("desc/plain-named");
+    }
+  },
+
   async policies(env) {
     const b = sealed(env);
     const main = b.keys.recipientsFor("sessions/1");
@@ -503,6 +594,14 @@ export default {
         if (!test) return Response.json({ ok: false, error: `no test ${name}` }, { status: 404 });
         const details = await test(env, url);
         return Response.json({ ok: true, ...details });
+      }
+      if (url.pathname === "/name-vector") {
+        try {
+          checkNameVector(new Uint8Array(await request.arrayBuffer()));
+          return Response.json({ ok: true });
+        } catch (e) {
+          return Response.json({ ok: false, code: e.code, error: e.message });
+        }
       }
       if (url.pathname === "/vector") {
         const file = new Uint8Array(await request.arrayBuffer());

@@ -14,6 +14,8 @@
  *   `allowPlaintext`.
  */
 import {
+  checkDescriptor,
+  descriptorFor,
   init,
   Opener,
   Sealer,
@@ -25,6 +27,7 @@ import {
   type SealedMetadataOutput,
 } from "./core.js";
 import {
+  DescriptorError,
   IntegrityError,
   InvalidArgumentError,
   LengthMismatchError,
@@ -41,6 +44,10 @@ export const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Default part size, and the sealed size above which a value is uploaded in parts. */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/** r2seal's own objects (the bucket descriptor): hidden from listings, never written by `put`. */
+export const RESERVED_PREFIX = ".r2seal/";
+/** The bucket descriptor (SECURITY.md §3.11). */
+export const DESCRIPTOR_KEY = ".r2seal/descriptor";
 /** Plaintext bytes opened per ranged fetch when a range is streamed (16 chunks). */
 const RANGE_WINDOW = 16 * 65536;
 
@@ -49,6 +56,11 @@ export interface SealedBucketOptions {
   allowPlaintext?: boolean;
   /** Stored bytes per multipart part, ≥ 5 MiB; values sealed beyond it go multipart. */
   partSize?: number;
+  /**
+   * Compare the bucket descriptor (`.r2seal/descriptor`) with these keys before the
+   * first write and refuse to write on a difference (default true).
+   */
+  checkDescriptor?: boolean;
 }
 
 export type SealedPutValue =
@@ -123,6 +135,11 @@ export interface SealedObjects {
   truncated: boolean;
   cursor?: string;
   delimitedPrefixes: string[];
+  /**
+   * With encrypted names: stored keys (and prefixes) that do not decrypt under the name
+   * key (plaintext leftovers of a migration, another key's names). Never opened.
+   */
+  undecryptable: string[];
 }
 
 export interface SealedGetOptions {
@@ -136,12 +153,15 @@ export class SealedBucket {
   readonly keys: SealKeys;
   readonly allowPlaintext: boolean;
   readonly partSize: number;
+  readonly checkDescriptor: boolean;
+  private descriptorChecked: Promise<void> | null = null;
 
   constructor(bucket: R2Bucket, keys: SealKeys, options: SealedBucketOptions = {}) {
     init();
     this.bucket = bucket;
     this.keys = keys;
     this.allowPlaintext = options.allowPlaintext ?? false;
+    this.checkDescriptor = options.checkDescriptor ?? true;
     const partSize = options.partSize ?? DEFAULT_PART_SIZE;
     if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
       throw new InvalidArgumentError("INVALID_ARGUMENT", "partSize must be an integer between 5 MiB and 5 GiB");
@@ -158,8 +178,20 @@ export class SealedBucket {
     });
   }
 
+  /** The key an object has in the bucket: `key`, or its encrypted form (R2SEAL_NAMES_KEY). */
+  storedKey(key: string): string {
+    const names = this.keys.names;
+    return names === null ? key : wasmCall(() => names.encrypt(key));
+  }
+
+  /** The plaintext key of a stored key (throws `IntegrityError` if it does not decrypt). */
+  plainKey(stored: string): string {
+    const names = this.keys.names;
+    return names === null ? stored : wasmCall(() => names.decrypt(stored));
+  }
+
   async head(key: string): Promise<SealedObject | null> {
-    const stored = await this.bucket.head(key);
+    const stored = await this.bucket.head(this.storedKey(key));
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
     if (header === undefined) return this.plaintextObject(stored);
@@ -175,7 +207,7 @@ export class SealedBucket {
   async get(key: string, options?: SealedGetOptions): Promise<SealedObjectBody | null>;
   async get(key: string, options: SealedGetOptions = {}): Promise<SealedObjectBody | SealedObject | null> {
     if (options.range !== undefined) return this.getRange(key, options);
-    const stored = await this.bucket.get(key, options.onlyIf ? { onlyIf: options.onlyIf } : undefined);
+    const stored = await this.bucket.get(this.storedKey(key), options.onlyIf ? { onlyIf: options.onlyIf } : undefined);
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
     if (header === undefined) {
@@ -209,6 +241,11 @@ export class SealedBucket {
     if (typeof key !== "string" || key === "") {
       throw new InvalidArgumentError("INVALID_ARGUMENT", "the object key must be a non-empty string");
     }
+    if (key.startsWith(RESERVED_PREFIX)) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", `${RESERVED_PREFIX} is reserved for r2seal's own objects`);
+    }
+    const skey = this.storedKey(key); // NAME_TOO_LONG before anything is written
+    await this.ensureDescriptor();
     const custom = options.customMetadata ?? {};
     if (Object.prototype.hasOwnProperty.call(custom, METADATA_KEY)) {
       throw new InvalidArgumentError("INVALID_ARGUMENT", `customMetadata key "${METADATA_KEY}" is reserved for the sealed header`);
@@ -255,17 +292,17 @@ export class SealedBucket {
         const body = concat([...sealSlices(sealer, bytes), sealer.finish()]);
         result =
           body.length <= this.partSize
-            ? await this.bucket.put(key, body, stored)
-            : await this.multipart(key, stored, singleChunkStream(body));
+            ? await this.bucket.put(skey, body, stored)
+            : await this.multipart(skey, stored, singleChunkStream(body));
       } else {
         const ciphertext = stream!.pipeThrough(sealStream(sealer, size));
         const storedLength = size === undefined ? undefined : sealedLength(size);
         if (storedLength !== undefined && storedLength <= this.partSize) {
           const fixed = new FixedLengthStream(storedLength);
           const pump = ciphertext.pipeTo(fixed.writable);
-          [result] = await Promise.all([this.bucket.put(key, fixed.readable, stored), pump]);
+          [result] = await Promise.all([this.bucket.put(skey, fixed.readable, stored), pump]);
         } else {
-          result = await this.multipartOrSingle(key, stored, ciphertext);
+          result = await this.multipartOrSingle(skey, stored, ciphertext);
         }
       }
       return result === null ? null : written(result, key, readable, meta);
@@ -277,14 +314,94 @@ export class SealedBucket {
   }
 
   async delete(keys: string | string[]): Promise<void> {
-    await this.bucket.delete(keys);
+    await this.bucket.delete(Array.isArray(keys) ? keys.map((k) => this.storedKey(k)) : this.storedKey(keys));
+  }
+
+  /**
+   * Write the bucket descriptor for these keys (as `r2seal bucket init` does from a
+   * keyring): refuses to replace an existing one unless `replace` (then only the one it
+   * read, by its etag). Returns the bytes written.
+   */
+  async writeDescriptor(options: { replace?: boolean } = {}): Promise<Uint8Array> {
+    const bytes = wasmCall(() => descriptorFor(this.keys.keys, this.keys.names?.keyId));
+    const existing = await this.bucket.head(DESCRIPTOR_KEY);
+    if (existing !== null && !options.replace) {
+      throw new DescriptorError("DESCRIPTOR_INVALID", "a bucket descriptor exists already (replace it explicitly)");
+    }
+    const stored: R2PutOptions = { httpMetadata: { contentType: "text/plain; charset=utf-8" } };
+    if (existing !== null) stored.onlyIf = { etagMatches: existing.etag };
+    const put = await this.bucket.put(DESCRIPTOR_KEY, bytes, stored);
+    if (put === null) throw new DescriptorError("DESCRIPTOR_INVALID", "the bucket descriptor changed while it was written");
+    this.descriptorChecked = Promise.resolve();
+    return bytes;
+  }
+
+  /**
+   * Before the first write: the bucket descriptor, if there is one, must authenticate
+   * under any symmetric key held here and describe exactly what these keys write.
+   * Nothing is taken from it (SECURITY.md §3.11). A success is remembered.
+   */
+  private ensureDescriptor(): Promise<void> {
+    if (!this.checkDescriptor) return Promise.resolve();
+    if (this.descriptorChecked === null) {
+      this.descriptorChecked = (async () => {
+        const got = await this.bucket.get(DESCRIPTOR_KEY);
+        if (got === null) return;
+        const bytes = new Uint8Array(await got.arrayBuffer());
+        try {
+          checkDescriptor(this.keys.keys, this.keys.names?.keyId, bytes);
+        } catch (e) {
+          const converted = fromWasm(e);
+          if (!(converted instanceof SealError)) throw converted;
+          const err = converted;
+          throw new DescriptorError(
+            err.code === "DESCRIPTOR_MISMATCH" ? "DESCRIPTOR_MISMATCH" : "DESCRIPTOR_INVALID",
+            `refusing to write: ${err.code === "DESCRIPTOR_MISMATCH" ? "" : `the bucket descriptor (${DESCRIPTOR_KEY}) is unusable: `}${err.message}`,
+          );
+        }
+      })();
+      // Only a success is remembered: a refused or failed check runs again next time.
+      this.descriptorChecked.catch(() => {
+        this.descriptorChecked = null;
+      });
+    }
+    return this.descriptorChecked;
   }
 
   /** A listing with plaintext sizes (computed from stored sizes: no key needed). */
   async list(options: R2ListOptions = {}): Promise<SealedObjects> {
+    // With encrypted names: list the stored form of the prefix up to its last "/",
+    // decrypt, keep what the plaintext prefix selects (SECURITY.md §3.10).
+    const names = this.keys.names;
+    const prefix = options.prefix ?? "";
+    let storedPrefix = prefix;
+    let partial = false;
+    if (names !== null) {
+      if (options.delimiter !== undefined && options.delimiter !== "/") {
+        throw new InvalidArgumentError("INVALID_ARGUMENT", 'with encrypted names the only delimiter is "/"');
+      }
+      const [sp, kind] = names.listPrefix(prefix) as [string, string];
+      storedPrefix = sp;
+      partial = kind === "partial";
+    }
     // `include` is in the binding, not in every version of its types.
-    const listed = await this.bucket.list({ ...options, include: ["httpMetadata", "customMetadata"] } as R2ListOptions);
-    const objects = listed.objects.map((o): SealedListEntry => {
+    const listed = await this.bucket.list({ ...options, prefix: storedPrefix, include: ["httpMetadata", "customMetadata"] } as R2ListOptions);
+    const undecryptable: string[] = [];
+    const plain = (stored: string): string | null => {
+      if (names === null) return stored;
+      try {
+        const p = names.decrypt(stored);
+        return partial && !p.startsWith(prefix) ? null : p;
+      } catch {
+        undecryptable.push(stored);
+        return null;
+      }
+    };
+    const objects: SealedListEntry[] = [];
+    for (const o of listed.objects) {
+      if (o.key.startsWith(RESERVED_PREFIX)) continue;
+      const key = plain(o.key);
+      if (key === null) continue;
       const sealed = o.customMetadata?.[METADATA_KEY] !== undefined;
       let size: number | null = o.size;
       if (sealed) {
@@ -294,21 +411,28 @@ export class SealedBucket {
           size = null;
         }
       }
-      return {
-        key: o.key,
+      objects.push({
+        key,
         size,
         storedSize: o.size,
         etag: o.etag,
         uploaded: o.uploaded,
         sealed,
         httpMetadata: readableHttp(o.httpMetadata),
-      };
-    });
+      });
+    }
+    const delimitedPrefixes: string[] = [];
+    for (const p of listed.delimitedPrefixes) {
+      if (p === RESERVED_PREFIX) continue;
+      const key = plain(p);
+      if (key !== null) delimitedPrefixes.push(key);
+    }
     return {
       objects,
       truncated: listed.truncated,
       cursor: listed.truncated ? listed.cursor : undefined,
-      delimitedPrefixes: listed.delimitedPrefixes,
+      delimitedPrefixes,
+      undecryptable,
     };
   }
 
@@ -342,13 +466,14 @@ export class SealedBucket {
   }
 
   private async getRange(key: string, options: SealedGetOptions): Promise<SealedObjectBody | SealedObject | null> {
-    const head = await this.bucket.head(key);
+    const skey = this.storedKey(key);
+    const head = await this.bucket.head(skey);
     if (head === null) return null;
     const header = head.customMetadata?.[METADATA_KEY];
     const onlyIf = conditional(options.onlyIf);
     if (header === undefined) {
       if (!this.allowPlaintext) throw plaintextError(key);
-      const stored = await this.bucket.get(key, { range: options.range!, onlyIf: options.onlyIf ?? {} });
+      const stored = await this.bucket.get(skey, { range: options.range!, onlyIf: options.onlyIf ?? {} });
       if (stored === null) return null;
       return "body" in stored ? this.plaintextBody(stored) : this.plaintextObject(stored);
     }
@@ -379,7 +504,7 @@ export class SealedBucket {
     const storedSize = head.size;
     const salts = new Map<number, Uint8Array>();
     const fetchRange = async (offset: number, length: number): Promise<Uint8Array | null> => {
-      const got = await this.bucket.get(key, { range: { offset, length }, onlyIf: pinned });
+      const got = await this.bucket.get(skey, { range: { offset, length }, onlyIf: pinned });
       if (got === null || !("body" in got)) return null;
       const bytes = new Uint8Array(await got.arrayBuffer());
       if (bytes.length !== length) throw new IntegrityError("CORRUPT", "authentication failed: the object is corrupted or was tampered with");

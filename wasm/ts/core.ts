@@ -5,8 +5,12 @@
 import {
   initSync,
   Keys,
+  NameCipher,
   Opener,
   Sealer,
+  checkDescriptor,
+  descriptorFor,
+  checkNameVector as wasmCheckNameVector,
   checkVector as wasmCheckVector,
   fileFormHeader,
   generateSymKey as wasmGenerateSymKey,
@@ -36,7 +40,7 @@ export function wasmMemoryBytes(): number {
   return instance!.memory.buffer.byteLength;
 }
 
-export { Keys, Opener, Sealer };
+export { Keys, NameCipher, Opener, Sealer, checkDescriptor, descriptorFor };
 
 /** Where keys come from: secrets by name, write-only recipients, defaults, policies. */
 export interface SealKeysConfig {
@@ -48,6 +52,11 @@ export interface SealKeysConfig {
   recovery?: string[];
   /** Names sealed to when no policy matches. Default: every key. */
   defaults?: string[];
+  /**
+   * `R2SEAL-SYM-KEY-1…` whose derived name key encrypts object names (SECURITY.md
+   * §3.10): the keyring's `names` key (`r2seal key export-secret KEY`).
+   */
+  names?: string;
   /** Prefix → key names. The longest matching prefix wins (plain string prefixes). */
   policies?: Record<string, string[]>;
 }
@@ -62,6 +71,8 @@ export interface SealEnv {
   R2SEAL_DEFAULTS?: string;
   /** JSON: `{"archive/": ["recovery"]}`. */
   R2SEAL_POLICIES?: string;
+  /** `R2SEAL-SYM-KEY-1…`: encrypt object names under this key's name key. */
+  R2SEAL_NAMES_KEY?: string;
   /** "true" or "1": serve objects that are not sealed yet. */
   R2SEAL_ALLOW_PLAINTEXT?: string;
 }
@@ -72,9 +83,12 @@ const NAME_RE = /^[A-Za-z0-9_.-]+$/;
 export class SealKeys {
   /** @internal */
   readonly keys: Keys;
+  /** The name cipher when object names are encrypted, else null. */
+  readonly names: NameCipher | null;
 
-  private constructor(keys: Keys) {
+  private constructor(keys: Keys, names: NameCipher | null = null) {
     this.keys = keys;
+    this.names = names;
   }
 
   static fromConfig(config: SealKeysConfig): SealKeys {
@@ -110,7 +124,9 @@ export class SealKeys {
       }
       wasmCall(() => keys.setPolicy(prefix, names), `policy ${JSON.stringify(prefix)}`);
     }
-    return new SealKeys(keys);
+    const namesKey = config.names;
+    const names = namesKey === undefined ? null : wasmCall(() => new NameCipher(namesKey), "names (R2SEAL_NAMES_KEY)");
+    return new SealKeys(keys, names);
   }
 
   /**
@@ -120,6 +136,8 @@ export class SealKeys {
    */
   static fromEnv(env: SealEnv | Record<string, unknown>): SealKeys {
     const config: SealKeysConfig = { identities: {}, recipients: {}, recovery: [] };
+    const names = env["R2SEAL_NAMES_KEY"];
+    if (names !== undefined && names !== "") config.names = secretString("R2SEAL_NAMES_KEY", names);
     for (const [variable, value] of Object.entries(env)) {
       let m: RegExpMatchArray | null;
       if (variable === "R2SEAL_KEY" || (m = variable.match(/^R2SEAL_KEY_([A-Z0-9_]+)$/))) {
@@ -243,6 +261,12 @@ export function toFileForm(header: string, body: Uint8Array): Uint8Array {
   out.set(head, 0);
   out.set(body, head.length);
   return out;
+}
+
+/** Runs one name-encryption vector (tests/vectors/names) through `r2seal::testkit`. */
+export function checkNameVector(file: Uint8Array): void {
+  init();
+  wasmCall(() => wasmCheckNameVector(file));
 }
 
 /** Runs one known-answer vector file through the core's sans-IO checker (`r2seal::testkit`). */

@@ -24,6 +24,9 @@ export type SealErrorCode =
   | "INVALID_ARGUMENT"
   | "INVALID_STATE"
   | "VECTOR_FAILED"
+  | "NAME_TOO_LONG"
+  | "DESCRIPTOR_MISMATCH"
+  | "DESCRIPTOR_INVALID"
   | "ERROR";
 
 export class SealError extends Error {
@@ -62,6 +65,13 @@ export class LengthMismatchError extends SealError {}
 /** A caller error: a bad option or argument. */
 export class InvalidArgumentError extends SealError {}
 
+/**
+ * The bucket descriptor (`.r2seal/descriptor`) describes another configuration than
+ * this Worker's keys (`DESCRIPTOR_MISMATCH`), or is forged or unreadable
+ * (`DESCRIPTOR_INVALID`): nothing was written.
+ */
+export class DescriptorError extends SealError {}
+
 const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: string) => SealError>> = {
   MISSING_KEY: KeyConfigError,
   INVALID_KEY: KeyConfigError,
@@ -81,6 +91,9 @@ const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: 
   PRECONDITION_UNSUPPORTED: InvalidArgumentError,
   INVALID_ARGUMENT: InvalidArgumentError,
   INVALID_STATE: InvalidArgumentError,
+  NAME_TOO_LONG: InvalidArgumentError,
+  DESCRIPTOR_MISMATCH: DescriptorError,
+  DESCRIPTOR_INVALID: DescriptorError,
 };
 
 export function sealError(code: SealErrorCode, message: string): SealError {

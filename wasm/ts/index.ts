@@ -18,6 +18,8 @@
 export {
   SealedBucket,
   METADATA_KEY,
+  RESERVED_PREFIX,
+  DESCRIPTOR_KEY,
   MIN_PART_SIZE,
   DEFAULT_PART_SIZE,
   type SealedBucketOptions,
@@ -42,6 +44,7 @@ export {
   sealBytes,
   openBytes,
   checkVector,
+  checkNameVector,
   type SealEnv,
   type SealKeysConfig,
   type SealedMetadataInput,
@@ -57,5 +60,6 @@ export {
   HeaderTooLargeError,
   LengthMismatchError,
   InvalidArgumentError,
+  DescriptorError,
   type SealErrorCode,
 } from "./errors.js";
