@@ -811,6 +811,32 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     let (s, _) = curl(&gw, &good, &["-X", "DELETE"], &obj);
     assert_eq!(s, 204);
 
+    // A restart forgets uploads in flight (their file keys lived in memory): the client
+    // is told NoSuchUpload, and can still abort the upstream upload.
+    let (s, body) = curl(&gw, &good, &["-X", "POST"], &format!("{obj}?uploads="));
+    assert_eq!(s, 200, "{body}");
+    let upload_id = body
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|r| r.split("</UploadId>").next())
+        .expect("an upload id")
+        .to_string();
+    let mut restarted = Gateway::start(&up, &up.endpoint);
+    let part = format!("{obj}?partNumber=1&uploadId={upload_id}");
+    let (s, body) = curl(&restarted, &good, &put, &part);
+    assert_eq!((s, code_of(&body)), (404, "NoSuchUpload"), "{body}");
+    let (s, body) = curl(
+        &restarted,
+        &good,
+        &["-X", "DELETE"],
+        &format!("{obj}?uploadId={upload_id}"),
+    );
+    assert_eq!(s, 204, "{body}");
+    let (rt, store) = raw_store(&up);
+    let left = rt.block_on(store.list_multipart_uploads(&prefix)).unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    restarted.assert_alive();
+
     // Upstream down: 503 ServiceUnavailable, and the gateway stays up.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
