@@ -189,6 +189,18 @@ fn names_are_encrypted_transparently_and_the_descriptor_guards_writers() {
     assert_eq!(out.get_output().stdout, b"second");
 }
 
+/// Regression: `bucket init` on a fresh file:// directory said "no such bucket".
+#[test]
+fn bucket_init_works_on_a_new_bucket() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    c.run(&["bucket", "init", &c.url("")]);
+    assert!(c.bucket_dir().join(".r2seal/descriptor").is_file());
+    assert!(c
+        .run(&["bucket", "show", &c.url("")])
+        .contains("names:          plaintext"));
+}
+
 #[test]
 fn undecryptable_leftovers_are_reported_by_ls() {
     let c = Ctx::new();

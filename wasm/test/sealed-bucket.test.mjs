@@ -218,6 +218,31 @@ describe("cross-implementation with the native CLI", () => {
     assert.deepEqual(JSON.parse(out.toString()), { secret: "for the recovery key only" });
   });
 
+  test("a descriptor from `r2seal bucket init` admits the Worker with the same keys, and only it", async () => {
+    // The native keyring mirrors the Worker's env: main (R2SEAL_KEY), recovery (a
+    // write-only recipient), archive/ -> recovery, names under main.
+    const ring = join(tmp, "descriptor-keyring.toml");
+    const env = { ...process.env, R2SEAL_KEYRING: ring };
+    delete env.R2SEAL_PASSPHRASE;
+    const run = (args) => execFileSync(cli, args, { env, stdio: "pipe" });
+    run(["key", "add", "main", "--import", symFile]);
+    run(["key", "add", "recovery", "--recipient", recoveryRecipient, "--recovery"]);
+    run(["key", "policy", "archive/", "recovery"]);
+    run(["key", "names", "main"]);
+    const dir = join(tmp, "descriptor-bucket");
+    mkdirSync(dir);
+    run(["bucket", "init", `file://${dir}`]);
+    const descriptor = readFileSync(join(dir, ".r2seal", "descriptor"));
+    const stored = await call(`/raw/put?key=${encodeURIComponent(".r2seal/descriptor")}`, { method: "POST", body: descriptor });
+    assert.equal(stored.ok, true);
+    try {
+      const body = await runInWorker("descriptor_from_cli");
+      assert.equal(body.ok, true);
+    } finally {
+      await call(`/raw/delete?key=${encodeURIComponent(".r2seal/descriptor")}`, { method: "POST" });
+    }
+  });
+
   test("sealed by `r2seal seal`, opened in the Worker", async () => {
     for (const n of sizes) {
       const key = `cross/native-${n}.bin`;

@@ -372,6 +372,19 @@ const tests = {
     }
   },
 
+  // Run by the node side after it stored the descriptor the native CLI wrote.
+  async descriptor_from_cli(env) {
+    const b = sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY });
+    await b.put("cli-desc/ok", "same configuration as the keyring");
+    await b.delete("cli-desc/ok");
+    await rejects(sealed(env).put("cli-desc/bad", "x"), DescriptorError, "DESCRIPTOR_MISMATCH", "without the name key");
+    const noPolicy = sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY, R2SEAL_POLICIES: "{}" });
+    const e = await rejects(noPolicy.put("cli-desc/bad", "x"), DescriptorError, "DESCRIPTOR_MISMATCH", "without the archive/ policy");
+    assert(e.message.includes("archive/"), e.message);
+    eq(await env.BUCKET.head(b.storedKey("cli-desc/bad")), null, "nothing written");
+    return {};
+  },
+
   async policies(env) {
     const b = sealed(env);
     const main = b.keys.recipientsFor("sessions/1");
@@ -626,6 +639,14 @@ export default {
         const raw = await env.BUCKET.get(key);
         const body = new Uint8Array(await raw.arrayBuffer());
         return new Response(toFileForm(raw.customMetadata.r2seal, body));
+      }
+      if (url.pathname === "/raw/put") {
+        await env.BUCKET.put(key, new Uint8Array(await request.arrayBuffer()));
+        return Response.json({ ok: true });
+      }
+      if (url.pathname === "/raw/delete") {
+        await env.BUCKET.delete(key);
+        return Response.json({ ok: true });
       }
       if (url.pathname === "/raw/import") {
         // A file-form object from the native CLI, stored in the metadata form.

@@ -1062,8 +1062,9 @@ async fn keyring_bucket(
     url: &str,
     keyring: &KeyringArg,
     endpoint: Option<&str>,
+    for_write: bool,
 ) -> Result<(Target, SealedBucket)> {
-    let target = Target::parse(url, false)?;
+    let target = Target::parse(url, for_write)?;
     if !target.key.is_empty() {
         bail!(
             "{url}: the descriptor belongs to a bucket (or store root): give the URL without a key"
@@ -1086,7 +1087,7 @@ pub fn bucket(cmd: BucketCommand) -> Result<()> {
             keyring,
             remote,
         } => rt.block_on(async {
-            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref()).await?;
+            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref(), true).await?;
             let d = bucket.write_descriptor(replace).await.map_err(flat)?;
             let where_ = target.url_of(DESCRIPTOR_KEY);
             if remote.json {
@@ -1106,7 +1107,7 @@ pub fn bucket(cmd: BucketCommand) -> Result<()> {
             keyring,
             remote,
         } => rt.block_on(async {
-            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref()).await?;
+            let (target, bucket) = keyring_bucket(&url, &keyring, remote.endpoint.as_deref(), false).await?;
             let Some((d, auth)) = bucket.read_descriptor().await.map_err(flat)? else {
                 bail!("{}: no bucket descriptor (write one with `r2seal bucket init`)", target.url_of(DESCRIPTOR_KEY));
             };
