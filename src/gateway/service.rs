@@ -45,7 +45,12 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// An upload neither completed nor aborted after this long is forgotten (its file key
+/// dropped, zeroized); the client then gets NoSuchUpload, as after a restart.
+const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 struct Upload {
+    started: std::time::Instant,
     bucket: String,
     parts_upload: PartsUpload,
     /// By part number: the sealed part and the plaintext part's MD5 (its client ETag).
@@ -903,14 +908,18 @@ impl S3 for Gateway {
             .await
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
         let upload_id = parts_upload.upload_id().to_string();
-        self.uploads.lock().expect("not poisoned").insert(
+        let mut uploads = self.uploads.lock().expect("not poisoned");
+        uploads.retain(|_, u| u.started.elapsed() < UPLOAD_TTL);
+        uploads.insert(
             upload_id.clone(),
             Arc::new(Upload {
+                started: std::time::Instant::now(),
                 bucket: input.bucket.clone(),
                 parts_upload,
                 parts: Mutex::new(BTreeMap::new()),
             }),
         );
+        drop(uploads);
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
