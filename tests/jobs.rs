@@ -981,3 +981,83 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
         }
     });
 }
+
+#[test]
+fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
+    let Some(s) = Server::garage("names") else {
+        return;
+    };
+    let rt = rt();
+    let root = rt.block_on(s.root());
+    let tree: Vec<Plain> = mixed_tree()
+        .into_iter()
+        .filter(|o| o.body.len() < MIB)
+        .collect();
+    rt.block_on(plant(&root, &s, &tree));
+    let cli = Cli::new(&s);
+    let ring = cli.path("ring.toml").display().to_string();
+    for args in [
+        vec!["key", "add", "agent", "--sym", "--recovery"],
+        vec!["key", "names", "agent"],
+        vec!["key", "default", "agent"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--keyring", &ring]);
+        cli.ok(&a);
+    }
+    let url = s.url("");
+    // A keyring that encrypts names refuses to seal under plaintext names.
+    let err = cli.fails(&["migrate", "--keyring", &ring, &url]);
+    assert!(one_line(&err).contains("--encrypt-names"), "{err}");
+    let before = rt.block_on(etags(&root, &s.prefix));
+    assert_eq!(before.len(), tree.len());
+
+    let out = cli.ok(&[
+        "migrate",
+        "--keyring",
+        &ring,
+        "--encrypt-names",
+        "--json",
+        &url,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["done"], tree.len(), "{v}");
+    // The plaintext-named objects are gone; sealed ones exist under encrypted names.
+    assert!(rt.block_on(etags(&root, &s.prefix)).is_empty());
+    for o in &tree {
+        let out = cli.ok(&["cat", "--keyring", &ring, &s.url(o.rel)]);
+        assert!(
+            out == o.body,
+            "{}: opens to its original under its plaintext name",
+            o.rel
+        );
+    }
+    let out = cli.ok(&["verify", "--keyring", &ring, "--json", &url]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["done"], tree.len(), "{v}");
+    let stored = keys_with(&v, "done");
+    assert_eq!(stored.len(), tree.len());
+    for key in &stored {
+        let (info, _) = rt.block_on(raw(&root, key));
+        assert!(info.metadata.contains_key("r2seal"), "{key}");
+        for o in &tree {
+            let base = o.rel.rsplit('/').next().unwrap();
+            assert!(!key.contains(base), "{key} leaks the name {base}");
+        }
+        assert!(
+            !key.contains("r2seal-jobs"),
+            "{key}: every segment is encrypted"
+        );
+    }
+    // A rerun finds nothing left under plaintext names.
+    let out = cli.ok(&[
+        "migrate",
+        "--keyring",
+        &ring,
+        "--encrypt-names",
+        "--json",
+        &url,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["done"], 0, "{v}");
+}

@@ -30,6 +30,10 @@ pub struct MigrateOptions {
     pub verify: bool,
     /// Decide and report, write nothing.
     pub dry_run: bool,
+    /// Write each object under its encrypted name (the bucket given to
+    /// [`Migrator::new`] must have a name key), read it back and authenticate it, and only
+    /// then delete the object under its plaintext name (in place).
+    pub encrypt_names: bool,
     /// Objects larger than this go up as multipart uploads of parts this size (default
     /// and minimum as for [`SealedBucket::with_part_size`]).
     pub part_size: Option<u64>,
@@ -78,6 +82,9 @@ impl Migrator {
                 let mut b = SealedBucket::new(d.store.clone());
                 if let Some(r) = bucket.recipients() {
                     b = b.with_recipients(r.clone());
+                }
+                if let Some(k) = bucket.name_key() {
+                    b = b.with_name_key(k.clone());
                 }
                 b.with_identities(bucket.identities().to_vec())
             }
@@ -134,8 +141,17 @@ impl Migrator {
         }
     }
 
+    /// Whether objects are written under encrypted names (`encrypt_names`).
+    fn renames(&self) -> bool {
+        self.opts.encrypt_names && self.dst_bucket.name_key().is_some()
+    }
+
     /// The write condition: the version read (in place), or "create only" (destination).
     fn conditions(&self, etag: &str, multipart: bool) -> (Option<String>, Option<String>) {
+        if self.renames() && self.dest.is_none() {
+            // A new key: the condition is on deleting the old one (see `seal_one`).
+            return (None, None);
+        }
         match &self.dest {
             None => (Some(etag.to_string()), None),
             // No conditional create for multipart: the destination was checked just before.
@@ -154,7 +170,11 @@ impl Migrator {
             return Outcome::Skipped(SKIP_SEALED.into());
         }
         let dst_key = self.dst_key(key);
-        match self.destination_taken(&dst_key).await {
+        let taken = match self.dst_bucket.stored_key(&dst_key) {
+            Ok(stored) => self.destination_taken(&stored).await,
+            Err(e) => return outcome_of(&e),
+        };
+        match taken {
             Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
             Ok(false) => {}
             Err(o) => return o,
@@ -163,7 +183,8 @@ impl Migrator {
         if self.opts.dry_run {
             return Outcome::Done { bytes: size };
         }
-        let (if_match, if_none_match) = self.conditions(&got.info.meta.etag, size > self.part_size);
+        let read_etag = got.info.meta.etag.clone();
+        let (if_match, if_none_match) = self.conditions(&read_etag, size > self.part_size);
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),
@@ -187,10 +208,30 @@ impl Migrator {
         if let Err(e) = put {
             return outcome_of(&e);
         }
-        if self.opts.verify {
+        let renamed_in_place = self.renames() && self.dest.is_none();
+        if self.opts.verify || renamed_in_place {
             let want = digest.lock().expect("not poisoned").clone().finalize();
             if let Some(problem) = self.read_back_sealed(&dst_key, size, &want).await {
                 return problem;
+            }
+        }
+        if renamed_in_place {
+            // The sealed copy under the encrypted name authenticated; remove the plaintext
+            // one only if it still is the version read (a HEAD, then the delete: S3 and R2
+            // offer no conditional delete here, so a write in between is lost; §3.12).
+            match self.src.head(key).await {
+                Ok(info) if store::etag_eq(&info.meta.etag, &read_etag) => {}
+                Ok(_) => {
+                    return Outcome::Conflict(format!(
+                        "{}: changed after it was sealed under its encrypted name; the sealed copy holds the version read, the new one stays (rerun)",
+                        self.location(key)
+                    ))
+                }
+                Err(e) if e.is_not_found() => return Outcome::Done { bytes: size },
+                Err(e) => return Outcome::from_store_error(&e),
+            }
+            if let Err(e) = self.src.delete(key).await {
+                return Outcome::from_store_error(&e);
             }
         }
         Outcome::Done { bytes: size }

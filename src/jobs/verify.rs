@@ -43,8 +43,12 @@ impl Verifier {
     }
 
     pub async fn verify_one(&self, item: Item) -> Outcome {
-        let key = item.key;
         let problem = |kind: &str, why: String| Outcome::Failed(format!("{kind}: {why}"));
+        // With encrypted names the bucket takes plaintext keys; the listing gives stored ones.
+        let key = match self.bucket.plain_key(&item.key) {
+            Ok(k) => k,
+            Err(e) => return problem(UNOPENABLE, e.to_string()),
+        };
         let got = match self.bucket.get(&key, None).await {
             Ok(g) => g,
             Err(e) if e.is_not_found() => return Outcome::Skipped("deleted since listed".into()),
@@ -68,7 +72,7 @@ impl Verifier {
             }
         }
         if let Some(ring) = &self.keyring {
-            if let Some(p) = self.key_statuses(ring, &key).await {
+            if let Some(p) = self.key_statuses(ring, &item.key, &key).await {
                 return p;
             }
         }
@@ -78,8 +82,8 @@ impl Verifier {
     /// Which keyring keys open the object's envelope on their own; a problem when none of
     /// them is active. (Recipient-only keys, such as an offline recovery key, cannot be
     /// tried: an object sealed to one of them and to retired keys is reported.)
-    async fn key_statuses(&self, ring: &Keyring, key: &str) -> Option<Outcome> {
-        let info = match self.bucket.store().head(key).await {
+    async fn key_statuses(&self, ring: &Keyring, stored: &str, key: &str) -> Option<Outcome> {
+        let info = match self.bucket.store().head(stored).await {
             Ok(i) => i,
             Err(e) => return Some(Outcome::from_store_error(&e)),
         };

@@ -566,6 +566,10 @@ pub struct MigrateArgs {
     /// Read each written object back and authenticate it before counting it done
     #[arg(long)]
     pub verify: bool,
+    /// Store each object under its encrypted name (the keyring's name key or
+    /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one
+    #[arg(long, conflicts_with = "reverse")]
+    pub encrypt_names: bool,
     /// Multipart part size in MiB (at least 5; larger objects go up in parts)
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub part_size: u64,

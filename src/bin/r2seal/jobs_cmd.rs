@@ -14,7 +14,7 @@ use r2seal::sealed::SealedBucket;
 use r2seal::store::Store;
 
 use crate::cli::{JobArgs, MigrateArgs, RecipientArgs, VerifyArgs};
-use crate::objects::{flat, open_store, runtime, write_keys, Target};
+use crate::objects::{flat, name_key, open_store, runtime, write_keys, Target};
 
 /// Problems printed one per line on stderr before the summary (all are in `--report`).
 const MAX_PROBLEM_LINES: usize = 20;
@@ -203,7 +203,21 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         verify: args.verify,
         dry_run: args.job.dry_run,
         part_size: Some(args.part_size * 1024 * 1024),
+        encrypt_names: args.encrypt_names,
     };
+    let names = name_key(&args.recipients.keyring)?;
+    match (&names, args.encrypt_names) {
+        (None, true) => bail!(
+            "--encrypt-names needs a name key: `r2seal key names KEY` in the keyring, or R2SEAL_NAMES_KEY"
+        ),
+        (Some(_), false) if !args.reverse => bail!(
+            "this keyring encrypts object names: pass --encrypt-names to store migrated objects under encrypted names"
+        ),
+        (Some(_), false) => bail!(
+            "--reverse of objects under encrypted names is not supported yet: unset the name key (R2SEAL_NAMES_KEY, `r2seal key names --off`) to unseal objects stored under plaintext names"
+        ),
+        _ => {}
+    }
     let rt = runtime()?;
     let report = rt.block_on(async {
         let endpoint = args.job.endpoint.as_deref();
@@ -217,6 +231,9 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
             None => None,
         };
         let mut bucket = SealedBucket::new(store.clone()).with_identities(identities);
+        if let Some(k) = names {
+            bucket = bucket.with_name_key(k);
+        }
         if let Some(r) = recipients {
             bucket = bucket.with_recipients(r);
         }
@@ -269,14 +286,20 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     if args.sample == Some(0) {
         bail!("--sample must be at least 1");
     }
+    let names = name_key(&args.identities.keyring)?;
     let mut cfg = config(&args.job, "verify")?;
     cfg.sample = args.sample;
     let rt = runtime()?;
     let report = rt.block_on(async {
         let store = open_checked(&target, args.job.endpoint.as_deref()).await?;
-        let bucket = SealedBucket::new(store.clone()).with_identities(identities);
+        let mut bucket = SealedBucket::new(store.clone()).with_identities(identities);
+        if let Some(k) = names {
+            bucket = bucket.with_name_key(k);
+        }
+        // With encrypted names, objects live under the encrypted form of the prefix.
+        let walk = jobs::rotate::walk_prefix(&bucket, &target.key);
         let verifier = Arc::new(Verifier::new(bucket, keyring));
-        let report = jobs::run(store, &target.key, &cfg, move |item| {
+        let report = jobs::run(store, &walk, &cfg, move |item| {
             let v = verifier.clone();
             async move { v.verify_one(item).await }
         })

@@ -200,7 +200,7 @@ pub(crate) fn write_keys(
 
 /// The name key when object names are encrypted: `R2SEAL_NAMES_KEY` (a symmetric key,
 /// as a Worker gets it), else the keyring's `names` setting, else none.
-fn name_key(keyring: &KeyringArg) -> Result<Option<NameKey>> {
+pub(crate) fn name_key(keyring: &KeyringArg) -> Result<Option<NameKey>> {
     if let Some(s) = std::env::var("R2SEAL_NAMES_KEY")
         .ok()
         .filter(|s| !s.trim().is_empty())
