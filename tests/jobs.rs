@@ -774,8 +774,10 @@ impl Meddler {
             .rewrites
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         {
-            // Different each time: the same bytes would have the same ETag.
-            let body = format!("REWRITTEN by someone else at {key} ({n})");
+            // Different every time (the same bytes would have the same ETag).
+            static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let serial = SERIAL.fetch_add(1, Ordering::SeqCst);
+            let body = format!("REWRITTEN by someone else at {key} ({n}.{serial})");
             self.inner
                 .put(key, Bytes::from(body), &Default::default())
                 .await
