@@ -235,6 +235,8 @@ impl SealedBucket {
         if dry_run || action == RotateAction::Unchanged {
             return Ok(out);
         }
+        // A rotator writes like any writer: the bucket descriptor must agree.
+        self.ensure_descriptor(key).await?;
         match action {
             RotateAction::Rewrap => {
                 out.etag = self.rewrap_in_place(key, &info, &envelope, &target).await?;
