@@ -785,6 +785,61 @@ mod cases {
             .is_not_found());
     }
 
+    /// With encrypted names the walker lists stored names; rotate and export work on
+    /// the plaintext ones, and a prefix selects plaintext keys.
+    pub async fn encrypted_names(h: &Harness) {
+        let (k1, k2) = (sym(), sym());
+        let names = r2seal::names::NameKey::from_sym_key(&SymKey::generate());
+        let bucket = h
+            .bucket(&[k1.to_recipient()], &[k1.clone(), k2.clone()])
+            .with_name_key(names);
+        for key in ["en/a/x.json", "en/a/y.json", "en/b/z.json"] {
+            bucket
+                .put(key, key.as_bytes().to_vec(), &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let raw_keys: Vec<String> = h
+            .store()
+            .list("", None, None, None)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert!(
+            raw_keys.iter().all(|k| !k.contains("x.json")),
+            "{raw_keys:?}"
+        );
+        let p = plan(
+            &[k1.to_recipient()],
+            &[k2.to_recipient()],
+            &[],
+            Rekey::Exposed,
+        );
+        let s = run_rotate(bucket.clone(), "en/a/", p, &cfg()).await;
+        assert_eq!((s.report.done, s.report.failures), (2, 0), "{:?}", s.report);
+        let k2_only = h
+            .bucket(&[], &[k2.clone()])
+            .with_name_key(bucket.name_key().unwrap().clone());
+        assert_eq!(
+            &k2_only.get_bytes("en/a/x.json").await.unwrap().1[..],
+            b"en/a/x.json"
+        );
+        assert!(
+            k2_only.get_bytes("en/b/z.json").await.is_err(),
+            "outside the prefix"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let r = run_export(bucket, "en/", dir.path(), &cfg()).await.unwrap();
+        assert_eq!((r.done, r.failures), (3, 0), "{r:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join("b/z.json")).unwrap(),
+            b"en/b/z.json"
+        );
+    }
+
     /// Keys that would escape the export directory are refused, one clear error each;
     /// the rest is exported. (file:// refuses such keys itself, so S3 only.)
     pub async fn hostile_keys_are_refused(h: &Harness) {
@@ -945,6 +1000,7 @@ suite!(
         copy_conflicts,
         rekey_conflict,
         export_import_round_trip,
+        encrypted_names,
     ]
 );
 
