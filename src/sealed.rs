@@ -793,7 +793,7 @@ impl SealedBucket {
         let body: Bytes = body.into();
         let len = body.len() as u64;
         let pieces = futures_util::stream::iter(slices(body, READ_SIZE).into_iter().map(Ok));
-        self.put_source(key, Source::Stream(Box::pin(pieces)), Some(len), opts, None)
+        self.put_source(key, Source::Stream(Box::pin(pieces)), Some(len), opts)
             .await
     }
 
@@ -812,7 +812,7 @@ impl SealedBucket {
     where
         R: AsyncRead + Send + Unpin,
     {
-        self.put_source(key, Source::Reader(Box::pin(reader)), len, opts, None)
+        self.put_source(key, Source::Reader(Box::pin(reader)), len, opts)
             .await
     }
 
@@ -827,7 +827,7 @@ impl SealedBucket {
     where
         S: Stream<Item = io::Result<Bytes>> + Send,
     {
-        self.put_source(key, Source::Stream(Box::pin(stream)), len, opts, None)
+        self.put_source(key, Source::Stream(Box::pin(stream)), len, opts)
             .await
     }
 
@@ -934,16 +934,12 @@ impl SealedBucket {
         self.part_size.max(needed)
     }
 
-    /// `replaces`: for a multipart upload, the ETag the object must still have just before
-    /// the upload completes (checked with a HEAD: narrows the race, it is not atomic, as no
-    /// store offers a condition on completion; see SECURITY.md §3.9).
     async fn put_source(
         &self,
         key: &str,
         mut src: Source<'_>,
         len: Option<u64>,
         opts: &PutOptions,
-        replaces: Option<&str>,
     ) -> Res<PutResult> {
         let location = self.location(key);
         let io_err = |error| SealedError::Io {
@@ -998,8 +994,7 @@ impl SealedBucket {
         if opts.refuses_multipart(self.checked_multipart) {
             return Err(self.conditional_multipart(key));
         }
-        self.put_multipart(key, &skey, head, src, len, opts, replaces)
-            .await
+        self.put_multipart(key, &skey, head, src, len, opts).await
     }
 
     fn conditional_multipart(&self, key: &str) -> SealedError {
@@ -1041,7 +1036,6 @@ impl SealedBucket {
         })
     }
 
-    #[allow(clippy::too_many_arguments)] // private; `replaces` is rotation's pre-check
     async fn put_multipart(
         &self,
         key: &str,
@@ -1050,7 +1044,6 @@ impl SealedBucket {
         mut src: Source<'_>,
         len: Option<u64>,
         opts: &PutOptions,
-        replaces: Option<&str>,
     ) -> Res<PutResult> {
         let part_size = self.part_size_for(len);
         let (envelope, metadata) =
@@ -1122,9 +1115,6 @@ impl SealedBucket {
             upload.flush_full_parts(&self.location(key)).await?;
             let parts = upload.finish(&self.location(key)).await?;
             debug_assert_eq!(upload.stored, payload_len(total));
-            if let Some(etag) = replaces {
-                self.check_unchanged(skey, etag).await?;
-            }
             let put = match &opts.if_match {
                 Some(etag) => {
                     self.store
@@ -1639,12 +1629,18 @@ impl SealedBucket {
                 .try_collect()
                 .await?;
             // Every part came from the version `info` describes; the source must still be
-            // that version now, or a write that came meanwhile would be undone (self-copy).
-            self.check_unchanged(src, &info.meta.etag).await?;
-            let put = self
-                .store
-                .complete_multipart(dst, &upload_id, &parts)
-                .await?;
+            // that version now, or a write that came meanwhile would be undone (self-copy:
+            // atomic where the server honours If-Match on completion, R2 and AWS).
+            let put = if src == dst {
+                self.store
+                    .complete_multipart_if_match(dst, &upload_id, &parts, &info.meta.etag)
+                    .await?
+            } else {
+                self.check_unchanged(src, &info.meta.etag).await?;
+                self.store
+                    .complete_multipart(dst, &upload_id, &parts)
+                    .await?
+            };
             Ok((put, count))
         }
         .await;

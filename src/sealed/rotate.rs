@@ -303,9 +303,10 @@ impl SealedBucket {
 
     /// Re-encrypt the object under a fresh file key sealed to `target`, streaming it:
     /// the body is read conditionally on the ETag read, authenticated chunk by chunk, and
-    /// the new object is written only once the whole old one authenticated. A
-    /// single-request write is conditional (If-Match); a multipart one checks the ETag
-    /// just before completing and the ETag afterwards.
+    /// the new object is written only once the whole old one authenticated. The write is
+    /// conditional on the ETag read (If-Match on the PUT, or on the multipart completion:
+    /// atomic on R2 and AWS, a check just before completing elsewhere), and the ETag is
+    /// read back afterwards.
     async fn rekey_in_place(
         &self,
         key: &str,
@@ -364,7 +365,6 @@ impl SealedBucket {
                 error,
             })?;
         let meta = envelope.metadata().cloned().unwrap_or_default();
-        let single = size <= self.multipart_threshold;
         let opts = PutOptions {
             content_type: info.content_type.clone(),
             cache_control: info.cache_control.clone(),
@@ -372,17 +372,20 @@ impl SealedBucket {
             content_disposition: meta.content_disposition,
             content_language: meta.content_language,
             metadata: meta.user,
-            if_match: single.then(|| etag.clone()),
+            // Multipart too: completed only if the object still has this ETag.
+            if_match: Some(etag.clone()),
             if_none_match: None,
         };
-        let writer = self.clone().with_recipients(Recipients::fixed(target));
+        let writer = self
+            .clone()
+            .with_recipients(Recipients::fixed(target))
+            .checked_multipart(true);
         let put = writer
             .put_source(
                 key,
                 Source::Stream(Box::pin(plain.boxed())),
                 Some(size),
                 &opts,
-                (!single).then_some(etag.as_str()),
             )
             .await;
         let put = match put {

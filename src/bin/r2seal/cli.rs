@@ -143,6 +143,18 @@ pub enum Command {
     #[command(after_help = GATEWAY_HELP)]
     Gateway(GatewayArgs),
 
+    /// Rewrap (or re-key) every object under a bucket or prefix to its target recipients
+    #[command(after_help = ROTATE_HELP)]
+    Rotate(RotateArgs),
+
+    /// Write a decrypted copy of a bucket or prefix into a local directory (incremental)
+    #[command(after_help = EXPORT_HELP)]
+    Export(ExportArgs),
+
+    /// Seal a local directory tree into a bucket or prefix (incremental)
+    #[command(after_help = EXPORT_HELP)]
+    Import(ImportArgs),
+
     /// Manage the keyring: named keys, statuses, defaults, per-prefix policies
     #[command(subcommand)]
     Key(KeyCommand),
@@ -617,4 +629,89 @@ pub struct GatewayArgs {
     /// Largest multipart part a client may send, in MiB (held in memory while sealed)
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub max_part_size: u64,
+}
+
+const ROTATE_HELP: &str = "\
+Target set, per object: the keyring's policy for its key (longest prefix, else the
+defaults) or the -r/-R/-i recipients, minus each --remove, plus each --add. It is printed
+before the run. An object already sealed to its target set is skipped: a rerun is a
+no-op, an interrupted run resumes.
+Without a re-key nothing but headers moves: each object is copied onto itself
+server-side with a new envelope (multipart copy over 5 GiB), conditional on its ETag.
+A re-key (fresh file key, body re-encrypted, streamed) happens with --rekey for every
+object whose file key was ever wrapped to a key outside its set, and by default for
+every object whose file key was ever wrapped to a revoked key; --no-rekey never re-keys
+(a rewrap does not protect against a copy of the old envelope: r2seal warns).
+After a complete run over a whole bucket, each removed key that was active becomes
+retired in the keyring (defaults and policies are not edited). SECURITY.md §4.5.
+Exit status: non-zero if any object was left undone (conflicts, failures).
+Examples:
+  r2seal rotate --dry-run r2://agent-bucket/
+  r2seal rotate --add laptop r2://agent-bucket/
+  r2seal rotate --remove agent r2://agent-bucket/        # agent revoked: re-keys
+  r2seal rotate --rekey --jobs 32 r2://agent-bucket/sessions/";
+
+const EXPORT_HELP: &str = "\
+export: one file per object under DIR (the key tree below the prefix), each written to a
+temp file and renamed only after its object authenticated (mode 0600); mtime from
+rclone's mtime metadata. DIR/.r2seal-export.json records what was written: objects with
+an unchanged ETag are skipped. Keys that would escape DIR (.., a leading /, //) are
+refused one by one.
+import: every file under DIR, sealed to the keyring's policy (or -r/-R/-i), its mtime
+stored as rclone does; files whose object has the same size and mtime are skipped.
+Examples:
+  r2seal export r2://agent-bucket/ ./backup
+  r2seal import ./backup r2://agent-bucket-restored/";
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Recipients before changes (default: the keyring's policy per key); -i identities
+    /// and the keyring (revoked keys included) open the objects
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Bucket or prefix to rotate
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Add a key to every object: a keyring key name or id, or an age1… recipient; repeatable
+    #[arg(long, value_name = "KEY")]
+    pub add: Vec<String>,
+    /// Remove a key from every object: a keyring key name or id, an age1… recipient, or a key id; repeatable
+    #[arg(long, value_name = "KEY")]
+    pub remove: Vec<String>,
+    /// Re-encrypt under fresh file keys every object whose file key was ever wrapped to a key outside its set
+    #[arg(long, conflicts_with = "no_rekey")]
+    pub rekey: bool,
+    /// Never re-key, even when removing a revoked key (a rewrap only)
+    #[arg(long)]
+    pub no_rekey: bool,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Bucket or prefix to export
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Local directory (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Local directory to seal
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Destination bucket or prefix
+    #[arg(value_name = "URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub job: JobArgs,
 }

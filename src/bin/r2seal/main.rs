@@ -9,6 +9,7 @@ mod keys_cmd;
 mod local;
 mod objects;
 mod pipeline;
+mod rotate_cmd;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => jobs_cmd::migrate(args),
         Command::Verify(args) => jobs_cmd::verify(args),
         Command::Gateway(args) => gateway_cmd::run(args),
+        Command::Rotate(args) => rotate_cmd::rotate(args),
+        Command::Export(args) => rotate_cmd::export(args),
+        Command::Import(args) => rotate_cmd::import(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
             Ok(())

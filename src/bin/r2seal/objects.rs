@@ -215,7 +215,7 @@ pub(crate) fn name_key(keyring: &KeyringArg) -> Result<Option<NameKey>> {
 }
 
 /// A sealed view of `store`, with names encrypted under `names` when given.
-fn sealed_bucket(store: Arc<dyn Store>, names: &Option<NameKey>) -> SealedBucket {
+pub(crate) fn sealed_bucket(store: Arc<dyn Store>, names: &Option<NameKey>) -> SealedBucket {
     let bucket = SealedBucket::new(store);
     match names {
         Some(k) => bucket.with_name_key(k.clone()),
