@@ -221,6 +221,9 @@ proptest! {
         a in any::<u64>(),
         b in 0..3 * C as u64,
     ) {
+        // At most 10,000 parts (§3.5): a smaller part size for this length is refused,
+        // which `seal_parts_refuses_more_than_10000_parts` covers; here, round trips.
+        let part = part.max(len.div_ceil(10_000));
         let plaintext = data(len, 4);
         let (header, body) = seal_parts(&recipients(false), Binding::default(), &plaintext, part).unwrap();
         let ids = std::slice::from_ref(identity(false));
@@ -447,4 +450,20 @@ proptest! {
         prop_assume!(edited != stored);
         prop_assert!(k.decrypt(&edited).is_err());
     }
+}
+
+/// S3 and R2 allow 10,000 parts: a part size that would need more is refused up front,
+/// not sealed into an object no store can hold.
+#[test]
+fn seal_parts_refuses_more_than_10000_parts() {
+    let plaintext = data(10_001, 4);
+    let refused = seal_parts(&recipients(false), Binding::default(), &plaintext, 1);
+    assert!(matches!(refused, Err(Error::Malformed(_))), "{refused:?}");
+    assert!(seal_parts(
+        &recipients(false),
+        Binding::default(),
+        &plaintext[..10_000],
+        1
+    )
+    .is_ok());
 }
