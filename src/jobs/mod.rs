@@ -555,7 +555,9 @@ fn progress_line(label: &str, c: &Counters, elapsed: Duration) -> String {
         let obj_rate = done as f64 / secs;
         let left_objs = queued.saturating_sub(done) as f64;
         let left_bytes = total_bytes.saturating_sub(bytes) as f64;
-        let eta = (left_objs / obj_rate.max(1e-9)).min(left_bytes / rate.max(1e-9));
+        let by_objects = left_objs / obj_rate.max(1e-9);
+        let by_bytes = if bytes > 0 { left_bytes / rate } else { 0.0 };
+        let eta = by_objects.max(by_bytes);
         if done > 0 && eta.is_finite() {
             let eta = eta as u64;
             line.push_str(&format!(
