@@ -22,8 +22,9 @@ fi
 command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
 unset AWS_CA_BUNDLE
 
-cargo build --release -j 2 --bin r2seal >&2
-R2SEAL="$CARGO_TARGET_DIR/release/r2seal"
+# R2SEAL_BIN: an already built release binary (skips the build).
+[ -n "${R2SEAL_BIN:-}" ] || cargo build --release -j 2 --bin r2seal >&2
+R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="gwbench-$$-$(date +%s)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-gwbench.XXXXXX")"
