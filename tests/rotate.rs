@@ -594,7 +594,11 @@ mod cases {
 
     /// The figure for README: body bytes through the client while rotating one big object.
     pub async fn bytes_moved_by_a_rewrap(h: &Harness) {
-        let mib: usize = if h.s3 { 1024 } else { 64 };
+        // 1 GiB was measured (README); CI uses 256 MiB on S3 to spare the shared server.
+        let mib: usize = std::env::var("R2SEAL_TEST_ROTATE_BIG_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if h.s3 { 256 } else { 64 });
         let (k1, k2) = (sym(), sym());
         let bucket = h
             .bucket(&[k1.to_recipient()], &[k1.clone(), k2.clone()])
