@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# `r2seal migrate --to` vs `rclone copy` into an rclone crypt remote: both read the same
+# plain objects from a local Garage and write encrypted copies back into it, at the same
+# concurrency. (Started by .ci/services.sh unless R2SEAL_TEST_S3_ENDPOINT is set.)
+#
+#   bash bench/jobs.sh              # writes bench/out/jobs.md and prints it
+#   ROUNDS=3 SMALL=10000 LARGE=20 bash bench/jobs.sh
+#
+# Workloads: SMALL × 4 KiB objects (--jobs 16 / --transfers 16) and LARGE × 64 MiB
+# objects (--jobs 4 / --transfers 4; r2seal with its default 16 MiB parts, 4 in flight
+# per object; rclone with its defaults). Runs alternate r2seal, rclone, r2seal, … ROUNDS
+# times each; the table gives medians. Each run writes to a fresh destination.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-store}"
+if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
+    # shellcheck source=/dev/null
+    source .ci/services.sh
+fi
+command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
+ROUNDS="${ROUNDS:-3}"
+SMALL="${SMALL:-10000}"
+LARGE="${LARGE:-20}"
+
+# R2SEAL_BIN: a release binary built already (skips the build).
+if [ -z "${R2SEAL_BIN:-}" ]; then
+    cargo build --release -j 2 --bin r2seal >&2
+fi
+R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
+BUCKET="$R2SEAL_TEST_S3_BUCKET"
+RUN="bench-jobs-$$-$(date +%s)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-bench-jobs.XXXXXX")"
+export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT"
+
+RCLONE_CONF="$WORK/rclone.conf"
+cat >"$RCLONE_CONF" <<EOF
+[garage]
+type = s3
+provider = Other
+endpoint = $R2SEAL_TEST_S3_ENDPOINT
+access_key_id = $AWS_ACCESS_KEY_ID
+secret_access_key = $AWS_SECRET_ACCESS_KEY
+region = auto
+force_path_style = true
+
+[crypt]
+type = crypt
+remote = garage:$BUCKET/$RUN/rclone
+password = $(rclone obscure "r2seal-bench-$RUN")
+EOF
+rc() { env -u AWS_CA_BUNDLE rclone --config "$RCLONE_CONF" -q "$@"; }
+cleanup() { rc purge "garage:$BUCKET/$RUN" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+"$R2SEAL" keygen -o "$WORK/key.txt" 2>/dev/null >/dev/null
+RECIPIENT="$("$R2SEAL" recipient -i "$WORK/key.txt")"
+
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+
+echo "== planting $SMALL x 4 KiB and $LARGE x 64 MiB plain objects" >&2
+mkdir -p "$WORK/small" "$WORK/large"
+python3 - "$WORK/small" "$SMALL" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    sub = os.path.join(d, f"s{i % 100:02d}")
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"{i:05d}.json"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+for i in $(seq 1 "$LARGE"); do head -c $((64 * 1024 * 1024)) /dev/urandom >"$WORK/large/obj-$i.bin"; done
+rc copy --transfers 32 "$WORK/small" "garage:$BUCKET/$RUN/src-small"
+rc copy --transfers 4 "$WORK/large" "garage:$BUCKET/$RUN/src-large"
+rm -rf "$WORK/small" "$WORK/large"
+
+r2seal_run() { # r2seal_run small|large JOBS ROUND -> seconds
+    local t0 t1
+    t0=$(now)
+    "$R2SEAL" migrate --quiet --jobs "$2" -r "$RECIPIENT" \
+        --to "s3://$BUCKET/$RUN/r2seal-$1-$3/" "s3://$BUCKET/$RUN/src-$1/" >/dev/null
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+rclone_run() { # rclone_run small|large TRANSFERS ROUND -> seconds
+    local t0 t1
+    t0=$(now)
+    rc copy --transfers "$2" "garage:$BUCKET/$RUN/src-$1" "crypt:$1-$3"
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+
+mkdir -p bench/out
+declare -A T
+for w in small large; do
+    jobs=16
+    [ "$w" = large ] && jobs=4
+    for r in $(seq 1 "$ROUNDS"); do
+        T[r2seal_${w}_$r]=$(r2seal_run "$w" "$jobs" "$r")
+        echo "r2seal $w round $r: ${T[r2seal_${w}_$r]} s" >&2
+        T[rclone_${w}_$r]=$(rclone_run "$w" "$jobs" "$r")
+        echo "rclone $w round $r: ${T[rclone_${w}_$r]} s" >&2
+        # Keep the disk in check: drop this round's copies.
+        rc purge "garage:$BUCKET/$RUN/r2seal-$w-$r" 2>/dev/null || true
+        rc purge "crypt:$w-$r" 2>/dev/null || true
+    done
+done
+
+vals() { local k=$1 out=() r; for r in $(seq 1 "$ROUNDS"); do out+=("${T[${k}_$r]}"); done; echo "${out[@]}"; }
+
+python3 - "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "$(vals r2seal_small)" "$(vals rclone_small)" \
+    "$(vals r2seal_large)" "$(vals rclone_large)" <<'PY' | tee bench/out/jobs.md
+import statistics, sys, datetime
+small, large, rounds, cores = (int(x) for x in sys.argv[1:5])
+runs = [[float(x) for x in a.split()] for a in sys.argv[5:9]]
+print(f"# migrate vs rclone crypt ({datetime.date.today()}, {cores} cores, local Garage, "
+      f"{rounds} interleaved rounds, medians)\n")
+print("| workload | r2seal migrate --to | rclone copy to crypt | rclone / r2seal time | runs (r2seal; rclone) |")
+print("|---|---|---|---|---|")
+for label, work, unit, (a, b) in [
+    (f"{small:,} x 4 KiB, 16 at once", small, "obj/s", runs[0:2]),
+    (f"{large} x 64 MiB, 4 at once", large * 64, "MiB/s", runs[2:4]),
+]:
+    s, r = statistics.median(a), statistics.median(b)
+    print(f"| {label} | {s:.2f} s ({work / s:.0f} {unit}) | {r:.2f} s ({work / r:.0f} {unit}) "
+          f"| **{r / s:.2f}x** | {' '.join(map(str, a))}; {' '.join(map(str, b))} |")
+PY
