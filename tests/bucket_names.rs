@@ -4,22 +4,18 @@
 //! SKIPPED line and pass, except with `CI=true`, where they fail.
 #![cfg(feature = "store")]
 
+#[macro_use]
+mod support;
+
 use std::sync::Arc;
 
 use r2seal::descriptor::{Authenticity, Descriptor, DESCRIPTOR_KEY};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::names::NameKey;
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
-use r2seal::store::fs::FsStore;
 use r2seal::store::{self, CopyOptions, Store};
 use r2seal::Error;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
+use support::rt;
 
 struct Harness {
     store: Arc<dyn Store>,
@@ -448,67 +444,17 @@ mod cases {
 // Backends
 
 async fn fs_harness(_case: &str) -> Option<Harness> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsStore::new(dir.path()).expect("fs store");
+    let (store, dir) = support::fs_store();
     Some(Harness {
-        store: Arc::new(store),
+        store,
         _dir: Some(dir),
     })
 }
 
 #[cfg(feature = "s3")]
 async fn garage_harness(case: &str) -> Option<Harness> {
-    use r2seal::store::s3::{S3Credentials, S3Options, S3Store};
-    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    let Some(endpoint) = var("R2SEAL_TEST_S3_ENDPOINT") else {
-        if var("CI").as_deref() == Some("true") {
-            panic!("R2SEAL_TEST_S3_ENDPOINT is not set and CI=true: source .ci/services.sh");
-        }
-        eprintln!("\n*** SKIPPED: no S3 server configured (set R2SEAL_TEST_S3_ENDPOINT) — {case} did not run ***");
-        return None;
-    };
-    let required = |n: &str| var(n).unwrap_or_else(|| panic!("{n} must be set"));
-    let opts = S3Options {
-        endpoint: Some(endpoint),
-        region: Some(var("AWS_REGION").unwrap_or_else(|| "auto".into())),
-        credentials: Some(S3Credentials::new(
-            required("AWS_ACCESS_KEY_ID"),
-            required("AWS_SECRET_ACCESS_KEY"),
-        )),
-        ..Default::default()
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("r2seal-names/{}-{nanos}/{case}/", std::process::id());
-    let store = S3Store::new(&required("R2SEAL_TEST_S3_BUCKET"), &prefix, opts)
-        .await
-        .expect("S3 store");
-    Some(Harness {
-        store: Arc::new(store),
-        _dir: None,
-    })
-}
-
-macro_rules! suite {
-    ($backend:ident, $make:path, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    rt().block_on(async {
-                        let Some(h) = $make(concat!(stringify!($backend), "-", stringify!($case))).await else {
-                            return;
-                        };
-                        cases::$case(&h).await;
-                        h.cleanup().await;
-                    })
-                }
-            )*
-        }
-    };
+    let store = support::s3_store(support::Server::Garage, "r2seal-names", case).await?;
+    Some(Harness { store, _dir: None })
 }
 
 suite!(

@@ -14,6 +14,9 @@
 // `&[k.clone()]` reads better than `slice::from_ref` in the many bucket set-ups below.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,30 +33,17 @@ use r2seal::seal::PayloadOpener;
 use r2seal::sealed::{
     PutOptions, Recipients, Rekey, RotateAction, RotationPlan, SealedBucket, SealedError,
 };
-use r2seal::store::fs::FsStore;
-use r2seal::store::s3::{S3Credentials, S3Options, S3Store};
 use r2seal::store::{
     self, ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload,
     ObjectInfo, PartCopySource, PutResult, Store, StoreError, UploadedPart,
 };
 use r2seal::Error;
 
+// Multi-threaded: some cases run a task that interferes while the rotation blocks.
+use support::{pattern, rt_multi as rt, Server};
+
 const MIB: usize = 1024 * 1024;
 const PART: u64 = 5 * MIB as u64;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i % 251) as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i >> 16) as u8))
-        .collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // A store that counts body bytes and calls, and can interfere.
@@ -887,109 +877,18 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 // Backends
 
 async fn fs_harness(_case: &str) -> Option<Harness> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsStore::new(dir.path()).expect("fs store");
-    Some(Harness::new(Arc::new(store), Some(dir)))
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn required(name: &str) -> String {
-    var(name).unwrap_or_else(|| panic!("{name} must be set when its endpoint is"))
-}
-
-fn run_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        format!("{}-{}", std::process::id(), nanos)
-    })
-}
-
-fn skip_or_fail(var: &str, case: &str) -> Option<Harness> {
-    use std::io::Write;
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{var} is not set and CI=true: the rotation tests need their server (source .ci/services.sh)");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED: no S3 server configured (set {var}) — {case} did not run ***"
-    );
-    None
-}
-
-async fn s3_harness(
-    endpoint_var: &str,
-    bucket_var: &str,
-    cond: bool,
-    case: &str,
-) -> Option<Harness> {
-    let Some(endpoint) = var(endpoint_var) else {
-        return skip_or_fail(endpoint_var, case);
-    };
-    let creds = match var("R2SEAL_TEST_S3_COND_ACCESS_KEY_ID").filter(|_| cond) {
-        Some(id) => S3Credentials::new(id, required("R2SEAL_TEST_S3_COND_SECRET_ACCESS_KEY")),
-        None => S3Credentials::new(
-            required("AWS_ACCESS_KEY_ID"),
-            required("AWS_SECRET_ACCESS_KEY"),
-        ),
-    };
-    let opts = S3Options {
-        endpoint: Some(endpoint),
-        region: Some(var("AWS_REGION").unwrap_or_else(|| "auto".into())),
-        credentials: Some(creds),
-        ..Default::default()
-    };
-    let prefix = format!("r2seal-rotate/{}/{case}/", run_id());
-    let store = S3Store::new(&required(bucket_var), &prefix, opts)
-        .await
-        .expect("S3 store");
-    Some(Harness::new(Arc::new(store), None))
+    let (store, dir) = support::fs_store();
+    Some(Harness::new(store, Some(dir)))
 }
 
 async fn garage(case: &str) -> Option<Harness> {
-    s3_harness(
-        "R2SEAL_TEST_S3_ENDPOINT",
-        "R2SEAL_TEST_S3_BUCKET",
-        false,
-        case,
-    )
-    .await
+    let store = support::s3_store(Server::Garage, "r2seal-rotate", case).await?;
+    Some(Harness::new(store, None))
 }
 
 async fn cond(case: &str) -> Option<Harness> {
-    s3_harness(
-        "R2SEAL_TEST_S3_COND_ENDPOINT",
-        "R2SEAL_TEST_S3_COND_BUCKET",
-        true,
-        case,
-    )
-    .await
-}
-
-macro_rules! suite {
-    ($backend:ident, $make:path, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    rt().block_on(async {
-                        let Some(h) = $make(concat!(stringify!($backend), "-", stringify!($case))).await else {
-                            return;
-                        };
-                        cases::$case(&h).await;
-                        h.cleanup().await;
-                    })
-                }
-            )*
-        }
-    };
+    let store = support::s3_store(Server::Cond, "r2seal-rotate", case).await?;
+    Some(Harness::new(store, None))
 }
 
 suite!(

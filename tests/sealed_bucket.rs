@@ -15,6 +15,9 @@
 //! body, refused writes write nothing.
 #![cfg(feature = "store")]
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,29 +26,17 @@ use async_trait::async_trait;
 use r2seal::format::stream::{CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PAYLOAD_NONCE_SIZE};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
-use r2seal::store::fs::FsStore;
 use r2seal::store::{
     self, ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload,
     ObjectInfo, PutResult, Store, StoreError, UploadedPart,
 };
 use r2seal::Error;
 
+use support::{pattern, rt};
+
 const MIB: usize = 1024 * 1024;
 /// The smallest part size the stores accept: multipart with as little data as possible.
 const PART: u64 = 5 * MIB as u64;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i % 251) as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i >> 16) as u8))
-        .collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // A store that records every call.
@@ -1166,122 +1157,24 @@ mod cases {
 // Backends
 
 async fn fs_harness(_case: &str) -> Option<Harness> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsStore::new(dir.path()).expect("fs store");
-    Some(Harness::new(Arc::new(store), Some(dir)))
+    let (store, dir) = support::fs_store();
+    Some(Harness::new(store, Some(dir)))
 }
 
 #[cfg(feature = "s3")]
 mod s3_env {
     use super::*;
-    use r2seal::store::s3::{S3Credentials, S3Options, S3Store};
-
-    fn var(name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-
-    fn required(name: &str) -> String {
-        var(name).unwrap_or_else(|| panic!("{name} must be set when its S3 endpoint is"))
-    }
-
-    fn run_id() -> &'static str {
-        static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        ID.get_or_init(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            format!("{}-{}", std::process::id(), nanos)
-        })
-    }
-
-    pub fn skip_or_fail(var: &str, case: &str) -> Option<Harness> {
-        use std::io::Write;
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{var} is not set and CI=true: the sealed-bucket tests need their server (source .ci/services.sh)");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED: no S3 server configured (set {var}) — {case} did not run ***"
-        );
-        None
-    }
-
-    async fn harness(
-        endpoint_var: &str,
-        bucket_var: &str,
-        creds: impl FnOnce() -> S3Credentials,
-        case: &str,
-    ) -> Option<Harness> {
-        let Some(endpoint) = var(endpoint_var) else {
-            return skip_or_fail(endpoint_var, case);
-        };
-        let opts = S3Options {
-            endpoint: Some(endpoint),
-            region: Some(var("AWS_REGION").unwrap_or_else(|| "auto".into())),
-            credentials: Some(creds()),
-            ..Default::default()
-        };
-        let prefix = format!("r2seal-sealed/{}/{case}/", run_id());
-        let store = S3Store::new(&required(bucket_var), &prefix, opts)
-            .await
-            .expect("S3 store");
-        assert!(store.url().ends_with(&prefix), "{}", store.url());
-        Some(Harness::new(Arc::new(store), None))
-    }
+    use support::Server;
 
     pub async fn garage(case: &str) -> Option<Harness> {
-        harness(
-            "R2SEAL_TEST_S3_ENDPOINT",
-            "R2SEAL_TEST_S3_BUCKET",
-            || {
-                S3Credentials::new(
-                    required("AWS_ACCESS_KEY_ID"),
-                    required("AWS_SECRET_ACCESS_KEY"),
-                )
-            },
-            case,
-        )
-        .await
+        let store = support::s3_store(Server::Garage, "r2seal-sealed", case).await?;
+        Some(Harness::new(store, None))
     }
 
     pub async fn cond(case: &str) -> Option<Harness> {
-        harness(
-            "R2SEAL_TEST_S3_COND_ENDPOINT",
-            "R2SEAL_TEST_S3_COND_BUCKET",
-            || match var("R2SEAL_TEST_S3_COND_ACCESS_KEY_ID") {
-                Some(id) => {
-                    S3Credentials::new(id, required("R2SEAL_TEST_S3_COND_SECRET_ACCESS_KEY"))
-                }
-                None => S3Credentials::new(
-                    required("AWS_ACCESS_KEY_ID"),
-                    required("AWS_SECRET_ACCESS_KEY"),
-                ),
-            },
-            case,
-        )
-        .await
+        let store = support::s3_store(Server::Cond, "r2seal-sealed", case).await?;
+        Some(Harness::new(store, None))
     }
-}
-
-macro_rules! suite {
-    ($backend:ident, $make:path, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            use super::*;
-            $(
-                #[test]
-                fn $case() {
-                    rt().block_on(async {
-                        let Some(h) = $make(concat!(stringify!($backend), "-", stringify!($case))).await else {
-                            return;
-                        };
-                        cases::$case(&h).await;
-                        h.cleanup().await;
-                    })
-                }
-            )*
-        }
-    };
 }
 
 suite!(
