@@ -428,6 +428,10 @@ pub const RESERVED_PREFIX: &str = ".r2seal/";
 // ---------------------------------------------------------------------------------------
 // The bucket
 
+/// A multipart upload older than this, of a key being written again, was left behind by
+/// a crash and is aborted by the new write (`r2seal cleanup` uses the same default).
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A bucket (or a prefix of one) whose objects are sealed. Cheap to clone.
 #[derive(Clone)]
 pub struct SealedBucket {
@@ -446,6 +450,8 @@ pub struct SealedBucket {
     /// Set once the descriptor check passed (shared by clones).
     descriptor_ok: Arc<std::sync::OnceLock<()>>,
     checked_multipart: bool,
+    /// Earlier uploads of a key older than this are aborted by a new multipart write.
+    stale_upload_age: Duration,
 }
 
 impl fmt::Debug for SealedBucket {
@@ -487,6 +493,7 @@ impl SealedBucket {
             multipart_threshold: DEFAULT_PART_SIZE,
             copy_limit: store::MAX_COPY_SIZE,
             concurrency: DEFAULT_PART_CONCURRENCY,
+            stale_upload_age: STALE_UPLOAD_AGE,
             allow_plaintext: false,
             names: None,
             check_descriptor: true,
@@ -729,6 +736,14 @@ impl SealedBucket {
     /// Parts in flight per multipart upload (at least 1).
     pub fn with_part_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// How old an earlier, unfinished upload of a key must be before a new multipart write
+    /// of that key aborts it (default [`STALE_UPLOAD_AGE`]; lower only where no other
+    /// writer can be uploading the same key).
+    pub fn with_stale_upload_age(mut self, age: Duration) -> Self {
+        self.stale_upload_age = age;
         self
     }
 
@@ -1048,6 +1063,7 @@ impl SealedBucket {
         let part_size = self.part_size_for(len);
         let (envelope, metadata) =
             self.seal_envelope(key, Self::sealed_metadata(opts, len, None))?;
+        self.abort_stale_uploads_of(skey).await;
         let upload_id = self
             .store
             .create_multipart(
@@ -1946,6 +1962,24 @@ impl SealedBucket {
                 (Some(_), None) => true,
             })
             .collect())
+    }
+
+    /// Before a new multipart upload of `skey` (a stored key): abort earlier uploads of
+    /// exactly that key that a crashed run left behind, so the next run of the command
+    /// that started them cleans up. Only ones older than the stale age (a day by default),
+    /// so a concurrent writer's live upload is left alone; best effort, since a token may
+    /// lack the right to list uploads and the new upload does not depend on it.
+    async fn abort_stale_uploads_of(&self, skey: &str) {
+        let cutoff = SystemTime::now().checked_sub(self.stale_upload_age);
+        let Ok(uploads) = self.store.list_multipart_uploads(skey).await else {
+            return;
+        };
+        for u in uploads {
+            let stale = matches!((u.initiated, cutoff), (Some(t), Some(c)) if t <= c);
+            if u.key == skey && stale {
+                let _ = self.store.abort_multipart(&u.key, &u.upload_id).await;
+            }
+        }
     }
 
     /// Abort the [`stale_uploads`](Self::stale_uploads); returns the ones aborted. An

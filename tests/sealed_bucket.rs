@@ -1122,6 +1122,47 @@ mod cases {
         assert!(b.cleanup("cl/", Duration::ZERO).await.unwrap().is_empty());
     }
 
+    /// The next multipart write of a key aborts that key's uploads a crash left behind
+    /// (older than the stale age), and leaves young ones (a concurrent writer's) alone.
+    pub async fn rewrite_aborts_stale_uploads_of_its_key(h: &Harness) {
+        let id = sym();
+        let s = h.store();
+        s.create_multipart("re/obj", &store::PutOptions::default())
+            .await
+            .unwrap();
+        let other = s
+            .create_multipart("re/obj2", &store::PutOptions::default())
+            .await
+            .unwrap();
+        let big = pattern(PART as usize + 1000, 9);
+        // Default age (a day): the young upload is not aborted by the write. (Garage
+        // itself drops other uploads of a key when one completes, so count our aborts.)
+        h.rec.take();
+        h.bucket(&id)
+            .put("re/obj", big.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            !h.rec.take().contains(&Call::Abort),
+            "a young upload was aborted"
+        );
+        // As if a day had passed: the next write of re/obj aborts it, not re/obj2's.
+        let crashed = s
+            .create_multipart("re/obj", &store::PutOptions::default())
+            .await
+            .unwrap();
+        let b = h.bucket(&id).with_stale_upload_age(Duration::ZERO);
+        b.put("re/obj", big.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(h.rec.take().contains(&Call::Abort));
+        let left = s.list_multipart_uploads("re/").await.unwrap();
+        assert!(left.iter().all(|u| u.upload_id != crashed), "{left:?}");
+        assert!(left.iter().any(|u| u.upload_id == other), "{left:?}");
+        assert_eq!(&b.get_bytes("re/obj").await.unwrap().1[..], &big[..]);
+        s.abort_multipart("re/obj2", &other).await.unwrap();
+    }
+
     pub async fn conditional_puts(h: &Harness) {
         let id = sym();
         let b = h.bucket(&id);
@@ -1194,6 +1235,7 @@ suite!(
         metadata_replacing_self_copy,
         failures_write_nothing,
         cleanup_aborts_stale_uploads,
+        rewrite_aborts_stale_uploads_of_its_key,
         conditional_puts,
     ]
 );
@@ -1216,6 +1258,7 @@ suite!(
         metadata_replacing_self_copy,
         failures_write_nothing,
         cleanup_aborts_stale_uploads,
+        rewrite_aborts_stale_uploads_of_its_key,
     ]
 );
 
