@@ -1943,7 +1943,6 @@ impl SealedBucket {
         prefix: &str,
         older_than: Duration,
     ) -> Res<Vec<MultipartUpload>> {
-        let cutoff = SystemTime::now().checked_sub(older_than);
         let (stored_prefix, filter) = match &self.names {
             None => (prefix.to_string(), false),
             Some(k) => {
@@ -1955,12 +1954,7 @@ impl SealedBucket {
         Ok(uploads
             .into_iter()
             .filter(|u| !filter || self.plain_key(&u.key).is_ok_and(|p| p.starts_with(prefix)))
-            .filter(|u| match (u.initiated, cutoff) {
-                (Some(t), Some(c)) => t <= c,
-                // Unknown start time: only when every age qualifies.
-                (None, _) => older_than.is_zero(),
-                (Some(_), None) => true,
-            })
+            .filter(|u| started_before(u, older_than))
             .collect())
     }
 
@@ -1970,13 +1964,11 @@ impl SealedBucket {
     /// so a concurrent writer's live upload is left alone; best effort, since a token may
     /// lack the right to list uploads and the new upload does not depend on it.
     async fn abort_stale_uploads_of(&self, skey: &str) {
-        let cutoff = SystemTime::now().checked_sub(self.stale_upload_age);
         let Ok(uploads) = self.store.list_multipart_uploads(skey).await else {
             return;
         };
         for u in uploads {
-            let stale = matches!((u.initiated, cutoff), (Some(t), Some(c)) if t <= c);
-            if u.key == skey && stale {
+            if u.key == skey && started_before(&u, self.stale_upload_age) {
                 let _ = self.store.abort_multipart(&u.key, &u.upload_id).await;
             }
         }
@@ -1999,6 +1991,16 @@ impl SealedBucket {
 
 // ---------------------------------------------------------------------------------------
 // Internals
+
+/// Whether `u` was started at least `older_than` ago. An unknown start time qualifies
+/// only when every age does (`older_than` zero).
+fn started_before(u: &MultipartUpload, older_than: Duration) -> bool {
+    match (u.initiated, SystemTime::now().checked_sub(older_than)) {
+        (Some(t), Some(cutoff)) => t <= cutoff,
+        (None, _) => older_than.is_zero(),
+        (Some(_), None) => true,
+    }
+}
 
 /// The key ids of `recipients`, once each, in order (as `SealedMetadata::recipients`).
 pub(crate) fn key_ids(recipients: &[Recipient]) -> Vec<String> {
