@@ -12,27 +12,16 @@
 #   --transfers 16, default chunk settings.
 # One run per figure on a shared 2-core machine: read ratios, not absolutes.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-store}"
-if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
-    # shellcheck source=/dev/null
-    source .ci/services.sh
-fi
-command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 cargo build --release -j 2 --example bucket_bench --bin r2seal >&2
 BENCH="$CARGO_TARGET_DIR/release/examples/bucket_bench"
 R2SEAL="$CARGO_TARGET_DIR/release/r2seal"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="bench-$$-$(date +%s)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-bench.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
-export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT"
 
 MIB=$((1024 * 1024))
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$2'])" "$1"; }
 
 bench() { # bench MODE OP DIR COUNT SIZE JOBS -> seconds (and the JSON on stderr)
@@ -43,23 +32,7 @@ bench() { # bench MODE OP DIR COUNT SIZE JOBS -> seconds (and the JSON on stderr
 }
 
 # ---- rclone crypt over the same bucket ----
-RCLONE_CONF="$WORK/rclone.conf"
-cat >"$RCLONE_CONF" <<EOF
-[garage]
-type = s3
-provider = Other
-endpoint = $R2SEAL_TEST_S3_ENDPOINT
-access_key_id = $AWS_ACCESS_KEY_ID
-secret_access_key = $AWS_SECRET_ACCESS_KEY
-region = auto
-force_path_style = true
-
-[crypt]
-type = crypt
-remote = garage:$BUCKET/$RUN/rclone
-password = $(rclone obscure "r2seal-bench-$RUN")
-EOF
-rc() { env -u AWS_CA_BUNDLE rclone --config "$RCLONE_CONF" -q "$@"; }
+bench_rclone_conf "$WORK/rclone.conf" "$BUCKET/$RUN/rclone"
 
 rclone_run() { # rclone_run put|get DIR TRANSFERS -> seconds
     local t0 t1
@@ -135,4 +108,4 @@ ops() { python3 -c "print(f'{$1 / $2:.0f}')"; }
     echo "| library get | $(field "$(cat "$WORK/rss-lib-get.json")" seconds) s | $(( $(field "$(cat "$WORK/rss-lib-get.json")" peak_rss_kib) / 1024 )) MiB |"
     echo "| \`r2seal put\` (CLI) | ${CLI_PUT_S} s | $((CLI_PUT_KB / 1024)) MiB |"
     echo "| \`r2seal get\` (CLI, to a file) | ${CLI_GET_S} s | $((CLI_GET_KB / 1024)) MiB |"
-} | tee bench/out/bucket.md
+} | { mkdir -p bench/out; tee bench/out/bucket.md; }

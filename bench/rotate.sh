@@ -7,15 +7,10 @@
 # Starts .ci/services.sh unless R2SEAL_TEST_S3_ENDPOINT is set. One run on a shared
 # 2-core machine: read the ratios, not the absolute times.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-rotate}"
-if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
-    # shellcheck source=/dev/null
-    source .ci/services.sh
-fi
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 cargo build --release -j 2 --features s3 --example rotate_bench >&2
 BENCH="$CARGO_TARGET_DIR/release/examples/rotate_bench"
-export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT" AWS_REGION="${AWS_REGION:-auto}"
 RUN="bench-rotate-$$-$(date +%s)"
 ROUNDS="${ROUNDS:-3}"
 echo "## 20 x 64 MiB" 

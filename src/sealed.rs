@@ -1271,12 +1271,7 @@ impl SealedBucket {
                 body,
             });
         };
-        let state = OpenState {
-            opener: Some(PayloadOpener::new(envelope)),
-            body: got.body,
-            location: self.location(key),
-            batch: Vec::new(),
-        };
+        let state = OpenState::new(PayloadOpener::new(envelope), got.body, self.location(key));
         let body = futures_util::stream::try_unfold(state, OpenState::next).boxed();
         Ok(GetObject {
             head,
@@ -2196,57 +2191,84 @@ impl PartUploader {
     }
 }
 
-/// A whole-object get: the store's body through the opener.
+/// A whole-object get: the store's body through the opener. Each batch opens on a
+/// blocking thread while the next one downloads, as a put seals while it reads, so a large
+/// get costs about the slower of the two rather than their sum. A body that fits in one
+/// batch (every small object) opens inline, without a thread hop.
 struct OpenState {
     opener: Option<PayloadOpener>,
+    opening: Option<tokio::task::JoinHandle<OpenedBatch>>,
     body: store::ByteStream,
+    body_done: bool,
     location: String,
     batch: Vec<u8>,
 }
 
+/// The opener back from a blocking thread, with the plaintext of one batch (or why not)
+/// and the batch's buffer for reuse.
+type OpenedBatch = (PayloadOpener, Result<Vec<u8>, crate::Error>, Vec<u8>);
+
 impl OpenState {
+    fn new(opener: PayloadOpener, body: store::ByteStream, location: String) -> Self {
+        OpenState {
+            opener: Some(opener),
+            opening: None,
+            body,
+            body_done: false,
+            location,
+            batch: Vec::new(),
+        }
+    }
+
     async fn next(mut self) -> Res<Option<(Bytes, OpenState)>> {
         loop {
-            let Some(opener) = self.opener.as_mut() else {
-                return Ok(None);
+            while !self.body_done && self.batch.len() < OPEN_BATCH {
+                match self.body.try_next().await? {
+                    Some(chunk) => self.batch.extend_from_slice(&chunk),
+                    None => self.body_done = true,
+                }
+            }
+            let (mut opener, opened) = match self.opening.take() {
+                Some(handle) => {
+                    let (opener, opened, mut spent) =
+                        handle.await.map_err(|join| SealedError::Invalid {
+                            location: self.location.clone(),
+                            detail: format!("opening a batch failed: {join}"),
+                        })?;
+                    // The spent buffer takes the batch after next: no fresh allocation.
+                    spent.clear();
+                    (opener, Some((opened, spent)))
+                }
+                None => match self.opener.take() {
+                    Some(opener) => (opener, None),
+                    None => return Ok(None),
+                },
             };
             let open_err = |error| SealedError::Open {
                 location: self.location.clone(),
                 error,
             };
-            match self.body.try_next().await? {
-                Some(chunk) => {
-                    // Batch small network reads so whole chunks open in one call.
-                    if self.batch.is_empty() && chunk.len() >= OPEN_BATCH {
-                        let mut out = Vec::with_capacity(chunk.len());
-                        opener.update(&chunk, &mut out).map_err(open_err)?;
-                        if !out.is_empty() {
-                            return Ok(Some((out.into(), self)));
-                        }
-                        continue;
-                    }
-                    self.batch.extend_from_slice(&chunk);
-                    if self.batch.len() < OPEN_BATCH {
-                        continue;
-                    }
-                    let mut out = Vec::with_capacity(self.batch.len());
-                    opener.update(&self.batch, &mut out).map_err(open_err)?;
-                    self.batch.clear();
-                    if !out.is_empty() {
-                        return Ok(Some((out.into(), self)));
-                    }
+            let (mut out, spare) = match opened {
+                Some((opened, spent)) => (opened.map_err(open_err)?, spent),
+                None => (Vec::new(), Vec::new()),
+            };
+            if self.body_done {
+                opener.update(&self.batch, &mut out).map_err(open_err)?;
+                self.batch.clear();
+                opener.finish(&mut out).map_err(open_err)?;
+                if out.is_empty() {
+                    return Ok(None);
                 }
-                None => {
-                    let mut opener = self.opener.take().expect("checked above");
-                    let mut out = Vec::with_capacity(self.batch.len());
-                    opener.update(&self.batch, &mut out).map_err(open_err)?;
-                    self.batch.clear();
-                    opener.finish(&mut out).map_err(open_err)?;
-                    if out.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some((out.into(), self)));
-                }
+                return Ok(Some((out.into(), self)));
+            }
+            let batch = std::mem::replace(&mut self.batch, spare);
+            self.opening = Some(tokio::task::spawn_blocking(move || {
+                let mut plain = Vec::with_capacity(batch.len());
+                let opened = opener.update(&batch, &mut plain).map(|()| plain);
+                (opener, opened, batch)
+            }));
+            if !out.is_empty() {
+                return Ok(Some((out.into(), self)));
             }
         }
     }

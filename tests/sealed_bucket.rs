@@ -730,6 +730,36 @@ mod cases {
             .unwrap();
         let e = b.get_bytes("t/a").await.unwrap_err();
         assert_eq!(open_error(&e), Some(&Error::Corrupt), "{e}");
+        // Bodies of several open batches (about 1 MiB each, opened on a blocking thread
+        // while the next downloads): a flip in the first, a middle or the last batch, and
+        // a cut between batches, all fail the whole read.
+        let big = pattern(40 * CHUNK_SIZE + 7, 5);
+        b.put("t/big", big.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(b.get_bytes("t/big").await.unwrap().1, big);
+        let (big_info, big_body) = raw(&*h.store(), "t/big").await;
+        let big_opts = store::PutOptions {
+            metadata: big_info.metadata.clone(),
+            ..Default::default()
+        };
+        for chunk in [1, 20, 40] {
+            let mut flipped = big_body.clone();
+            flipped[PAYLOAD_NONCE_SIZE + chunk * ENCRYPTED_CHUNK_SIZE + 3] ^= 1;
+            h.store()
+                .put("t/big", flipped.into(), &big_opts)
+                .await
+                .unwrap();
+            let e = b.get_bytes("t/big").await.unwrap_err();
+            assert_eq!(open_error(&e), Some(&Error::Corrupt), "chunk {chunk}: {e}");
+        }
+        let cut = PAYLOAD_NONCE_SIZE + 32 * ENCRYPTED_CHUNK_SIZE;
+        h.store()
+            .put("t/big", Bytes::copy_from_slice(&big_body[..cut]), &big_opts)
+            .await
+            .unwrap();
+        let e = b.get_bytes("t/big").await.unwrap_err();
+        assert_eq!(open_error(&e), Some(&Error::Corrupt), "{e}");
         // A tampered envelope.
         let mut md = info.metadata.clone();
         let v = md.get_mut("r2seal").unwrap();

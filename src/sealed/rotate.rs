@@ -343,12 +343,7 @@ impl SealedBucket {
             location: location.clone(),
             error,
         })?;
-        let state = OpenState {
-            opener: Some(PayloadOpener::new(opened)),
-            body: got.body,
-            location: location.clone(),
-            batch: Vec::new(),
-        };
+        let state = OpenState::new(PayloadOpener::new(opened), got.body, location.clone());
         // The put sees io errors; keep the real one to return it.
         let failure: Arc<Mutex<Option<SealedError>>> = Arc::default();
         let slot = failure.clone();
