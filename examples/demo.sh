@@ -5,18 +5,25 @@
 # what tampering, a moved object and a wrong key look like.
 #
 #   bash examples/demo.sh            # builds r2seal (release) if needed
+#   R2SEAL_BIN=path/to/r2seal bash examples/demo.sh   # uses that binary (CI: the test build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v cargo >/dev/null || { echo "demo: needs Rust's cargo (https://rustup.rs)" >&2; exit 1; }
-cargo build --release --quiet --bin r2seal
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-r2seal="$target_dir/release/r2seal"
+if [ -n "${R2SEAL_BIN:-}" ]; then
+  r2seal=$(realpath "$R2SEAL_BIN")
+else
+  command -v cargo >/dev/null || { echo "demo: needs Rust's cargo (https://rustup.rs)" >&2; exit 1; }
+  cargo build --release --quiet --bin r2seal
+  target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  r2seal="$target_dir/release/r2seal"
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 if [ -t 1 ]; then say() { printf '\n\033[1m%s\033[0m\n' "$*"; }; else say() { printf '\n== %s\n' "$*"; }; fi
+# Runs a command that must fail (its error message is the point); the demo stops if it works.
+must_fail() { if "$@"; then echo "demo: expected this to fail: $*" >&2; exit 1; fi; }
 
 say "1. An agent's state, in plaintext"
 mkdir -p state/sessions state/credentials state/devices
@@ -56,12 +63,13 @@ say "6. What goes wrong, goes wrong loudly"
 # Someone with bucket access moves config.toml's object over the pairing code.
 mv bucket/config.toml bucket/devices/pairing-code.txt
 mv bucket/.r2seal-meta/obj/config.toml.json bucket/.r2seal-meta/obj/devices/pairing-code.txt.json
-"$r2seal" cat "file://$work/bucket/devices/pairing-code.txt" || true
+must_fail "$r2seal" cat "file://$work/bucket/devices/pairing-code.txt"
 printf 'X' | dd of=bucket/sessions/2026-11-25.jsonl bs=1 seek=20 conv=notrunc status=none   # a flipped byte
-"$r2seal" get "file://$work/bucket/sessions/2026-11-25.jsonl" tampered.jsonl || true
-[ ! -e tampered.jsonl ] && echo "(no partial plaintext file was left behind)"
+must_fail "$r2seal" get "file://$work/bucket/sessions/2026-11-25.jsonl" tampered.jsonl
+[ ! -e tampered.jsonl ] || { echo "demo: a partial plaintext file was left behind" >&2; exit 1; }
+echo "(no partial plaintext file was left behind)"
 "$r2seal" keygen -o stranger.txt >/dev/null
-"$r2seal" cat -i stranger.txt "file://$work/bucket/credentials/bots.json" || true
+must_fail "$r2seal" cat -i stranger.txt "file://$work/bucket/credentials/bots.json"
 
 say "7. The same format works on plain files: an age v1 file the recovery key opens with age"
 "$r2seal" seal --name notes.txt -o notes.age state/config.toml
