@@ -51,16 +51,8 @@ impl Harness {
     }
 
     async fn cleanup(&self) {
-        if self._dir.is_some() {
-            return;
-        }
-        if let Ok(ups) = self.store.list_multipart_uploads("").await {
-            for u in ups {
-                let _ = self.store.abort_multipart(&u.key, &u.upload_id).await;
-            }
-        }
-        for k in self.raw_keys().await {
-            let _ = self.store.delete(&k).await;
+        if self._dir.is_none() {
+            support::clear(&*self.store).await;
         }
     }
 }

@@ -5,113 +5,53 @@
 //! under a fresh prefix. Crash and restart cases are in tests/jobs_crash.rs.
 #![cfg(feature = "cli")]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use assert_cmd::Command;
-use async_trait::async_trait;
 use r2seal::jobs::migrate::{MigrateOptions, Migrator};
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
 use r2seal::sealed::{Recipients, SealedBucket};
-use r2seal::store::s3::{S3Credentials, S3Options, S3Store};
-use r2seal::store::{
-    self, ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload,
-    ObjectInfo, PutResult, Store, StoreError, UploadedPart,
-};
+use r2seal::store::{self, Bytes, Store};
+use support::{fresh_prefix, raw, rt_multi as rt, Interfere, S3Env, Server, Watched};
 use tempfile::TempDir;
 
+const SUITE: &str = "r2seal-jobs";
 const MIB: usize = 1024 * 1024;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn skip(what: &str, case: &str) -> Option<Server> {
-    if var("CI").as_deref() == Some("true") {
-        panic!("{what} is not set and CI=true: the job tests need their server (source .ci/services.sh)");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED: no S3 server configured (set {what}) — jobs::{case} did not run ***"
-    );
-    None
-}
-
-fn unique(case: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("r2seal-jobs/{}-{nanos}/{case}/", std::process::id())
-}
-
-/// A server, a bucket, and a fresh prefix in it.
-struct Server {
-    endpoint: String,
-    bucket: String,
-    creds: (String, String),
+/// A server and a fresh prefix in it.
+struct Site {
+    env: S3Env,
     /// Fresh prefix for this case, ending in `/`.
     prefix: String,
 }
 
-impl Server {
-    fn garage(case: &str) -> Option<Server> {
-        let Some(endpoint) = var("R2SEAL_TEST_S3_ENDPOINT") else {
-            return skip("R2SEAL_TEST_S3_ENDPOINT", case);
-        };
-        Some(Server {
-            endpoint,
-            bucket: var("R2SEAL_TEST_S3_BUCKET").expect("R2SEAL_TEST_S3_BUCKET"),
-            creds: (
-                var("AWS_ACCESS_KEY_ID").expect("AWS_ACCESS_KEY_ID"),
-                var("AWS_SECRET_ACCESS_KEY").expect("AWS_SECRET_ACCESS_KEY"),
-            ),
-            prefix: unique(case),
-        })
+impl Site {
+    fn garage(case: &str) -> Option<Site> {
+        Site::on(Server::Garage, case)
     }
 
-    fn moto(case: &str) -> Option<Server> {
-        let Some(endpoint) = var("R2SEAL_TEST_S3_COND_ENDPOINT") else {
-            return skip("R2SEAL_TEST_S3_COND_ENDPOINT", case);
-        };
-        Some(Server {
-            endpoint,
-            bucket: var("R2SEAL_TEST_S3_COND_BUCKET").expect("R2SEAL_TEST_S3_COND_BUCKET"),
-            creds: (
-                var("R2SEAL_TEST_S3_COND_ACCESS_KEY_ID").expect("COND access key"),
-                var("R2SEAL_TEST_S3_COND_SECRET_ACCESS_KEY").expect("COND secret"),
-            ),
-            prefix: unique(case),
+    fn moto(case: &str) -> Option<Site> {
+        Site::on(Server::Cond, case)
+    }
+
+    fn on(server: Server, case: &str) -> Option<Site> {
+        Some(Site {
+            env: S3Env::get(server, &format!("jobs::{case}"))?,
+            prefix: fresh_prefix(SUITE, case),
         })
     }
 
     /// The bucket's root (keys are full keys, as the CLI's `s3://bucket/…` URLs use).
     async fn root(&self) -> Arc<dyn Store> {
-        let opts = S3Options {
-            endpoint: Some(self.endpoint.clone()),
-            region: Some("auto".into()),
-            credentials: Some(S3Credentials::new(
-                self.creds.0.clone(),
-                self.creds.1.clone(),
-            )),
-            ..Default::default()
-        };
-        Arc::new(S3Store::new(&self.bucket, "", opts).await.unwrap())
+        self.env.store("").await
     }
 
     fn url(&self, rel: &str) -> String {
-        format!("s3://{}/{}{rel}", self.bucket, self.prefix)
+        format!("s3://{}/{}{rel}", self.env.bucket, self.prefix)
     }
 
     fn key(&self, rel: &str) -> String {
@@ -183,7 +123,7 @@ fn mixed_tree() -> Vec<Plain> {
     ]
 }
 
-async fn plant(root: &Arc<dyn Store>, s: &Server, objects: &[Plain]) {
+async fn plant(root: &Arc<dyn Store>, s: &Site, objects: &[Plain]) {
     for o in objects {
         let mut metadata = BTreeMap::new();
         if let Some(m) = o.mtime {
@@ -202,12 +142,6 @@ async fn plant(root: &Arc<dyn Store>, s: &Server, objects: &[Plain]) {
         .await
         .unwrap();
     }
-}
-
-async fn raw(root: &Arc<dyn Store>, key: &str) -> (ObjectInfo, Vec<u8>) {
-    let got = root.get(key, None, &GetOptions::default()).await.unwrap();
-    let info = got.info.clone();
-    (info, got.bytes().await.unwrap().to_vec())
 }
 
 async fn etags(root: &Arc<dyn Store>, prefix: &str) -> BTreeMap<String, String> {
@@ -232,13 +166,16 @@ struct Cli {
 }
 
 impl Cli {
-    fn new(s: &Server) -> Cli {
+    fn new(s: &Site) -> Cli {
         let dir = TempDir::new().unwrap();
         let env = vec![
-            ("AWS_ENDPOINT_URL".to_string(), s.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID".to_string(), s.creds.0.clone()),
-            ("AWS_SECRET_ACCESS_KEY".to_string(), s.creds.1.clone()),
-            ("AWS_REGION".to_string(), "auto".to_string()),
+            ("AWS_ENDPOINT_URL".to_string(), s.env.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".to_string(), s.env.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                s.env.secret_access_key.clone(),
+            ),
+            ("AWS_REGION".to_string(), s.env.region.clone()),
         ];
         let mut cli = Cli {
             dir,
@@ -320,14 +257,14 @@ fn keys_with(report: &serde_json::Value, outcome: &str) -> BTreeSet<String> {
 /// Open every object under the prefix with `identity` and compare with the originals.
 async fn assert_sealed_originals(
     root: &Arc<dyn Store>,
-    s: &Server,
+    s: &Site,
     objects: &[Plain],
     identity: &Identity,
 ) {
     let bucket = SealedBucket::new(root.clone()).with_identities(vec![identity.clone()]);
     for o in objects {
         let key = s.key(o.rel);
-        let (info, stored) = raw(root, &key).await;
+        let (info, stored) = raw(&**root, &key).await;
         assert!(info.metadata.contains_key("r2seal"), "{key} is sealed");
         assert_eq!(
             info.metadata.keys().collect::<Vec<_>>(),
@@ -361,7 +298,7 @@ async fn assert_sealed_originals(
 
 #[test]
 fn migrate_in_place_rerun_verify_reverse_garage() {
-    let Some(s) = Server::garage("mixed") else {
+    let Some(s) = Site::garage("mixed") else {
         return;
     };
     let rt = rt();
@@ -415,7 +352,7 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
     let identity = cli.identity("key.txt");
     rt.block_on(assert_sealed_originals(&root, &s, &tree, &identity));
     // The large object went up in parts.
-    let (info, _) = rt.block_on(raw(&root, &s.key("blobs/large.bin")));
+    let (info, _) = rt.block_on(raw(&*root, &s.key("blobs/large.bin")));
     assert!(
         info.meta.etag.contains('-'),
         "multipart ETag: {}",
@@ -462,7 +399,7 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
     ]);
     rt.block_on(async {
         for o in &tree {
-            let (info, body) = raw(&root, &s.key(o.rel)).await;
+            let (info, body) = raw(&*root, &s.key(o.rel)).await;
             assert!(body == o.body, "{}: original bytes back", o.rel);
             assert!(!info.metadata.contains_key("r2seal"));
             assert_eq!(info.metadata.get("mtime").map(String::as_str), o.mtime);
@@ -480,7 +417,7 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
 
 #[test]
 fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
-    let Some(s) = Server::garage("to") else {
+    let Some(s) = Site::garage("to") else {
         return;
     };
     let rt = rt();
@@ -503,19 +440,19 @@ fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
         &src,
     ]);
     assert!(one_line(&err).contains("overlaps"), "{err}");
-    let dst = format!("s3://{}/{}", s.bucket, unique("to-dst"));
+    let dst = format!("s3://{}/{}", s.env.bucket, fresh_prefix(SUITE, "to-dst"));
     cli.ok(&["migrate", "-r", &cli.recipient, "--to", &dst, &src]);
     let after = rt.block_on(etags(&root, &s.prefix));
     assert_eq!(before, after, "source untouched");
     for o in &tree {
-        let (info, body) = rt.block_on(raw(&root, &s.key(o.rel)));
+        let (info, body) = rt.block_on(raw(&*root, &s.key(o.rel)));
         assert!(body == o.body && !info.metadata.contains_key("r2seal"));
     }
-    let dst_server = Server {
+    let dst_server = Site {
         prefix: dst
-            .trim_start_matches(&format!("s3://{}/", s.bucket))
+            .trim_start_matches(&format!("s3://{}/", s.env.bucket))
             .to_string(),
-        ..Server::garage("to").unwrap()
+        ..Site::garage("to").unwrap()
     };
     rt.block_on(assert_sealed_originals(
         &root,
@@ -539,7 +476,7 @@ fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
 
 #[test]
 fn shards_cover_every_object_exactly_once_garage() {
-    let Some(s) = Server::garage("shards") else {
+    let Some(s) = Site::garage("shards") else {
         return;
     };
     let rt = rt();
@@ -605,7 +542,7 @@ fn shards_cover_every_object_exactly_once_garage() {
 
 #[test]
 fn verify_reports_tampered_plaintext_and_revoked_garage() {
-    let Some(s) = Server::garage("verify") else {
+    let Some(s) = Site::garage("verify") else {
         return;
     };
     let rt = rt();
@@ -638,7 +575,7 @@ fn verify_reports_tampered_plaintext_and_revoked_garage() {
     rt.block_on(async {
         // Flip one byte of a sealed body, keeping its envelope.
         let key = s.key("tampered.json");
-        let (info, mut body) = raw(&root, &key).await;
+        let (info, mut body) = raw(&*root, &key).await;
         let last = body.len() - 1;
         body[last] ^= 1;
         root.put(
@@ -721,7 +658,7 @@ fn verify_reports_tampered_plaintext_and_revoked_garage() {
 
 #[test]
 fn bad_input_one_line_errors_garage() {
-    let Some(s) = Server::garage("bad") else {
+    let Some(s) = Site::garage("bad") else {
         return;
     };
     let rt = rt();
@@ -760,125 +697,12 @@ fn bad_input_one_line_errors_garage() {
 // Conflicts, against moto (which enforces If-Match on PutObject; it ignores it on
 // CompleteMultipartUpload, where r2seal's check right before completing catches it).
 
-/// Forwards to a store, and rewrites the object (as "someone else") right before every
-/// write of it, `rewrites` times at most.
-#[derive(Debug)]
-struct Meddler {
-    inner: Arc<dyn Store>,
-    rewrites: AtomicU32,
-}
-
-impl Meddler {
-    async fn meddle(&self, key: &str) {
-        if let Ok(n) = self
-            .rewrites
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        {
-            // Different every time (the same bytes would have the same ETag).
-            static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let serial = SERIAL.fetch_add(1, Ordering::SeqCst);
-            let body = format!("REWRITTEN by someone else at {key} ({n}.{serial})");
-            self.inner
-                .put(key, Bytes::from(body), &Default::default())
-                .await
-                .unwrap();
-        }
-    }
-}
-
-#[async_trait]
-impl Store for Meddler {
-    fn url(&self) -> &str {
-        self.inner.url()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        opts: &store::PutOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.meddle(key).await;
-        self.inner.put(key, body, opts).await
-    }
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-        opts: &GetOptions,
-    ) -> Result<GetResult, StoreError> {
-        self.inner.get(key, range, opts).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-        max_keys: Option<u32>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner
-            .list(prefix, delimiter, continuation, max_keys)
-            .await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn copy(
-        &self,
-        src: &str,
-        dst: &str,
-        opts: &CopyOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.inner.copy(src, dst, opts).await
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        opts: &store::PutOptions,
-    ) -> Result<String, StoreError> {
-        self.inner.create_multipart(key, opts).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        id: &str,
-        n: u32,
-        body: Bytes,
-    ) -> Result<UploadedPart, StoreError> {
-        self.inner.upload_part(key, id, n, body).await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        id: &str,
-        parts: &[UploadedPart],
-    ) -> Result<PutResult, StoreError> {
-        self.meddle(key).await;
-        self.inner.complete_multipart(key, id, parts).await
-    }
-    async fn complete_multipart_if_match(
-        &self,
-        key: &str,
-        id: &str,
-        parts: &[UploadedPart],
-        etag: &str,
-    ) -> Result<PutResult, StoreError> {
-        self.meddle(key).await;
-        self.inner
-            .complete_multipart_if_match(key, id, parts, etag)
-            .await
-    }
-    async fn abort_multipart(&self, key: &str, id: &str) -> Result<(), StoreError> {
-        self.inner.abort_multipart(key, id).await
-    }
-    async fn list_multipart_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<MultipartUpload>, StoreError> {
-        self.inner.list_multipart_uploads(prefix).await
-    }
+/// `root`, where someone else rewrites each object right before every write of ours to
+/// it, `rewrites` times at most.
+fn meddled(root: &Arc<dyn Store>, rewrites: u32) -> Arc<dyn Store> {
+    let store = Watched::new(root.clone());
+    store.interfere(Interfere::BeforeEach(rewrites));
+    Arc::new(store)
 }
 
 async fn migrate_with(
@@ -915,7 +739,7 @@ async fn migrate_with(
 
 #[test]
 fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
-    let Some(s) = Server::moto("conflict") else {
+    let Some(s) = Site::moto("conflict") else {
         return;
     };
     let rt = rt();
@@ -936,10 +760,7 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
         let id = Identity::generate_x25519();
         // Someone rewrites each object before every write of ours: with 1 retry, each is
         // tried twice and reported as a conflict; the rewrites survive.
-        let meddler: Arc<dyn Store> = Arc::new(Meddler {
-            inner: root.clone(),
-            rewrites: AtomicU32::new(4),
-        });
+        let meddler = meddled(&root, 4);
         let report = migrate_with(meddler, &s.prefix, &id, false, 1).await;
         assert_eq!(report.conflicts, 2, "{report:?}");
         assert_eq!(report.done, 0);
@@ -948,7 +769,7 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
             assert_eq!((e.outcome, e.attempts), ("conflict", 2), "{e:?}");
         }
         for key in [&small, &large] {
-            let (info, body) = raw(&root, key).await;
+            let (info, body) = raw(&*root, key).await;
             assert!(
                 !info.metadata.contains_key("r2seal"),
                 "{key}: not clobbered"
@@ -956,10 +777,7 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
             assert!(body.starts_with(format!("REWRITTEN by someone else at {key} (").as_bytes()));
         }
         // Rewritten once only: the retry re-reads and seals the new version.
-        let meddler: Arc<dyn Store> = Arc::new(Meddler {
-            inner: root.clone(),
-            rewrites: AtomicU32::new(1),
-        });
+        let meddler = meddled(&root, 1);
         let report = migrate_with(meddler, &s.prefix, &id, false, 2).await;
         assert!(report.is_complete(), "{report:?}");
         assert_eq!(report.done, 2);
@@ -970,14 +788,11 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
             assert!(body.starts_with(format!("REWRITTEN by someone else at {key} (").as_bytes()));
         }
         // --reverse is conditional too.
-        let meddler: Arc<dyn Store> = Arc::new(Meddler {
-            inner: root.clone(),
-            rewrites: AtomicU32::new(10),
-        });
+        let meddler = meddled(&root, 10);
         let report = migrate_with(meddler, &s.prefix, &id, true, 0).await;
         assert_eq!(report.conflicts, 2, "{report:?}");
         for key in [&small, &large] {
-            let (info, body) = raw(&root, key).await;
+            let (info, body) = raw(&*root, key).await;
             assert!(!info.metadata.contains_key("r2seal"));
             assert!(body.starts_with(format!("REWRITTEN by someone else at {key} (").as_bytes()));
         }
@@ -986,7 +801,7 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
 
 #[test]
 fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
-    let Some(s) = Server::garage("names") else {
+    let Some(s) = Site::garage("names") else {
         return;
     };
     let rt = rt();
@@ -1040,7 +855,7 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     let stored = keys_with(&v, "done");
     assert_eq!(stored.len(), tree.len());
     for key in &stored {
-        let (info, _) = rt.block_on(raw(&root, key));
+        let (info, _) = rt.block_on(raw(&*root, key));
         assert!(info.metadata.contains_key("r2seal"), "{key}");
         for o in &tree {
             let base = o.rel.rsplit('/').next().unwrap();

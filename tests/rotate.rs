@@ -7,9 +7,9 @@
 //!   run on Garage and file://, which enforce that).
 //!
 //! Without a server the S3 variants print a loud SKIPPED line and pass, except with
-//! `CI=true`. Every store is wrapped in a `Counting` store that counts the body bytes
-//! going through the client and the calls made, and can play "someone else" by writing
-//! to an object just before or just after our copy.
+//! `CI=true`. Every store is wrapped in a `Watched` store (tests/support) that counts the
+//! body bytes going through the client and the calls made, and can play "someone else"
+//! by writing to an object just before or just after our copy.
 #![cfg(feature = "s3")]
 // `&[k.clone()]` reads better than `slice::from_ref` in the many bucket set-ups below.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -17,12 +17,6 @@
 #[macro_use]
 mod support;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use futures_util::stream::StreamExt;
 use r2seal::format::header::{Header, METADATA_KEY};
 use r2seal::format::Envelope;
 use r2seal::jobs::export::{run_export, run_import, Manifest};
@@ -33,259 +27,26 @@ use r2seal::seal::PayloadOpener;
 use r2seal::sealed::{
     PutOptions, Recipients, Rekey, RotateAction, RotationPlan, SealedBucket, SealedError,
 };
-use r2seal::store::{
-    self, ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload,
-    ObjectInfo, PartCopySource, PutResult, Store, StoreError, UploadedPart,
-};
+use r2seal::store::{self, Bytes};
 use r2seal::Error;
+use std::collections::BTreeSet;
 
 // Multi-threaded: some cases run a task that interferes while the rotation blocks.
-use support::{pattern, rt_multi as rt, Server};
+use support::{pattern, raw, rt_multi as rt, Call, Harness, Interfere, Server};
 
 const MIB: usize = 1024 * 1024;
 const PART: u64 = 5 * MIB as u64;
 
 // ---------------------------------------------------------------------------------------
-// A store that counts body bytes and calls, and can interfere.
-
-/// What "someone else" does to the next copy of a key.
-#[derive(Debug, Clone)]
-enum Interfere {
-    /// Overwrite the object just before our copy reaches the store.
-    Before(String),
-    /// Overwrite it just after our copy completed.
-    After(String),
-}
-
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Store>,
-    /// Body bytes received (GET bodies) and sent (PUT and part bodies).
-    down: Arc<AtomicU64>,
-    up: AtomicU64,
-    part_copies: AtomicU64,
-    copies: AtomicU64,
-    interfere: Mutex<Option<Interfere>>,
-}
-
-impl Counting {
-    fn body_bytes(&self) -> u64 {
-        self.down.load(Ordering::SeqCst) + self.up.load(Ordering::SeqCst)
-    }
-    fn reset(&self) {
-        self.down.store(0, Ordering::SeqCst);
-        self.up.store(0, Ordering::SeqCst);
-        self.part_copies.store(0, Ordering::SeqCst);
-        self.copies.store(0, Ordering::SeqCst);
-    }
-    async fn someone_writes(&self, key: &str) {
-        self.inner
-            .put(
-                key,
-                Bytes::from_static(b"someone else's plaintext"),
-                &store::PutOptions::default(),
-            )
-            .await
-            .expect("interfering put");
-    }
-    async fn before_copy(&self, key: &str) -> Option<Interfere> {
-        let take = {
-            let mut g = self.interfere.lock().unwrap();
-            match g.as_ref() {
-                Some(Interfere::Before(k) | Interfere::After(k)) if k == key => g.take(),
-                _ => None,
-            }
-        };
-        if let Some(Interfere::Before(k)) = &take {
-            self.someone_writes(k).await;
-        }
-        take
-    }
-}
-
-#[async_trait]
-impl Store for Counting {
-    fn url(&self) -> &str {
-        self.inner.url()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        opts: &store::PutOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.up.fetch_add(body.len() as u64, Ordering::SeqCst);
-        let interfere = self.before_copy(key).await;
-        let r = self.inner.put(key, body, opts).await;
-        if let (Ok(_), Some(Interfere::After(k))) = (&r, interfere) {
-            self.someone_writes(&k).await;
-        }
-        r
-    }
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-        opts: &GetOptions,
-    ) -> Result<GetResult, StoreError> {
-        let mut got = self.inner.get(key, range, opts).await?;
-        let down = self.down.clone();
-        got.body = got
-            .body
-            .inspect(move |c| {
-                if let Ok(b) = c {
-                    down.fetch_add(b.len() as u64, Ordering::SeqCst);
-                }
-            })
-            .boxed();
-        Ok(got)
-    }
-    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-        max_keys: Option<u32>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner
-            .list(prefix, delimiter, continuation, max_keys)
-            .await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn copy(
-        &self,
-        src_key: &str,
-        dst_key: &str,
-        opts: &CopyOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.copies.fetch_add(1, Ordering::SeqCst);
-        let interfere = self.before_copy(dst_key).await;
-        let r = self.inner.copy(src_key, dst_key, opts).await;
-        if let (Ok(_), Some(Interfere::After(k))) = (&r, interfere) {
-            self.someone_writes(&k).await;
-        }
-        r
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        opts: &store::PutOptions,
-    ) -> Result<String, StoreError> {
-        self.inner.create_multipart(key, opts).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-    ) -> Result<UploadedPart, StoreError> {
-        self.up.fetch_add(body.len() as u64, Ordering::SeqCst);
-        self.inner
-            .upload_part(key, upload_id, part_number, body)
-            .await
-    }
-    async fn upload_part_copy(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        source: &PartCopySource,
-    ) -> Result<UploadedPart, StoreError> {
-        self.part_copies.fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .upload_part_copy(key, upload_id, part_number, source)
-            .await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[UploadedPart],
-    ) -> Result<PutResult, StoreError> {
-        let interfere = self.before_copy(key).await;
-        let r = self.inner.complete_multipart(key, upload_id, parts).await;
-        if let (Ok(_), Some(Interfere::After(k))) = (&r, interfere) {
-            self.someone_writes(&k).await;
-        }
-        r
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn list_multipart_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<MultipartUpload>, StoreError> {
-        self.inner.list_multipart_uploads(prefix).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Harness
 
-struct Harness {
-    count: Arc<Counting>,
-    _dir: Option<tempfile::TempDir>,
-    s3: bool,
-}
-
 impl Harness {
-    fn new(inner: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Harness {
-        Harness {
-            s3: dir.is_none(),
-            count: Arc::new(Counting {
-                inner,
-                down: Arc::default(),
-                up: AtomicU64::new(0),
-                part_copies: AtomicU64::new(0),
-                copies: AtomicU64::new(0),
-                interfere: Mutex::new(None),
-            }),
-            _dir: dir,
-        }
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        self.count.clone()
-    }
-
     /// A bucket sealing to `to` and opening with `ids`, with the smallest part size.
     fn bucket(&self, to: &[Recipient], ids: &[Identity]) -> SealedBucket {
         SealedBucket::new(self.store())
             .with_recipients(Recipients::fixed(to.to_vec()))
             .with_identities(ids.to_vec())
             .with_part_size(PART)
-    }
-
-    async fn cleanup(&self) {
-        if !self.s3 {
-            return;
-        }
-        let s = &self.count.inner;
-        if let Ok(ups) = s.list_multipart_uploads("").await {
-            for u in ups {
-                let _ = s.abort_multipart(&u.key, &u.upload_id).await;
-            }
-        }
-        let mut token = None;
-        for _ in 0..100 {
-            let Ok(page) = s.list("", None, token, None).await else {
-                return;
-            };
-            for o in page.objects {
-                let _ = s.delete(&o.key).await;
-            }
-            match page.next_continuation {
-                Some(t) => token = Some(t),
-                None => return,
-            }
-        }
     }
 }
 
@@ -332,15 +93,6 @@ fn open_with_old_header(
     Ok(out)
 }
 
-async fn raw(store: &dyn Store, key: &str) -> (ObjectInfo, Vec<u8>) {
-    let got = store
-        .get(key, None, &GetOptions::default())
-        .await
-        .expect("raw get");
-    let info = got.info.clone();
-    (info, got.bytes().await.expect("raw body").to_vec())
-}
-
 // ---------------------------------------------------------------------------------------
 // Cases
 
@@ -365,7 +117,7 @@ mod cases {
             &[],
             Rekey::Exposed,
         );
-        h.count.reset();
+        h.wire.reset();
         let s = run_rotate(rotator.clone(), "add/", p.clone(), &cfg()).await;
         assert_eq!(
             (s.report.done, s.report.skipped, s.report.failures),
@@ -374,7 +126,7 @@ mod cases {
             s.report
         );
         assert_eq!((s.rotation.rewrapped, s.rotation.rekeyed), (5, 0));
-        assert_eq!(h.count.body_bytes(), 0, "a rewrap moves no body bytes");
+        assert_eq!(h.wire.body_bytes(), 0, "a rewrap moves no body bytes");
         let only_k2 = h.bucket(&[], &[k2.clone()]);
         for i in 0..5 {
             let (_, got) = only_k2.get_bytes(&format!("add/{i}.bin")).await.unwrap();
@@ -423,11 +175,11 @@ mod cases {
         // The re-key: a fresh file key, the old envelope opens nothing.
         let mut p = plan(&both, &[], &[k2.key_id()], Rekey::Exposed);
         p.exposed.insert(k2.key_id());
-        h.count.reset();
+        h.wire.reset();
         let r = rotator.rotate("rm/rekey.bin", &p, false).await.unwrap();
         assert_eq!(r.action, RotateAction::Rekey);
         assert!(
-            h.count.body_bytes() >= 2 * data.len() as u64,
+            h.wire.body_bytes() >= 2 * data.len() as u64,
             "a re-key moves the body down and up"
         );
         let (_, got) = h
@@ -530,7 +282,7 @@ mod cases {
             .put("mp/big", data.clone(), &PutOptions::default())
             .await
             .unwrap();
-        h.count.reset();
+        h.wire.reset();
         let p = plan(
             &[k1.to_recipient()],
             &[k2.to_recipient()],
@@ -539,13 +291,13 @@ mod cases {
         );
         let r = bucket.rotate("mp/big", &p, false).await.unwrap();
         assert_eq!(r.action, RotateAction::Rewrap);
-        assert_eq!(h.count.body_bytes(), 0, "multipart copy moves no body");
+        assert_eq!(h.wire.body_bytes(), 0, "multipart copy moves no body");
         assert_eq!(
-            h.count.part_copies.load(Ordering::SeqCst),
+            h.wire.count(|c| matches!(c, Call::UploadPartCopy)),
             3,
             "12 MiB in 5 MiB parts"
         );
-        assert_eq!(h.count.copies.load(Ordering::SeqCst), 0);
+        assert_eq!(h.wire.count(|c| matches!(c, Call::Copy { .. })), 0);
         let (_, got) = h
             .bucket(&[], &[k2.clone()])
             .get_bytes("mp/big")
@@ -588,7 +340,7 @@ mod cases {
         let mib: usize = std::env::var("R2SEAL_TEST_ROTATE_BIG_MIB")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(if h.s3 { 256 } else { 64 });
+            .unwrap_or(if h.is_s3() { 256 } else { 64 });
         let (k1, k2) = (sym(), sym());
         let bucket = h
             .bucket(&[k1.to_recipient()], &[k1.clone(), k2.clone()])
@@ -604,7 +356,7 @@ mod cases {
             )
             .await
             .unwrap();
-        h.count.reset();
+        h.wire.reset();
         let s = run_rotate(
             bucket,
             "big/",
@@ -618,7 +370,7 @@ mod cases {
         )
         .await;
         assert_eq!(s.rotation.rewrapped, 1, "{:?}", s.report);
-        let moved = h.count.body_bytes();
+        let moved = h.wire.body_bytes();
         eprintln!("rotating a {mib} MiB object moved {moved} body bytes through the client (HEAD, copy, HEAD)");
         assert!(moved < MIB as u64, "{moved}");
     }
@@ -642,13 +394,13 @@ mod cases {
                 .put(key, pattern(5000, 2), &PutOptions::default())
                 .await
                 .unwrap();
-            *h.count.interfere.lock().unwrap() = Some(when);
+            h.wire.interfere(when);
             let e = bucket.rotate(key, &p, false).await.unwrap_err();
             assert!(e.is_conflict(), "{key}: {e}");
             let (info, body) = raw(&*h.store(), key).await;
             assert_eq!(
-                &body[..],
-                b"someone else's plaintext",
+                Some(&body[..]),
+                h.wire.their_write(key).as_deref(),
                 "{key}: their write stands"
             );
             assert!(!info.metadata.contains_key(METADATA_KEY));
@@ -658,7 +410,7 @@ mod cases {
             .put("cf/job", pattern(5000, 2), &PutOptions::default())
             .await
             .unwrap();
-        *h.count.interfere.lock().unwrap() = Some(Interfere::Before("cf/job".into()));
+        h.wire.interfere(Interfere::Before("cf/job".into()));
         let s = run_rotate(bucket.clone(), "cf/job", p.clone(), &cfg()).await;
         assert_eq!(
             (s.report.conflicts, s.report.done),
@@ -677,7 +429,7 @@ mod cases {
             .put("cf/rekey", pattern(5000, 2), &PutOptions::default())
             .await
             .unwrap();
-        *h.count.interfere.lock().unwrap() = Some(Interfere::Before("cf/rekey".into()));
+        h.wire.interfere(Interfere::Before("cf/rekey".into()));
         let e = bucket
             .rotate(
                 "cf/rekey",
@@ -688,8 +440,8 @@ mod cases {
             .unwrap_err();
         assert!(e.is_conflict(), "{e}");
         assert_eq!(
-            &raw(&*h.store(), "cf/rekey").await.1[..],
-            b"someone else's plaintext"
+            Some(&raw(&*h.store(), "cf/rekey").await.1[..]),
+            h.wire.their_write("cf/rekey").as_deref()
         );
     }
 
@@ -876,24 +628,17 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Backends
 
-async fn fs_harness(_case: &str) -> Option<Harness> {
-    let (store, dir) = support::fs_store();
-    Some(Harness::new(store, Some(dir)))
-}
-
 async fn garage(case: &str) -> Option<Harness> {
-    let store = support::s3_store(Server::Garage, "r2seal-rotate", case).await?;
-    Some(Harness::new(store, None))
+    Harness::s3(Server::Garage, "r2seal-rotate", case).await
 }
 
 async fn cond(case: &str) -> Option<Harness> {
-    let store = support::s3_store(Server::Cond, "r2seal-rotate", case).await?;
-    Some(Harness::new(store, None))
+    Harness::s3(Server::Cond, "r2seal-rotate", case).await
 }
 
 suite!(
     fs,
-    fs_harness,
+    Harness::fs,
     [
         add_recipient_then_rerun_is_a_no_op,
         remove_with_and_without_rekey,

@@ -10,7 +10,7 @@
 //! `CI=true`, where a missing server fails them. Every S3 run writes under a fresh prefix,
 //! which also makes every object name carry a store prefix (names are full keys).
 //!
-//! Every store is wrapped in a `Recording` store that logs each call, so the tests can
+//! Every store is wrapped in a `Watched` store (tests/support) that logs each call, so the tests can
 //! check what went over the wire: ranged reads fetch only covering bytes, copies move no
 //! body, refused writes write nothing.
 #![cfg(feature = "store")]
@@ -19,230 +19,24 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use r2seal::format::stream::{CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PAYLOAD_NONCE_SIZE};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
-use r2seal::store::{
-    self, ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload,
-    ObjectInfo, PutResult, Store, StoreError, UploadedPart,
-};
+use r2seal::store::{self, ByteRange, Bytes, CopyOptions};
 use r2seal::Error;
 
-use support::{pattern, rt};
+use support::{pattern, raw, rt, Call, Harness};
 
 const MIB: usize = 1024 * 1024;
 /// The smallest part size the stores accept: multipart with as little data as possible.
 const PART: u64 = 5 * MIB as u64;
 
 // ---------------------------------------------------------------------------------------
-// A store that records every call.
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
-    Put {
-        key: String,
-        len: usize,
-    },
-    Get {
-        key: String,
-        range: Option<ByteRange>,
-    },
-    Head {
-        key: String,
-    },
-    List,
-    Delete {
-        key: String,
-    },
-    Copy {
-        src: String,
-        dst: String,
-    },
-    CreateMultipart {
-        key: String,
-    },
-    UploadPart {
-        len: usize,
-    },
-    UploadPartCopy,
-    Complete,
-    Abort,
-    ListUploads,
-}
-
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn Store>,
-    calls: Mutex<Vec<Call>>,
-}
-
-impl Recording {
-    fn take(&self) -> Vec<Call> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-    fn log(&self, c: Call) {
-        self.calls.lock().unwrap().push(c);
-    }
-}
-
-fn is_write(c: &Call) -> bool {
-    matches!(
-        c,
-        Call::Put { .. }
-            | Call::Delete { .. }
-            | Call::Copy { .. }
-            | Call::CreateMultipart { .. }
-            | Call::UploadPart { .. }
-            | Call::UploadPartCopy
-            | Call::Complete
-    )
-}
-
-#[async_trait]
-impl Store for Recording {
-    fn url(&self) -> &str {
-        self.inner.url()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        opts: &store::PutOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.log(Call::Put {
-            key: key.into(),
-            len: body.len(),
-        });
-        self.inner.put(key, body, opts).await
-    }
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-        opts: &GetOptions,
-    ) -> Result<GetResult, StoreError> {
-        self.log(Call::Get {
-            key: key.into(),
-            range,
-        });
-        self.inner.get(key, range, opts).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-        self.log(Call::Head { key: key.into() });
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-        max_keys: Option<u32>,
-    ) -> Result<ListPage, StoreError> {
-        self.log(Call::List);
-        self.inner
-            .list(prefix, delimiter, continuation, max_keys)
-            .await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.log(Call::Delete { key: key.into() });
-        self.inner.delete(key).await
-    }
-    async fn copy(
-        &self,
-        src_key: &str,
-        dst_key: &str,
-        opts: &CopyOptions,
-    ) -> Result<PutResult, StoreError> {
-        self.log(Call::Copy {
-            src: src_key.into(),
-            dst: dst_key.into(),
-        });
-        self.inner.copy(src_key, dst_key, opts).await
-    }
-    async fn create_multipart(
-        &self,
-        key: &str,
-        opts: &store::PutOptions,
-    ) -> Result<String, StoreError> {
-        self.log(Call::CreateMultipart { key: key.into() });
-        self.inner.create_multipart(key, opts).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-    ) -> Result<UploadedPart, StoreError> {
-        self.log(Call::UploadPart { len: body.len() });
-        self.inner
-            .upload_part(key, upload_id, part_number, body)
-            .await
-    }
-    async fn upload_part_copy(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        source: &store::PartCopySource,
-    ) -> Result<UploadedPart, StoreError> {
-        self.log(Call::UploadPartCopy);
-        self.inner
-            .upload_part_copy(key, upload_id, part_number, source)
-            .await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[UploadedPart],
-    ) -> Result<PutResult, StoreError> {
-        self.log(Call::Complete);
-        self.inner.complete_multipart(key, upload_id, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        self.log(Call::Abort);
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn list_multipart_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<MultipartUpload>, StoreError> {
-        self.log(Call::ListUploads);
-        self.inner.list_multipart_uploads(prefix).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Harness
 
-struct Harness {
-    rec: Arc<Recording>,
-    _dir: Option<tempfile::TempDir>,
-    s3: bool,
-}
-
 impl Harness {
-    fn new(inner: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Harness {
-        Harness {
-            s3: dir.is_none(),
-            rec: Arc::new(Recording {
-                inner,
-                calls: Mutex::new(Vec::new()),
-            }),
-            _dir: dir,
-        }
-    }
-
-    /// The raw store (recording).
-    fn store(&self) -> Arc<dyn Store> {
-        self.rec.clone()
-    }
-
     /// A bucket that seals to and opens with `id`, with the smallest part size.
     fn bucket(&self, id: &Identity) -> SealedBucket {
         SealedBucket::new(self.store())
@@ -250,36 +44,10 @@ impl Harness {
             .with_identities(vec![id.clone()])
             .with_part_size(PART)
     }
-
-    async fn cleanup(&self) {
-        if !self.s3 {
-            return;
-        }
-        let s = &self.rec.inner;
-        if let Ok(ups) = s.list_multipart_uploads("").await {
-            for u in ups {
-                let _ = s.abort_multipart(&u.key, &u.upload_id).await;
-            }
-        }
-        if let Ok(page) = s.list("", None, None, None).await {
-            for o in page.objects {
-                let _ = s.delete(&o.key).await;
-            }
-        }
-    }
 }
 
 fn sym() -> Identity {
     Identity::Sym(SymKey::generate())
-}
-
-async fn raw(store: &dyn Store, key: &str) -> (ObjectInfo, Vec<u8>) {
-    let got = store
-        .get(key, None, &GetOptions::default())
-        .await
-        .expect("raw get");
-    let info = got.info.clone();
-    (info, got.bytes().await.expect("raw body").to_vec())
 }
 
 fn open_error(e: &SealedError) -> Option<&Error> {
@@ -336,14 +104,14 @@ mod cases {
         }
         // Multipart: 11 MiB + 3 → three 5 MiB parts of one payload, from memory ...
         let big = pattern(11 * MIB + 3, 9);
-        h.rec.take();
+        h.wire.take();
         let put = b
             .put("rt/big.bin", big.clone(), &PutOptions::default())
             .await
             .unwrap();
         assert_eq!(put.parts, 3);
         let parts: Vec<usize> = h
-            .rec
+            .wire
             .take()
             .iter()
             .filter_map(|c| match c {
@@ -466,7 +234,7 @@ mod cases {
             ),
         ];
         for (range, start, end) in cases {
-            h.rec.take();
+            h.wire.take();
             let got = b.get("r/obj", Some(range)).await.unwrap();
             let served = got.range.expect("a ranged get reports its range");
             assert_eq!((served.start, served.end), (start, end), "{range:?}");
@@ -476,7 +244,7 @@ mod cases {
                 "{range:?}: wrong bytes"
             );
             // Only the covering chunks (and the nonce) were fetched.
-            let calls = h.rec.take();
+            let calls = h.wire.take();
             let gets = fetched(&calls);
             assert!(
                 gets.iter().all(Option::is_some),
@@ -544,7 +312,7 @@ mod cases {
         b.put("ls/top", pattern(5, 1), &PutOptions::default())
             .await
             .unwrap();
-        h.rec.take();
+        h.wire.take();
         let all = b.list_all("ls/d/", None).await.unwrap();
         let got: Vec<(String, Option<u64>)> = all
             .objects
@@ -559,7 +327,7 @@ mod cases {
         assert_eq!(got, want);
         assert!(all.objects.iter().all(|o| o.stored_size > o.size.unwrap()));
         assert!(
-            h.rec.take().iter().all(|c| matches!(c, Call::List)),
+            h.wire.take().iter().all(|c| matches!(c, Call::List)),
             "sizes come from the listing alone"
         );
         // Delimiter and pagination pass through.
@@ -802,14 +570,14 @@ mod cases {
         let e = b.get("k/x", None).await.unwrap_err();
         assert_eq!(open_error(&e), Some(&Error::NoMatchingIdentity), "{e}");
         // Writing without recipients is refused before any write.
-        h.rec.take();
+        h.wire.take();
         let ro = SealedBucket::new(h.store()).with_identities(vec![id]);
         let e = ro
             .put("k/ro", vec![1u8], &PutOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(e, SealedError::Seal { .. }), "{e}");
-        assert!(!h.rec.take().iter().any(is_write));
+        assert!(!h.wire.take().iter().any(Call::is_write));
     }
 
     pub async fn plaintext_objects(h: &Harness) {
@@ -856,10 +624,10 @@ mod cases {
             ..Default::default()
         };
         b.put("c/src", data.clone(), &opts).await.unwrap();
-        h.rec.take();
+        h.wire.take();
         let put = b.copy("c/src", "c/dst").await.unwrap();
         assert_eq!(put.size, data.len() as u64);
-        let calls = h.rec.take();
+        let calls = h.wire.take();
         assert!(
             calls
                 .iter()
@@ -1067,7 +835,7 @@ mod cases {
             metadata: BTreeMap::from([("blob".to_string(), "x".repeat(9000))]),
             ..Default::default()
         };
-        h.rec.take();
+        h.wire.take();
         for len in [10usize, 6 * MIB] {
             let e = b.put("f/keep", pattern(len, 1), &huge).await.unwrap_err();
             assert!(
@@ -1076,8 +844,8 @@ mod cases {
             );
             assert!(e.to_string().contains("nothing was written"), "{e}");
         }
-        let calls = h.rec.take();
-        assert!(!calls.iter().any(is_write), "{calls:?}");
+        let calls = h.wire.take();
+        assert!(!calls.iter().any(Call::is_write), "{calls:?}");
         // A source that fails mid-way through a multipart upload: aborted, old object kept.
         let mut chunks: Vec<std::io::Result<Bytes>> =
             (0..7).map(|i| Ok(Bytes::from(pattern(MIB, i)))).collect();
@@ -1092,7 +860,7 @@ mod cases {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("disk on fire"), "{e}");
-        let calls = h.rec.take();
+        let calls = h.wire.take();
         assert!(calls.contains(&Call::Abort), "{calls:?}");
         assert!(!calls.contains(&Call::Complete), "{calls:?}");
         assert_eq!(&b.get_bytes("f/keep").await.unwrap().1[..], b"original");
@@ -1109,7 +877,7 @@ mod cases {
             .unwrap_err();
         assert!(matches!(e, SealedError::Invalid { .. }), "{e}");
         assert!(e.to_string().contains("multipart"), "{e}");
-        assert!(!h.rec.take().iter().any(is_write));
+        assert!(!h.wire.take().iter().any(Call::is_write));
         let e = b
             .put_reader(
                 "f/keep",
@@ -1123,7 +891,7 @@ mod cases {
             .await
             .unwrap_err();
         assert!(matches!(e, SealedError::Invalid { .. }), "{e}");
-        assert!(!h.rec.take().iter().any(is_write));
+        assert!(!h.wire.take().iter().any(Call::is_write));
         assert_eq!(&b.get_bytes("f/keep").await.unwrap().1[..], b"original");
     }
 
@@ -1167,13 +935,13 @@ mod cases {
         let big = pattern(PART as usize + 1000, 9);
         // Default age (a day): the young upload is not aborted by the write. (Garage
         // itself drops other uploads of a key when one completes, so count our aborts.)
-        h.rec.take();
+        h.wire.take();
         h.bucket(&id)
             .put("re/obj", big.clone(), &PutOptions::default())
             .await
             .unwrap();
         assert!(
-            !h.rec.take().contains(&Call::Abort),
+            !h.wire.take().contains(&Call::Abort),
             "a young upload was aborted"
         );
         // As if a day had passed: the next write of re/obj aborts it, not re/obj2's.
@@ -1185,7 +953,7 @@ mod cases {
         b.put("re/obj", big.clone(), &PutOptions::default())
             .await
             .unwrap();
-        assert!(h.rec.take().contains(&Call::Abort));
+        assert!(h.wire.take().contains(&Call::Abort));
         let left = s.list_multipart_uploads("re/").await.unwrap();
         assert!(left.iter().all(|u| u.upload_id != crashed), "{left:?}");
         assert!(left.iter().any(|u| u.upload_id == other), "{left:?}");
@@ -1227,30 +995,23 @@ mod cases {
 // ---------------------------------------------------------------------------------------
 // Backends
 
-async fn fs_harness(_case: &str) -> Option<Harness> {
-    let (store, dir) = support::fs_store();
-    Some(Harness::new(store, Some(dir)))
-}
-
 #[cfg(feature = "s3")]
 mod s3_env {
     use super::*;
     use support::Server;
 
     pub async fn garage(case: &str) -> Option<Harness> {
-        let store = support::s3_store(Server::Garage, "r2seal-sealed", case).await?;
-        Some(Harness::new(store, None))
+        Harness::s3(Server::Garage, "r2seal-sealed", case).await
     }
 
     pub async fn cond(case: &str) -> Option<Harness> {
-        let store = support::s3_store(Server::Cond, "r2seal-sealed", case).await?;
-        Some(Harness::new(store, None))
+        Harness::s3(Server::Cond, "r2seal-sealed", case).await
     }
 }
 
 suite!(
     fs,
-    fs_harness,
+    Harness::fs,
     [
         round_trips,
         ranged_gets,
