@@ -668,6 +668,22 @@ impl Manual {
         }
     }
 
+    /// `r2seal-meta`: a fixed salt, the HKDF meta key, ChaCha20-Poly1305 with a zero nonce.
+    fn meta_stanza(&self, json: &[u8]) -> Stanza {
+        let salt = [0x5a; 16];
+        let key =
+            age_core::primitives::hkdf(&salt, b"r2seal/v1 meta", self.file_key().expose_secret());
+        let mut body = json.to_vec();
+        ChaCha20Poly1305::new(&key.into())
+            .encrypt_in_place(&[0; 12].into(), &[], &mut body)
+            .unwrap();
+        Stanza {
+            tag: "r2seal-meta".into(),
+            args: vec![BASE64_STANDARD_NO_PAD.encode(salt)],
+            body,
+        }
+    }
+
     /// age's header MAC over the header text up to "---".
     fn header(&self, stanzas: Vec<Stanza>) -> Header {
         let unsigned = Header {
@@ -875,6 +891,37 @@ fn generate() {
         .unwrap(),
     );
 
+    // The key-id claims rotation reads (SECURITY.md §3.2, §4.5): carried and compared
+    // verbatim. `wrapped_to` also names a key a rewrap removed (`wrong`'s).
+    let pt = data(300, 14);
+    let key_ids = |ids: &[&Identity]| ids.iter().map(|i| i.key_id().to_string()).collect();
+    let claims = SealedMetadata {
+        size: Some(pt.len() as u64),
+        recipients: key_ids(&[&a, &sym]),
+        wrapped_to: key_ids(&[&a, &sym, &wrong]),
+        ..Default::default()
+    };
+    out.write(
+        "success_sealed_metadata_key_ids",
+        Vector::new("success", "file")
+            .identity(&sym)
+            .with("name", NAME)
+            .payload(&pt)
+            .with("metadata", serde_json::to_string(&claims).unwrap())
+            .comment(
+                "sealed metadata with `recipients` and `wrapped_to` key ids, opened and compared",
+            ),
+        &seal_file(
+            &[ra.clone(), sym.to_recipient()],
+            Binding {
+                metadata: Some(claims),
+                ..named()
+            },
+            &pt,
+        )
+        .unwrap(),
+    );
+
     // A file built without r2seal's sealing code: pins the formulas, not the code.
     let manual = Manual {
         file_key: *b"YELLOW SUBMARINE",
@@ -890,6 +937,53 @@ fn generate() {
             .comment("built from the spec: age's X25519 wrap, HMAC name tag, header MAC, ChaCha20-Poly1305 STREAM"),
         &manual.file(vec![manual.x25519_stanza(&a), manual.name_stanza(NAME)], &pt),
     );
+
+    // Claims that are not key ids open (the opener does not check them; rotation ignores
+    // them), claims that are not arrays of strings are malformed metadata.
+    let pt = data(100, 15);
+    let unchecked = r#"{"recipients":["not a key id",""],"wrapped_to":["AAAA"]}"#;
+    out.write(
+        "success_sealed_metadata_unchecked_key_ids",
+        Vector::new("success", "file")
+            .with("age", "success")
+            .identity(&a)
+            .payload(&pt)
+            .with("metadata", unchecked)
+            .comment("built from the spec: key-id claims are carried verbatim, not validated"),
+        &manual.file(
+            vec![
+                manual.x25519_stanza(&a),
+                manual.meta_stanza(unchecked.as_bytes()),
+            ],
+            &pt,
+        ),
+    );
+    for (name, json) in [
+        (
+            "malformed_metadata_recipients_not_array",
+            r#"{"recipients":"AAAA"}"#,
+        ),
+        (
+            "malformed_metadata_wrapped_to_not_strings",
+            r#"{"wrapped_to":[1,2]}"#,
+        ),
+    ] {
+        out.write(
+            name,
+            Vector::new("malformed", "file")
+                .with("age", "success")
+                .identity(&a)
+                .payload(&pt)
+                .comment("sealed metadata whose key-id claims are not arrays of strings (age ignores the stanza)"),
+            &manual.file(
+                vec![
+                    manual.x25519_stanza(&a),
+                    manual.meta_stanza(json.as_bytes()),
+                ],
+                &pt,
+            ),
+        );
+    }
 
     let grease = Stanza {
         tag: "grease-Xy!".into(),
