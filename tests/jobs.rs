@@ -8,10 +8,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use assert_cmd::Command;
-use r2seal::jobs::migrate::{MigrateOptions, Migrator};
+use r2seal::jobs::migrate::{MigrateOptions, Migrator, SKIP_GONE};
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
 use r2seal::sealed::{Recipients, SealedBucket};
@@ -691,6 +692,21 @@ fn bad_input_one_line_errors_garage() {
     );
     assert!(err.lines().last().unwrap().contains("1 failures"), "{err}");
     assert_eq!(rt.block_on(etags(&root, &s.prefix)), sealed);
+    // The same with a keyring that lacks the key.
+    let ring = cli.path("other-ring.toml").display().to_string();
+    cli.ok(&[
+        "key",
+        "add",
+        "other",
+        "--sym",
+        "--recovery",
+        "--keyring",
+        &ring,
+    ]);
+    let err = cli.fails(&["migrate", "--keyring", &ring, "--reverse", &s.url("")]);
+    assert!(err.contains("identity"), "{err}");
+    assert!(err.lines().last().unwrap().contains("1 failures"), "{err}");
+    assert_eq!(rt.block_on(etags(&root, &s.prefix)), sealed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -800,6 +816,39 @@ fn an_object_rewritten_mid_migration_is_a_conflict_not_clobbered_moto() {
 }
 
 #[test]
+fn an_object_deleted_mid_migration_is_not_resurrected_moto() {
+    let Some(s) = Site::moto("deleted") else {
+        return;
+    };
+    rt().block_on(async {
+        let root = s.root().await;
+        let (small, large) = (s.key("small.json"), s.key("large.bin"));
+        root.put(&small, Bytes::from_static(b"{}"), &Default::default())
+            .await
+            .unwrap();
+        root.put(&large, Bytes::from(data(6 * MIB, 5)), &Default::default())
+            .await
+            .unwrap();
+        // Someone deletes each object after it was read, right before it is written.
+        let meddler = Watched::new(root.clone());
+        meddler.interfere(Interfere::DeleteBeforeEach(2));
+        let meddler: Arc<dyn Store> = Arc::new(meddler);
+        let id = Identity::generate_x25519();
+        let report = migrate_with(meddler, &s.prefix, &id, false, 2).await;
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(
+            report.skipped_by_reason.get(SKIP_GONE),
+            Some(&2),
+            "{report:?}"
+        );
+        for key in [&small, &large] {
+            let gone = root.head(key).await.unwrap_err();
+            assert!(gone.is_not_found(), "{key}: not resurrected: {gone}");
+        }
+    });
+}
+
+#[test]
 fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     let Some(s) = Site::garage("names") else {
         return;
@@ -877,4 +926,250 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["done"], 0, "{v}");
+
+    // --reverse brings them back under their plaintext names. Left as an interrupted
+    // run leaves it: one plaintext copy written but its sealed one not yet deleted; and
+    // someone else's object under another plaintext name, which is never overwritten.
+    let (copied, taken) = (&tree[0], &tree[1]);
+    rt.block_on(plant(&root, &s, std::slice::from_ref(copied)));
+    let theirs = Bytes::from_static(b"someone else's object");
+    rt.block_on(root.put(&s.key(taken.rel), theirs.clone(), &Default::default()))
+        .unwrap();
+    let reverse = ["migrate", "--keyring", &ring, "--reverse", "--json", &url];
+    let out = cli.cmd().args(reverse).assert().failure().code(1);
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["done"], tree.len() - 1, "{v}");
+    let failed: Vec<&serde_json::Value> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already holds a different object"),
+        "{v}"
+    );
+    assert_eq!(rt.block_on(raw(&*root, &s.key(taken.rel))).1, theirs);
+    // Its sealed copy is kept and still opens.
+    assert_eq!(
+        cli.ok(&["cat", "--keyring", &ring, &s.url(taken.rel)]),
+        taken.body
+    );
+    // Once the other object is out of the way, a rerun finishes.
+    rt.block_on(root.delete(&s.key(taken.rel))).unwrap();
+    let out = cli.ok(&reverse);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["processed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    rt.block_on(async {
+        for o in &tree {
+            let (info, body) = raw(&*root, &s.key(o.rel)).await;
+            assert!(
+                body == o.body,
+                "{}: original bytes under its plaintext name",
+                o.rel
+            );
+            assert!(!info.metadata.contains_key("r2seal"));
+            assert_eq!(info.metadata.get("mtime").map(String::as_str), o.mtime);
+            assert_eq!(info.cache_control.as_deref(), o.cache_control);
+        }
+    });
+    // No sealed object is left under an encrypted name.
+    let out = cli.ok(&["verify", "--keyring", &ring, "--json", &url]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["processed"], 0, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A server that drops connections.
+
+/// A TCP proxy in front of a server that cuts the connection carrying the 2 MiB-th byte
+/// of responses (mid-body of a large GET, or wherever the client is then) and the one
+/// carrying the 4 MiB-th byte of requests (mid-upload of a part), again and again.
+/// Counting bytes over all connections keeps the number of cuts independent of how the
+/// client reuses connections. Small objects get through on a retry; the 11 MiB one never
+/// does (every attempt is cut), so the run ends non-zero with it listed.
+struct CuttingProxy {
+    endpoint: String,
+    cuts: Arc<AtomicU32>,
+}
+
+const CUT_DOWN_EVERY: u64 = 2 * MIB as u64;
+const CUT_UP_EVERY: u64 = 4 * MIB as u64;
+
+impl CuttingProxy {
+    async fn start(upstream: &str) -> CuttingProxy {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let cuts = Arc::new(AtomicU32::new(0));
+        let counter = cuts.clone();
+        let (down, up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (counter, down, up) = (counter.clone(), down.clone(), up.clone());
+                tokio::spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = pipe(cr, sw, &up, CUT_UP_EVERY);
+                    let down = pipe(sr, cw, &down, CUT_DOWN_EVERY);
+                    tokio::pin!(up, down);
+                    // A cut drops both sockets at once: the client sees its connection
+                    // end mid-request or mid-response. An end (half-close) waits for the
+                    // other direction.
+                    let cut = tokio::select! {
+                        cut = &mut up => cut || down.await,
+                        cut = &mut down => cut || up.await,
+                    };
+                    if cut {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        CuttingProxy { endpoint, cuts }
+    }
+}
+
+/// Copy until the end, or (then `true`) until the bytes through every connection in this
+/// direction (`total`) pass a multiple of `every`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    total: &AtomicU64,
+    every: u64,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return false;
+            }
+            Ok(n) => n as u64,
+        };
+        let before = total.fetch_add(n, Ordering::SeqCst);
+        let boundary = (before / every + 1) * every;
+        if before + n >= boundary {
+            let _ = to.write_all(&buf[..(boundary - before) as usize]).await;
+            return true;
+        }
+        if to.write_all(&buf[..n as usize]).await.is_err() {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
+    let Some(s) = Site::garage("drops") else {
+        return;
+    };
+    let rt = rt();
+    let root = rt.block_on(s.root());
+    // Enough small objects that cut connections land on many of them, and a multipart one.
+    let mut tree = mixed_tree();
+    let small: Vec<String> = (0..40).map(|i| format!("many/{i:02}.json")).collect();
+    for (i, rel) in small.iter().enumerate() {
+        tree.push(Plain {
+            rel: Box::leak(rel.clone().into_boxed_str()),
+            body: data(2000 + i * 997, i as u8),
+            content_type: Some("application/json"),
+            cache_control: None,
+            mtime: None,
+        });
+    }
+    rt.block_on(plant(&root, &s, &tree));
+    let proxy = rt.block_on(CuttingProxy::start(&s.env.endpoint));
+    let mut cli = Cli::new(&s);
+    let direct = cli.env.clone();
+    cli.env[0].1 = proxy.endpoint.clone();
+    let r = cli.recipient.clone();
+    let url = s.url("");
+    let out = cli
+        .cmd()
+        .args([
+            "migrate",
+            "-r",
+            &r,
+            "--jobs",
+            "4",
+            "--part-size",
+            "5",
+            "--retries",
+            "6",
+            "--report",
+            "cut.json",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let cuts = proxy.cuts.load(Ordering::SeqCst);
+    assert!(cuts >= 3, "the proxy cut {cuts} connections");
+    let report = cli.report("cut.json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let left: BTreeSet<String> = keys_with(&report, "failed")
+        .union(&keys_with(&report, "conflict"))
+        .cloned()
+        .collect();
+    let retried = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["attempts"].as_u64() > Some(1))
+        .count();
+    eprintln!(
+        "proxy cut {cuts} connections; migrate exited {:?}: {} done, {} left, {retried} retried",
+        out.status.code(),
+        report["done"],
+        left.len()
+    );
+    // Done, or a non-zero exit that names what was left.
+    if out.status.success() {
+        assert!(left.is_empty(), "{report}");
+        assert_eq!(report["done"], tree.len(), "{report}");
+    } else {
+        assert!(
+            !left.is_empty(),
+            "non-zero exit names what is left: {stderr}"
+        );
+        assert!(stderr.contains("rerun"), "{stderr}");
+    }
+    // Every object is its original plaintext or a complete sealed version of it.
+    let identity = cli.identity("key.txt");
+    rt.block_on(async {
+        let bucket = SealedBucket::new(root.clone()).with_identities(vec![identity.clone()]);
+        for o in &tree {
+            let key = s.key(o.rel);
+            let (info, stored) = raw(&*root, &key).await;
+            if info.metadata.contains_key("r2seal") {
+                let (_, body) = bucket.get_bytes(&key).await.unwrap();
+                assert!(
+                    body[..] == o.body[..],
+                    "{key}: sealed, opens to the original"
+                );
+            } else {
+                assert!(stored == o.body, "{key}: still the original plaintext");
+                assert!(left.contains(&key), "{key}: left plaintext, so reported");
+            }
+        }
+    });
+    // A clean rerun finishes the job.
+    cli.env = direct;
+    cli.ok(&["migrate", "-r", &r, "--part-size", "5", &url]);
+    rt.block_on(assert_sealed_originals(&root, &s, &tree, &identity));
 }

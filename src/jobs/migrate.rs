@@ -37,6 +37,9 @@ pub struct MigrateOptions {
     /// Objects larger than this go up as multipart uploads of parts this size (default
     /// and minimum as for [`SealedBucket::with_part_size`]).
     pub part_size: Option<u64>,
+    /// The plaintext prefix migrated. With `reverse` under encrypted names the walk lists
+    /// the stored form of its parent (SECURITY.md §3.10): names outside it are skipped.
+    pub prefix: String,
 }
 
 /// Where migrated objects go: the source key with `src_prefix` replaced by `dst_prefix`.
@@ -56,6 +59,9 @@ pub struct Migrator {
     /// Sealed objects written through this (recipients; identities for `verify`).
     dst_bucket: SealedBucket,
     dest: Option<Destination>,
+    /// The destination's keys, listed once alongside the walk (see [`DestinationKeys`]);
+    /// started by the first object.
+    dest_keys: std::sync::OnceLock<Arc<DestinationKeys>>,
     opts: MigrateOptions,
     part_size: u64,
 }
@@ -99,6 +105,7 @@ impl Migrator {
             src_bucket,
             dst_bucket,
             dest,
+            dest_keys: std::sync::OnceLock::new(),
             opts,
             part_size,
         }
@@ -129,10 +136,21 @@ impl Migrator {
     }
 
     /// With a destination: skip when the destination key already holds an object (a
-    /// previous run wrote it; writes are atomic, so it is complete).
+    /// previous run wrote it; writes are atomic, so it is complete). Answered from one
+    /// listing of the destination (a HEAD per object cost a third of the requests of a
+    /// small object), or by a HEAD where the listing cannot answer.
     async fn destination_taken(&self, dst_key: &str) -> Result<bool, Outcome> {
-        if self.dest.is_none() {
+        let Some(dest) = &self.dest else {
             return Ok(false);
+        };
+        // Encrypted names do not sort like the source keys: the listing cannot keep pace.
+        if self.dst_bucket.name_key().is_none() {
+            let keys = self
+                .dest_keys
+                .get_or_init(|| DestinationKeys::start(dest.store.clone(), &dest.dst_prefix));
+            if let Some(taken) = keys.contains(dst_key).await {
+                return Ok(taken);
+            }
         }
         match self.dst_store().head(dst_key).await {
             Ok(_) => Ok(true),
@@ -141,16 +159,18 @@ impl Migrator {
         }
     }
 
-    /// Whether objects are written under encrypted names (`encrypt_names`).
+    /// Whether objects change names: sealed under encrypted names (`encrypt_names`), or
+    /// unsealed from encrypted names back to plaintext ones (`reverse` with a name key).
     fn renames(&self) -> bool {
-        self.opts.encrypt_names && self.dst_bucket.name_key().is_some()
+        (self.opts.encrypt_names || self.opts.reverse) && self.dst_bucket.name_key().is_some()
     }
 
     /// The write condition: the version read (in place), or "create only" (destination).
     fn conditions(&self, etag: &str, multipart: bool) -> (Option<String>, Option<String>) {
         if self.renames() && self.dest.is_none() {
-            // A new key: the condition is on deleting the old one (see `seal_one`).
-            return (None, None);
+            // A new key: create only (no conditional create for multipart; the key was
+            // checked just before); the version read is checked before deleting the old.
+            return (None, (!multipart).then(|| "*".to_string()));
         }
         match &self.dest {
             None => (Some(etag.to_string()), None),
@@ -161,14 +181,7 @@ impl Migrator {
     }
 
     async fn seal_one(&self, key: &str) -> Outcome {
-        let got = match self.src.get(key, None, &GetOptions::default()).await {
-            Ok(g) => g,
-            Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
-            Err(e) => return Outcome::from_store_error(&e),
-        };
-        if got.info.metadata.contains_key(METADATA_KEY) {
-            return Outcome::Skipped(SKIP_SEALED.into());
-        }
+        // The destination first: a rerun skips what it wrote without reading the source.
         let dst_key = self.dst_key(key);
         let taken = match self.dst_bucket.stored_key(&dst_key) {
             Ok(stored) => self.destination_taken(&stored).await,
@@ -178,6 +191,14 @@ impl Migrator {
             Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
             Ok(false) => {}
             Err(o) => return o,
+        }
+        let got = match self.src.get(key, None, &GetOptions::default()).await {
+            Ok(g) => g,
+            Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
+            Err(e) => return Outcome::from_store_error(&e),
+        };
+        if got.info.metadata.contains_key(METADATA_KEY) {
+            return Outcome::Skipped(SKIP_SEALED.into());
         }
         let size = got.info.meta.size;
         if self.opts.dry_run {
@@ -194,11 +215,16 @@ impl Migrator {
             if_none_match,
             ..Default::default()
         };
+        let renamed_in_place = self.renames() && self.dest.is_none();
+        let read_back = self.opts.verify || renamed_in_place;
+        // The source's digest only for a read-back: MD5 of every byte costs a core's time.
         let digest = Arc::new(std::sync::Mutex::new(Md5::new()));
         let d = digest.clone();
         let body = got.body.map(move |chunk| {
             let chunk = chunk.map_err(io::Error::other)?;
-            d.lock().expect("not poisoned").update(&chunk);
+            if read_back {
+                d.lock().expect("not poisoned").update(&chunk);
+            }
             Ok::<Bytes, io::Error>(chunk)
         });
         let put = self
@@ -208,33 +234,47 @@ impl Migrator {
         if let Err(e) = put {
             return outcome_of(&e);
         }
-        let renamed_in_place = self.renames() && self.dest.is_none();
-        if self.opts.verify || renamed_in_place {
+        if read_back {
             let want = digest.lock().expect("not poisoned").clone().finalize();
             if let Some(problem) = self.read_back_sealed(&dst_key, size, &want).await {
                 return problem;
             }
         }
         if renamed_in_place {
-            // The sealed copy under the encrypted name authenticated; remove the plaintext
-            // one only if it still is the version read (a HEAD, then the delete: S3 and R2
-            // offer no conditional delete here, so a write in between is lost; §3.12).
-            match self.src.head(key).await {
-                Ok(info) if store::etag_eq(&info.meta.etag, &read_etag) => {}
-                Ok(_) => {
-                    return Outcome::Conflict(format!(
-                        "{}: changed after it was sealed under its encrypted name; the sealed copy holds the version read, the new one stays (rerun)",
-                        self.location(key)
-                    ))
-                }
-                Err(e) if e.is_not_found() => return Outcome::Done { bytes: size },
-                Err(e) => return Outcome::from_store_error(&e),
-            }
-            if let Err(e) = self.src.delete(key).await {
-                return Outcome::from_store_error(&e);
-            }
+            // The sealed copy under the encrypted name authenticated.
+            return self
+                .delete_if_unchanged(key, &read_etag, size, "sealed under its encrypted name")
+                .await;
         }
         Outcome::Done { bytes: size }
+    }
+
+    /// After a rename in place wrote and read back the new copy: remove the object under
+    /// its old (stored) key `old` only if it still is the version read (a HEAD, then the
+    /// delete: S3 and R2 offer no conditional delete here, so a write in between is lost;
+    /// §3.12).
+    async fn delete_if_unchanged(
+        &self,
+        old: &str,
+        read_etag: &str,
+        size: u64,
+        how: &str,
+    ) -> Outcome {
+        match self.src.head(old).await {
+            Ok(info) if store::etag_eq(&info.meta.etag, read_etag) => {}
+            Ok(_) => {
+                return Outcome::Conflict(format!(
+                    "{}: changed after it was {how}; the copy holds the version read, the new one stays (rerun)",
+                    self.location(old)
+                ))
+            }
+            Err(e) if e.is_not_found() => return Outcome::Done { bytes: size },
+            Err(e) => return Outcome::from_store_error(&e),
+        }
+        match self.src.delete(old).await {
+            Ok(()) => Outcome::Done { bytes: size },
+            Err(e) => Outcome::from_store_error(&e),
+        }
     }
 
     /// Read a sealed object back, authenticate all of it and compare length and MD5.
@@ -265,7 +305,41 @@ impl Migrator {
         None
     }
 
-    async fn unseal_one(&self, key: &str) -> Outcome {
+    /// Under encrypted names: the plaintext key of listed key `stored`, or what to report.
+    /// A name that does not decrypt is fine if it holds plaintext (a rerun lists what an
+    /// earlier one unsealed).
+    async fn unsealed_name(&self, stored: &str) -> Result<String, Outcome> {
+        match super::rotate::plain_key_in(&self.src_bucket, stored, &self.opts.prefix) {
+            Ok(key) => Ok(key),
+            Err(Outcome::Failed(why)) => match self.src.head(stored).await {
+                Ok(info) if !info.metadata.contains_key(METADATA_KEY) => {
+                    Err(Outcome::Skipped(SKIP_PLAINTEXT.into()))
+                }
+                Ok(_) => Err(Outcome::Failed(why)),
+                Err(e) if e.is_not_found() => Err(Outcome::Skipped(SKIP_GONE.into())),
+                Err(e) => Err(Outcome::from_store_error(&e)),
+            },
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `listed`: the stored key (an encrypted name with a name key).
+    async fn unseal_one(&self, listed: &str) -> Outcome {
+        let key = if self.renames() {
+            match self.unsealed_name(listed).await {
+                Ok(k) => k,
+                Err(o) => return o,
+            }
+        } else {
+            listed.to_string()
+        };
+        let key = key.as_str();
+        let dst_key = self.dst_key(key);
+        match self.destination_taken(&dst_key).await {
+            Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
+            Ok(false) => {}
+            Err(o) => return o,
+        }
         let got = match self.src_bucket.get(key, None).await {
             Ok(g) => g,
             Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
@@ -274,15 +348,19 @@ impl Migrator {
         if !got.head.sealed {
             return Outcome::Skipped(SKIP_PLAINTEXT.into());
         }
-        let dst_key = self.dst_key(key);
-        match self.destination_taken(&dst_key).await {
-            Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
-            Ok(false) => {}
-            Err(o) => return o,
-        }
         let size = got.head.size;
         if self.opts.dry_run {
             return Outcome::Done { bytes: size };
+        }
+        let renamed_in_place = self.renames() && self.dest.is_none();
+        if renamed_in_place {
+            // An earlier run may have written the plaintext copy and stopped before the
+            // delete: finish that if it holds the same bytes, never overwrite it.
+            match self.src.head(&dst_key).await {
+                Ok(_) => return self.finish_unsealed_rename(listed, &dst_key, got).await,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Outcome::from_store_error(&e),
+            }
         }
         let multipart = size > self.part_size;
         let (if_match, if_none_match) = self.conditions(&got.head.etag, multipart);
@@ -324,13 +402,61 @@ impl Migrator {
         if let Err(e) = result {
             return outcome_of(&e);
         }
-        if self.opts.verify {
+        if self.opts.verify || renamed_in_place {
             let want = digest.finalize();
             if let Some(problem) = self.read_back_plain(&dst_key, size, &want).await {
                 return problem;
             }
         }
+        if renamed_in_place {
+            return self
+                .delete_if_unchanged(
+                    listed,
+                    &got.head.etag,
+                    size,
+                    "unsealed under its plaintext name",
+                )
+                .await;
+        }
         Outcome::Done { bytes: size }
+    }
+
+    /// Reverse under encrypted names, when the plaintext name `plain` already holds an
+    /// object: delete the sealed one (`stored`) only if `plain` holds exactly its
+    /// plaintext, else keep both and report it.
+    async fn finish_unsealed_rename(
+        &self,
+        stored: &str,
+        plain: &str,
+        got: sealed::GetObject,
+    ) -> Outcome {
+        let (size, etag) = (got.head.size, got.head.etag.clone());
+        // The sealed plaintext, authenticated to its end.
+        let mut digest = Md5::new();
+        let mut n = 0u64;
+        let mut body = got.body;
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    n += chunk.len() as u64;
+                    digest.update(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return outcome_of(&e),
+            }
+        }
+        match self.plain_digest(plain).await {
+            Ok((len, md5)) if len == n && md5[..] == digest.finalize()[..] => {}
+            Ok(_) => {
+                return Outcome::Failed(format!(
+                    "{}: its plaintext name {plain} already holds a different object; both kept",
+                    self.location(stored)
+                ))
+            }
+            Err(why) => return Outcome::Retry(format!("{}: {why}", self.location(plain))),
+        }
+        self.delete_if_unchanged(stored, &etag, size, "unsealed under its plaintext name")
+            .await
     }
 
     /// Upload authenticated plaintext as a multipart upload, completed (conditionally, in
@@ -401,38 +527,127 @@ impl Migrator {
     }
 
     async fn read_back_plain(&self, key: &str, size: u64, md5: &[u8]) -> Option<Outcome> {
-        let got = match self
+        match self.plain_digest(key).await {
+            Err(why) => Some(verify_failed(key, &why)),
+            Ok((n, digest)) if n != size || digest[..] != *md5 => Some(verify_failed(
+                key,
+                "the object read back differs from what was written (changed by someone else?)",
+            )),
+            Ok(_) => None,
+        }
+    }
+
+    /// Length and MD5 of a plaintext object of the destination store.
+    async fn plain_digest(&self, key: &str) -> Result<(u64, [u8; 16]), String> {
+        let got = self
             .dst_store()
             .get(key, None, &GetOptions::default())
             .await
-        {
-            Ok(g) => g,
-            Err(e) => return Some(verify_failed(key, &e.to_string())),
-        };
+            .map_err(|e| e.to_string())?;
         let mut h = Md5::new();
         let mut n = 0u64;
         let mut body = got.body;
-        loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) => {
-                    n += chunk.len() as u64;
-                    h.update(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Some(verify_failed(key, &e.to_string())),
-            }
+        while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
+            n += chunk.len() as u64;
+            h.update(&chunk);
         }
-        if n != size || h.finalize()[..] != *md5 {
-            return Some(verify_failed(
-                key,
-                "the object read back differs from what was written (changed by someone else?)",
-            ));
-        }
-        None
+        Ok((n, h.finalize().into()))
     }
 
     fn location(&self, key: &str) -> String {
         format!("{}/{key}", self.src.url().trim_end_matches('/'))
+    }
+}
+
+/// The keys under a destination prefix, listed once by a task of their own while the
+/// walk runs. The walk hands out source keys in listing order and destination keys sort
+/// like them (same suffix, one prefix), so a question about a key waits only until the
+/// listing has gone past it. Keys are forgotten once found: memory holds the keys listed
+/// ahead of the walk and destination keys without a source.
+#[derive(Debug, Default)]
+struct DestinationKeys {
+    state: std::sync::Mutex<Listed>,
+    progress: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Listed {
+    /// Listed and not asked about yet.
+    keys: std::collections::HashSet<String>,
+    /// The last key listed: every key up to it is in `keys` (or was asked about).
+    frontier: Option<String>,
+    finished: bool,
+    /// The listing failed or came out of order: callers fall back to a HEAD.
+    unusable: bool,
+}
+
+impl DestinationKeys {
+    fn start(store: Arc<dyn Store>, prefix: &str) -> Arc<Self> {
+        let keys = Arc::new(DestinationKeys::default());
+        let (weak, prefix) = (Arc::downgrade(&keys), prefix.to_string());
+        tokio::spawn(async move {
+            let mut token = None;
+            loop {
+                let mut attempt = 0;
+                let page = loop {
+                    match store
+                        .list(&prefix, None, token.clone(), Some(store::DEFAULT_MAX_KEYS))
+                        .await
+                    {
+                        Ok(page) => break Some(page),
+                        Err(e) if e.is_retryable() && attempt < 3 => {
+                            tokio::time::sleep(super::backoff(attempt)).await;
+                            attempt += 1;
+                        }
+                        Err(_) => break None,
+                    }
+                };
+                // The migration is over (or gone): stop listing.
+                let Some(this) = weak.upgrade() else { return };
+                let done = {
+                    let mut s = this.state.lock().expect("not poisoned");
+                    match &page {
+                        None => s.unusable = true,
+                        Some(page) => {
+                            for o in &page.objects {
+                                if s.frontier.as_ref().is_some_and(|f| o.key <= *f) {
+                                    s.unusable = true;
+                                }
+                                s.frontier = Some(o.key.clone());
+                                s.keys.insert(o.key.clone());
+                            }
+                            s.finished = page.next_continuation.is_none();
+                        }
+                    }
+                    s.unusable || s.finished
+                };
+                this.progress.notify_waiters();
+                match page.and_then(|p| p.next_continuation) {
+                    Some(t) if !done => token = Some(t),
+                    _ => return,
+                }
+            }
+        });
+        keys
+    }
+
+    /// Whether `key` is in the destination; `None` when the listing cannot say.
+    async fn contains(&self, key: &str) -> Option<bool> {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.state.lock().expect("not poisoned");
+                if s.unusable {
+                    return None;
+                }
+                if s.finished || s.frontier.as_deref().is_some_and(|f| f >= key) {
+                    return Some(s.keys.remove(key));
+                }
+            }
+            notified.await;
+        }
     }
 }
 

@@ -277,6 +277,8 @@ pub enum Interfere {
     After(String),
     /// Overwrite whatever key we write, just before each of our next `n` writes.
     BeforeEach(u32),
+    /// Delete whatever key we write, just before each of our next `n` writes.
+    DeleteBeforeEach(u32),
 }
 
 /// Forwards every [`Store`] method to `inner`, logging each call, counting the body bytes
@@ -367,26 +369,33 @@ impl Watched {
         key: &str,
         write: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let (before, after) = {
+        let (before, after, delete) = {
             let mut order = self.interfere.lock().unwrap();
             match order.as_mut() {
                 Some(Interfere::Before(k)) if k == key => {
                     *order = None;
-                    (true, false)
+                    (true, false, false)
                 }
                 Some(Interfere::After(k)) if k == key => {
                     *order = None;
-                    (false, true)
+                    (false, true, false)
                 }
                 Some(Interfere::BeforeEach(n)) if *n > 0 => {
                     *n -= 1;
-                    (true, false)
+                    (true, false, false)
                 }
-                _ => (false, false),
+                Some(Interfere::DeleteBeforeEach(n)) if *n > 0 => {
+                    *n -= 1;
+                    (false, false, true)
+                }
+                _ => (false, false, false),
             }
         };
         if before {
             self.someone_writes(key).await;
+        }
+        if delete {
+            self.inner.delete(key).await.expect("interfering delete");
         }
         let result = write.await;
         if after && result.is_ok() {

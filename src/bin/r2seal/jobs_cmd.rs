@@ -204,6 +204,7 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         dry_run: args.job.dry_run,
         part_size: Some(args.part_size * 1024 * 1024),
         encrypt_names: args.encrypt_names,
+        prefix: target.key.clone(),
     };
     let names = name_key(&args.recipients.keyring)?;
     match (&names, args.encrypt_names) {
@@ -213,9 +214,9 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         (Some(_), false) if !args.reverse => bail!(
             "this keyring encrypts object names: pass --encrypt-names to store migrated objects under encrypted names"
         ),
-        (Some(_), false) => bail!(
-            "--reverse of objects under encrypted names is not supported yet: unset the name key (R2SEAL_NAMES_KEY, `r2seal key names --off`) to unseal objects stored under plaintext names"
-        ),
+        (Some(_), true) if args.reverse => {
+            bail!("--encrypt-names seals; --reverse unseals (back to plaintext names with a name key)")
+        }
         _ => {}
     }
     let rt = runtime()?;
@@ -237,8 +238,14 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         if let Some(r) = recipients {
             bucket = bucket.with_recipients(r);
         }
+        // Unsealing under encrypted names walks the stored form of the prefix.
+        let walk = if args.reverse {
+            jobs::rotate::walk_prefix(&bucket, &target.key)
+        } else {
+            target.key.clone()
+        };
         let migrator = Arc::new(Migrator::new(bucket, dest, opts));
-        let report = jobs::run(store, &target.key, &cfg, move |item| {
+        let report = jobs::run(store, &walk, &cfg, move |item| {
             let m = migrator.clone();
             async move { m.migrate_one(item).await }
         })
