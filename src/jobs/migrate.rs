@@ -168,9 +168,12 @@ impl Migrator {
     /// The write condition: the version read (in place), or "create only" (destination).
     fn conditions(&self, etag: &str, multipart: bool) -> (Option<String>, Option<String>) {
         if self.renames() && self.dest.is_none() {
-            // A new key: create only (no conditional create for multipart; the key was
-            // checked just before); the version read is checked before deleting the old.
-            return (None, (!multipart).then(|| "*".to_string()));
+            // A new key; the version read is checked before the old one is deleted.
+            // Sealing: an object under the encrypted name is a sealed copy an interrupted
+            // run left, replaced. Unsealing: the plaintext name was checked absent just
+            // before, so create only (no conditional create for multipart).
+            let create_only = self.opts.reverse && !multipart;
+            return (None, create_only.then(|| "*".to_string()));
         }
         match &self.dest {
             None => (Some(etag.to_string()), None),
