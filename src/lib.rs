@@ -44,6 +44,7 @@ pub mod names;
 mod random;
 pub mod seal;
 #[doc(hidden)]
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 #[cfg(feature = "gateway")]

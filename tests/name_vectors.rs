@@ -4,6 +4,7 @@
 //! - `cargo test --test name_vectors`: checks every file.
 //! - `cargo test --test name_vectors -- --ignored generate`: rewrites them. AES-SIV is
 //!   deterministic, so a rewrite gives the same bytes unless the construction changed.
+#![cfg(feature = "testkit")]
 
 use std::path::{Path, PathBuf};
 

@@ -9,6 +9,7 @@
 //!   Sealing is randomized, so every run writes new bytes for the same cases.
 //! - `R2SEAL_CCTV_AGE_DIR=…/CCTV/age/testdata cargo test --test vectors cctv -- --nocapture`:
 //!   runs CCTV's X25519 vectors through r2seal's opener.
+#![cfg(feature = "testkit")]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // Builds the npm-style package in wasm/pkg/:
 //   cargo (wasm32, release) → wasm-bindgen --target web → wasm-opt -Oz → tsc → package.json
+// and, for the workerd tests only, wasm/pkg-vectors/: the same crate with feature `vectors`
+// (checkVector / checkNameVector over `r2seal::testkit`), not run through wasm-opt and not
+// part of the package or its size.
 // Tools: wasm-bindgen at exactly the version Cargo.lock pins (PATH, or
 // $R2SEAL_CACHE/tools/bin as .ci/wasm.sh installs it); wasm-opt and tsc from node_modules.
 // Env: CARGO_TARGET_DIR (default wasm/target), CARGO_BUILD_JOBS (default 2).
@@ -51,7 +54,8 @@ function newest(path) {
   for (const e of readdirSync(path)) m = Math.max(m, newest(join(path, e)));
   return m;
 }
-if (process.argv.includes("--if-stale") && existsSync(join(pkg, "sizes.json"))) {
+const built = [join(pkg, "sizes.json"), join(root, "pkg-vectors", "r2seal_wasm_bg.wasm")];
+if (process.argv.includes("--if-stale") && built.every((f) => existsSync(f))) {
   const built = statSync(join(pkg, "sizes.json")).mtimeMs;
   const inputs = [
     join(root, "src"),
@@ -72,21 +76,33 @@ const t0 = Date.now();
 const version = lockedVersion("wasm-bindgen");
 const wasmBindgen = findWasmBindgen(version);
 
-run("cargo", [
-  "build",
-  "--locked",
-  "--release",
-  "--lib",
-  "--target",
-  "wasm32-unknown-unknown",
-  "-j",
-  process.env.CARGO_BUILD_JOBS || "2",
-]);
-const raw = join(targetDir, "wasm32-unknown-unknown", "release", "r2seal_wasm.wasm");
+/** Release build of this crate for wasm32; returns the .wasm it wrote (the same path for
+ *  any features: read it before the next build). */
+function cargoWasm(features) {
+  run("cargo", [
+    "build",
+    "--locked",
+    "--release",
+    "--lib",
+    "--target",
+    "wasm32-unknown-unknown",
+    ...features,
+    "-j",
+    process.env.CARGO_BUILD_JOBS || "2",
+  ]);
+  return join(targetDir, "wasm32-unknown-unknown", "release", "r2seal_wasm.wasm");
+}
 
+const raw = cargoWasm([]);
+const rawBytes = statSync(raw).size;
 rmSync(pkg, { recursive: true, force: true });
 mkdirSync(join(pkg, "wasm"), { recursive: true });
 run(wasmBindgen, ["--target", "web", "--out-dir", join(pkg, "wasm"), "--out-name", "r2seal_wasm", raw]);
+
+const vectorsPkg = join(root, "pkg-vectors");
+const rawVectors = cargoWasm(["--features", "vectors"]);
+rmSync(vectorsPkg, { recursive: true, force: true });
+run(wasmBindgen, ["--target", "web", "--out-dir", vectorsPkg, "--out-name", "r2seal_wasm", rawVectors]);
 
 const bg = join(pkg, "wasm", "r2seal_wasm_bg.wasm");
 const beforeOpt = statSync(bg).size;
@@ -133,7 +149,7 @@ writeFileSync(
 const wasmBytes = readFileSync(bg);
 const sizes = {
   wasmBindgen: version,
-  rawBytes: statSync(raw).size,
+  rawBytes,
   bindgenBytes: beforeOpt,
   optimizedBytes: wasmBytes.length,
   optimizedGzipBytes: gzipSync(wasmBytes, { level: 9 }).length,

@@ -11,7 +11,8 @@
 //!   byte is written if its metadata form does not fit R2's metadata budget.
 //! - [`Opener`]: [`Envelope::open`] + [`PayloadOpener`] and [`RangePlan`]: no byte is
 //!   returned before its chunk authenticated; truncation surfaces at `finish`.
-//! - [`check_vector`]: runs one `tests/vectors` file through `r2seal::testkit`.
+//! - `check_vector` (feature `vectors`, tests only): runs one `tests/vectors` file through
+//!   `r2seal::testkit`.
 //! - [`NameCipher`]: object-name encryption (`r2seal::names`, SECURITY.md §3.10).
 //! - [`check_descriptor`]: the bucket-descriptor check every writer runs before its
 //!   first write (`r2seal::descriptor`, SECURITY.md §3.11).
@@ -533,6 +534,7 @@ pub fn generate_x25519() -> Vec<String> {
 
 /// Runs one known-answer vector file (tests/vectors/*) through `r2seal::testkit`, the
 /// checker the native tests use. `Ok` when the object behaves as the file says.
+#[cfg(feature = "vectors")]
 #[wasm_bindgen(js_name = checkVector)]
 pub fn check_vector(file: &[u8]) -> Result<(), JsValue> {
     r2seal::testkit::check(file).map_err(|why| js_err_code("VECTOR_FAILED", &why))
@@ -672,6 +674,7 @@ pub fn descriptor_for(keys: &Keys, names_key_id: Option<String>) -> Result<Vec<u
 
 /// Runs one name-encryption vector (tests/vectors/names/*) through
 /// `r2seal::testkit::check_name_vector`.
+#[cfg(feature = "vectors")]
 #[wasm_bindgen(js_name = checkNameVector)]
 pub fn check_name_vector(file: &[u8]) -> Result<(), JsValue> {
     r2seal::testkit::check_name_vector(file).map_err(|why| js_err_code("VECTOR_FAILED", &why))

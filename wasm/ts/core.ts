@@ -10,8 +10,6 @@ import {
   Sealer,
   checkDescriptor,
   descriptorFor,
-  checkNameVector as wasmCheckNameVector,
-  checkVector as wasmCheckVector,
   fileFormHeader,
   generateSymKey as wasmGenerateSymKey,
   generateX25519 as wasmGenerateX25519,
@@ -261,18 +259,6 @@ export function toFileForm(header: string, body: Uint8Array): Uint8Array {
   out.set(head, 0);
   out.set(body, head.length);
   return out;
-}
-
-/** Runs one name-encryption vector (tests/vectors/names) through `r2seal::testkit`. */
-export function checkNameVector(file: Uint8Array): void {
-  init();
-  wasmCall(() => wasmCheckNameVector(file));
-}
-
-/** Runs one known-answer vector file through the core's sans-IO checker (`r2seal::testkit`). */
-export function checkVector(file: Uint8Array): void {
-  init();
-  wasmCall(() => wasmCheckVector(file));
 }
 
 /** Seals bytes in memory: returns the `customMetadata.r2seal` value and the stored body. */

@@ -43,8 +43,6 @@ export {
   toFileForm,
   sealBytes,
   openBytes,
-  checkVector,
-  checkNameVector,
   type SealEnv,
   type SealKeysConfig,
   type SealedMetadataInput,
