@@ -11,14 +11,8 @@
 # per object; rclone with its defaults). Runs alternate r2seal, rclone, r2seal, … ROUNDS
 # times each; the table gives medians. Each run writes to a fresh destination.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-store}"
-if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
-    # shellcheck source=/dev/null
-    source .ci/services.sh
-fi
-command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 ROUNDS="${ROUNDS:-3}"
 SMALL="${SMALL:-10000}"
 LARGE="${LARGE:-20}"
@@ -30,34 +24,11 @@ fi
 R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="bench-jobs-$$-$(date +%s)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-bench-jobs.XXXXXX")"
-export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT"
-
-RCLONE_CONF="$WORK/rclone.conf"
-cat >"$RCLONE_CONF" <<EOF
-[garage]
-type = s3
-provider = Other
-endpoint = $R2SEAL_TEST_S3_ENDPOINT
-access_key_id = $AWS_ACCESS_KEY_ID
-secret_access_key = $AWS_SECRET_ACCESS_KEY
-region = auto
-force_path_style = true
-
-[crypt]
-type = crypt
-remote = garage:$BUCKET/$RUN/rclone
-password = $(rclone obscure "r2seal-bench-$RUN")
-EOF
-rc() { env -u AWS_CA_BUNDLE rclone --config "$RCLONE_CONF" -q "$@"; }
-cleanup() { rc purge "garage:$BUCKET/$RUN" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+bench_rclone_conf "$WORK/rclone.conf" "$BUCKET/$RUN/rclone"
+bench_at_exit "rc purge 'garage:$BUCKET/$RUN' 2>/dev/null"
 
 "$R2SEAL" keygen -o "$WORK/key.txt" 2>/dev/null >/dev/null
 RECIPIENT="$("$R2SEAL" recipient -i "$WORK/key.txt")"
-
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 
 echo "== planting $SMALL x 4 KiB and $LARGE x 64 MiB plain objects" >&2
 mkdir -p "$WORK/small" "$WORK/large"

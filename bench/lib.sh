@@ -14,9 +14,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${R2SEAL_CACHE:-$HOME/.cache/r2seal
 
 _bench_exit_steps=()
 bench_at_exit() { _bench_exit_steps+=("$1"); }
-_bench_exit() {
-    local step
-    for step in "${_bench_exit_steps[@]}"; do eval "$step" || true; done
+_bench_exit() { # last registered, first run: data goes before the server that holds it
+    local i
+    for ((i = ${#_bench_exit_steps[@]} - 1; i >= 0; i--)); do
+        eval "${_bench_exit_steps[i]}" || true
+    done
 }
 trap _bench_exit EXIT
 
