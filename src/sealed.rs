@@ -64,6 +64,9 @@ pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 const PUT_PART_MEMORY: usize = 80 * 1024 * 1024;
 /// Largest plaintext a ranged read opens at once: a bigger range is fetched in windows.
 const RANGE_WINDOW: u64 = 8 * 1024 * 1024;
+/// Windows of a ranged read fetched and opened ahead of the one being sent (memory: about
+/// twice this many windows per read, ciphertext and plaintext).
+const RANGE_READ_AHEAD: usize = 2;
 /// A ranged read fetches the nonce and the chunks in one request when at most this many
 /// unneeded bytes lie between them.
 pub const RANGE_COALESCE_GAP: u64 = 256 * 1024;
@@ -356,6 +359,8 @@ pub struct ObjectHead {
     pub metadata: SealedMetadata,
     /// False for a plaintext object read with plaintext allowed.
     pub sealed: bool,
+    /// The plaintext part sizes of an object sealed in parts.
+    pub parts: Option<PartsLayout>,
 }
 
 /// Authenticated plaintext as it arrives. A chunk is yielded only after it authenticated;
@@ -452,7 +457,17 @@ pub struct SealedBucket {
     checked_multipart: bool,
     /// Earlier uploads of a key older than this are aborted by a new multipart write.
     stale_upload_age: Duration,
+    /// Salts of parts-layout objects, checked against their header's digest (shared by
+    /// clones): concurrent and repeated ranged reads of one object fetch them once.
+    checked_salts: Arc<std::sync::Mutex<HashMap<SaltsId, SaltsCell>>>,
 }
+
+/// An object version's salts: (stored key, stored ETag, salts digest of its header).
+type SaltsId = (String, String, [u8; 32]);
+/// Checked salts, filled by the first read that needs them (the others wait for it).
+type SaltsCell = Arc<tokio::sync::OnceCell<Arc<Salts>>>;
+/// Objects whose checked salts are kept (each at most 16 bytes × 10,000 parts).
+const CHECKED_SALTS_KEPT: usize = 64;
 
 impl fmt::Debug for SealedBucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -499,6 +514,7 @@ impl SealedBucket {
             check_descriptor: true,
             descriptor_ok: Arc::new(std::sync::OnceLock::new()),
             checked_multipart: false,
+            checked_salts: Arc::default(),
         }
     }
 
@@ -1223,6 +1239,7 @@ impl SealedBucket {
             cache_control: info.cache_control.clone(),
             metadata,
             sealed: envelope.is_some(),
+            parts: envelope.and_then(|e| e.parts().copied()),
         })
     }
 
@@ -1312,22 +1329,49 @@ impl SealedBucket {
                 location: location.clone(),
                 detail: format!("range not satisfiable: the object has {} bytes", head.size),
             })?;
-        let salts = match envelope.parts() {
-            Some(layout) => self.checked_salts(key, &skey, &info, layout).await?,
-            None => HashMap::new(),
+        let salts: Arc<Salts> = match envelope.parts() {
+            Some(layout) => {
+                let id = (skey.clone(), info.meta.etag.clone(), layout.salts_digest);
+                let cell = {
+                    let mut cache = self.checked_salts.lock().expect("not poisoned");
+                    if cache.len() >= CHECKED_SALTS_KEPT && !cache.contains_key(&id) {
+                        cache.clear();
+                    }
+                    cache.entry(id).or_default().clone()
+                };
+                let checked = cell
+                    .get_or_try_init(|| async {
+                        let salts = self.checked_salts(key, &skey, &info, layout).await?;
+                        Ok::<_, SealedError>(Arc::new(salts))
+                    })
+                    .await?;
+                checked.clone()
+            }
+            None => Arc::default(),
         };
-        let state = RangeState {
+        let source = Arc::new(RangeSource {
             store: self.store.clone(),
             key: skey,
             location,
             etag: info.meta.etag.clone(),
             envelope,
             stored_size: info.meta.size,
-            next: served.start,
-            end: served.end,
-            salts,
+        });
+        // The first window before answering, so that its errors (a conflicting write, a
+        // corrupt object) are an error response rather than a cut body.
+        let first_end = served.end.min(served.start + RANGE_WINDOW - 1);
+        let (first, fetched) = source.window(served.start, first_end, &salts).await?;
+        let salts = match fetched.is_empty() {
+            true => salts,
+            false => Arc::new(
+                salts
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .chain(fetched)
+                    .collect(),
+            ),
         };
-        let body = futures_util::stream::try_unfold(state, RangeState::next).boxed();
+        let body = range_body(source, salts, first, first_end, served.end);
         Ok(GetObject {
             head,
             range: Some(served),
@@ -1392,6 +1436,32 @@ impl SealedBucket {
         continuation: Option<String>,
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
+        self.list_page(prefix, delimiter, continuation, None, max_keys)
+            .await
+    }
+
+    /// The first page of [`list`](Self::list) after key `start_after` (S3's StartAfter,
+    /// ListObjects' marker); continue with `list`. With encrypted names "after" is in
+    /// stored-key order, the order listings come in.
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
+        self.list_page(prefix, delimiter, None, Some(start_after), max_keys)
+            .await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+        start_after: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
         // With encrypted names: list the stored form of the prefix up to its last `/`,
         // decrypt, and keep what the plaintext prefix selects (a page may then hold
         // fewer than `max_keys` entries, or none, and still have a continuation).
@@ -1409,10 +1479,19 @@ impl SealedBucket {
                 (lp.stored, lp.partial)
             }
         };
-        let page = self
-            .store
-            .list(&stored_prefix, delimiter, continuation, max_keys)
-            .await?;
+        let page = match start_after {
+            Some(after) => {
+                let after = self.stored_key(after)?;
+                self.store
+                    .list_after(&stored_prefix, delimiter, &after, max_keys)
+                    .await?
+            }
+            None => {
+                self.store
+                    .list(&stored_prefix, delimiter, continuation, max_keys)
+                    .await?
+            }
+        };
         let mut out = ListPage {
             next_continuation: page.next_continuation,
             ..ListPage::default()
@@ -1449,6 +1528,8 @@ impl SealedBucket {
             };
             match plain {
                 Ok(p) if filter && !p.starts_with(prefix) => {}
+                // A marker that is a common prefix: what it rolls up was listed already.
+                Ok(p) if start_after == Some(p.as_str()) => {}
                 Ok(p) => out.common_prefixes.push(p),
                 Err(_) => out.undecryptable_prefixes.push(cp),
             }
@@ -2300,21 +2381,20 @@ impl OpenState {
     }
 }
 
-/// A ranged get: window by window, fetch the covering stored bytes and open them.
-struct RangeState {
+/// What every window of one ranged get shares.
+struct RangeSource {
     store: Arc<dyn Store>,
     key: String,
     location: String,
     etag: String,
     envelope: Envelope,
     stored_size: u64,
-    next: u64,
-    end: u64,
-    /// Nonces (salts) already fetched, by stored offset.
-    salts: HashMap<u64, Vec<u8>>,
 }
 
-impl RangeState {
+/// Salts (nonces) of a ranged get, by stored offset.
+type Salts = HashMap<u64, Vec<u8>>;
+
+impl RangeSource {
     async fn fetch(&self, start: u64, end_exclusive: u64) -> Res<Vec<u8>> {
         let got = self
             .store
@@ -2331,10 +2411,7 @@ impl RangeState {
             .await?;
         let want = (end_exclusive - start) as usize;
         if got.range.map(|r| (r.start, r.len())) != Some((start, want as u64)) {
-            return Err(SealedError::Open {
-                location: self.location.clone(),
-                error: Error::Corrupt,
-            });
+            return Err(self.corrupt());
         }
         let mut out = Vec::with_capacity(want);
         let mut body = got.body;
@@ -2342,53 +2419,90 @@ impl RangeState {
             out.extend_from_slice(&chunk);
         }
         if out.len() != want {
-            return Err(SealedError::Open {
-                location: self.location.clone(),
-                error: Error::Corrupt,
-            });
+            return Err(self.corrupt());
         }
         Ok(out)
     }
 
-    async fn next(mut self) -> Res<Option<(Bytes, RangeState)>> {
-        if self.next > self.end {
-            return Ok(None);
+    fn corrupt(&self) -> SealedError {
+        SealedError::Open {
+            location: self.location.clone(),
+            error: Error::Corrupt,
         }
-        let window_end = self.end.min(self.next + RANGE_WINDOW - 1);
+    }
+
+    /// Plaintext `start..=end` (one window), and the salts it had to fetch (not in
+    /// `salts`).
+    async fn window(&self, start: u64, end: u64, salts: &Salts) -> Res<(Bytes, Salts)> {
         let open_err = |error| SealedError::Open {
             location: self.location.clone(),
             error,
         };
-        let plan = RangePlan::new(
-            self.envelope.parts(),
-            self.stored_size,
-            self.next,
-            window_end,
-        )
-        .map_err(open_err)?;
-        let mut fetched: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(plan.pieces.len());
+        let plan = RangePlan::new(self.envelope.parts(), self.stored_size, start, end)
+            .map_err(open_err)?;
+        // The pieces lie back to back in the stored body (a part's chunks end where the
+        // next part's salt begins): one request covers them all, from the first piece's
+        // salt when it is not known yet and close to its chunks.
+        let (Some(first), Some(last)) = (plan.pieces.first(), plan.pieces.last()) else {
+            return Err(self.corrupt());
+        };
+        let known = |at: u64| salts.get(&at);
+        let from = match known(first.salt.0) {
+            None if first.chunks.0 - first.salt.1 <= RANGE_COALESCE_GAP => first.salt.0,
+            _ => first.chunks.0,
+        };
+        let body = self.fetch(from, last.chunks.1).await?;
+        let cut = |(a, b): (u64, u64)| {
+            (a >= from && b <= last.chunks.1)
+                .then(|| &body[(a - from) as usize..(b - from) as usize])
+        };
+        let mut fetched_salts = Salts::new();
+        let mut pieces: Vec<(Vec<u8>, &[u8])> = Vec::with_capacity(plan.pieces.len());
         for piece in &plan.pieces {
-            let (salt_at, salt_end) = piece.salt;
-            let (lo, hi) = piece.chunks;
-            if let Some(salt) = self.salts.get(&salt_at) {
-                fetched.push((salt.clone(), self.fetch(lo, hi).await?));
-            } else if lo - salt_end <= RANGE_COALESCE_GAP {
-                let mut both = self.fetch(salt_at, hi).await?;
-                let chunks = both.split_off((lo - salt_at) as usize);
-                both.truncate((salt_end - salt_at) as usize);
-                self.salts.insert(salt_at, both.clone());
-                fetched.push((both, chunks));
-            } else {
-                let salt = self.fetch(salt_at, salt_end).await?;
-                self.salts.insert(salt_at, salt.clone());
-                fetched.push((salt, self.fetch(lo, hi).await?));
-            }
+            let salt = match (known(piece.salt.0), cut(piece.salt)) {
+                // A checked salt, and the body still holds it.
+                (Some(k), Some(got)) if k[..] != *got => return Err(self.corrupt()),
+                (Some(k), _) => k.clone(),
+                (None, got) => {
+                    let salt = match got {
+                        Some(got) => got.to_vec(),
+                        None => self.fetch(piece.salt.0, piece.salt.1).await?,
+                    };
+                    fetched_salts.insert(piece.salt.0, salt.clone());
+                    salt
+                }
+            };
+            pieces.push((salt, cut(piece.chunks).ok_or_else(|| self.corrupt())?));
         }
-        let views: Vec<(&[u8], &[u8])> = fetched.iter().map(|(s, c)| (&s[..], &c[..])).collect();
-        let plain = plan.open(&self.envelope, &views).map_err(open_err)?;
-        self.next = window_end + 1;
-        Ok(Some((Bytes::copy_from_slice(&plain), self)))
+        let views: Vec<(&[u8], &[u8])> = pieces.iter().map(|(s, c)| (&s[..], *c)).collect();
+        let mut plain = plan.open(&self.envelope, &views).map_err(open_err)?;
+        // Authenticated plaintext leaves for the client from here, as a whole get's does.
+        Ok((Bytes::from(std::mem::take(&mut *plain)), fetched_salts))
     }
+}
+
+/// The body of a ranged get whose first window (`first`, ending at `first_end`) is
+/// already open: the other windows of `first_end + 1..=end` follow, fetched and opened
+/// up to [`RANGE_READ_AHEAD`] at a time while earlier ones are sent.
+fn range_body(
+    source: Arc<RangeSource>,
+    salts: Arc<Salts>,
+    first: Bytes,
+    first_end: u64,
+    end: u64,
+) -> PlainStream {
+    let windows = (first_end + 1..=end)
+        .step_by(RANGE_WINDOW as usize)
+        .map(move |s| (s, end.min(s + RANGE_WINDOW - 1)));
+    let rest = futures_util::stream::iter(windows)
+        .map(move |(s, e)| {
+            let (source, salts) = (source.clone(), salts.clone());
+            async move { Ok(source.window(s, e, &salts).await?.0) }
+        })
+        .buffered(RANGE_READ_AHEAD);
+    futures_util::stream::once(async move { Ok(first) })
+        .chain(rest)
+        .boxed()
 }
 
 #[cfg(test)]

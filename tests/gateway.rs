@@ -641,6 +641,173 @@ fn aws_cli_sees_plaintext_sizes_and_ranges() {
     assert!(raw_objects(&up, &prefix).is_empty());
 }
 
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The values of `field` in the objects of `array` of every page of an aws CLI listing.
+fn listed(v: &serde_json::Value, array: &str, field: &str) -> Vec<String> {
+    v[array]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| o[field].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn aws_cli_lists_from_markers_and_reads_parts() {
+    let Some(up) = upstream() else { return };
+    if !have("aws", "--version") {
+        return;
+    }
+    let gw = Gateway::start(&up, &up.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("aws-list");
+    let tree = dir.path().join("tree");
+    let large = pseudo_random(20 * 1024 * 1024 + 777, 7); // aws s3 cp: 8 MiB parts
+    let files: [(&str, &[u8]); 6] = [
+        ("a.txt", b"a"),
+        ("b/1.txt", b"b1"),
+        ("b/2.txt", b"b2"),
+        ("c.txt", b"c"),
+        ("d/3.txt", b"d3"),
+        ("large.bin", &large),
+    ];
+    for (name, body) in files {
+        let path = tree.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let s3 = format!("s3://{}/{prefix}", up.bucket);
+    run(aws(&gw)
+        .args(["s3", "cp", "--recursive", "--only-show-errors"])
+        .arg(&tree)
+        .arg(&s3));
+    let keys =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|n| format!("{prefix}{n}")).collect() };
+    let api = |op: &str| {
+        let mut c = aws(&gw);
+        c.args(["s3api", op, "--bucket", &up.bucket]);
+        c
+    };
+
+    // ListObjects (v1), one entry a page: the CLI follows NextMarker to the end.
+    let v1 = json(&run(api("list-objects").args([
+        "--prefix",
+        &prefix,
+        "--page-size",
+        "1",
+    ])));
+    assert_eq!(
+        listed(&v1, "Contents", "Key"),
+        keys(&[
+            "a.txt",
+            "b/1.txt",
+            "b/2.txt",
+            "c.txt",
+            "d/3.txt",
+            "large.bin"
+        ])
+    );
+    let sizes: Vec<u64> = v1["Contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["Size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [1, 2, 2, 1, 2, large.len() as u64]);
+    // With a delimiter a page may end on a common prefix; it is not listed twice.
+    let v1 = json(&run(api("list-objects").args([
+        "--prefix",
+        &prefix,
+        "--delimiter",
+        "/",
+        "--page-size",
+        "1",
+    ])));
+    assert_eq!(
+        listed(&v1, "Contents", "Key"),
+        keys(&["a.txt", "c.txt", "large.bin"])
+    );
+    assert_eq!(listed(&v1, "CommonPrefixes", "Prefix"), keys(&["b/", "d/"]));
+    let after = json(&run(api("list-objects").args([
+        "--prefix",
+        &prefix,
+        "--marker",
+        &format!("{prefix}b/2.txt"),
+        "--no-paginate",
+    ])));
+    assert_eq!(
+        listed(&after, "Contents", "Key"),
+        keys(&["c.txt", "d/3.txt", "large.bin"])
+    );
+
+    // ListObjectsV2 start-after, alone and across pages.
+    for page_size in ["1000", "1"] {
+        let v2 = json(&run(api("list-objects-v2").args([
+            "--prefix",
+            &prefix,
+            "--start-after",
+            &format!("{prefix}b/1.txt"),
+            "--page-size",
+            page_size,
+        ])));
+        assert_eq!(
+            listed(&v2, "Contents", "Key"),
+            keys(&["b/2.txt", "c.txt", "d/3.txt", "large.bin"]),
+            "page size {page_size}"
+        );
+    }
+
+    // partNumber: the plaintext of that part of a multipart upload, and the part count.
+    let part = dir.path().join("part.out");
+    let got = json(&run(api("get-object")
+        .args(["--key", &format!("{prefix}large.bin"), "--part-number", "2"])
+        .arg(&part)));
+    let mib8 = 8 * 1024 * 1024;
+    assert_eq!(std::fs::read(&part).unwrap(), &large[mib8..2 * mib8]);
+    assert_eq!(got["PartsCount"], 3, "{got}");
+    assert_eq!(
+        got["ContentRange"],
+        format!("bytes {}-{}/{}", mib8, 2 * mib8 - 1, large.len())
+    );
+    let head = json(&run(api("head-object").args([
+        "--key",
+        &format!("{prefix}large.bin"),
+        "--part-number",
+        "3",
+    ])));
+    assert_eq!(
+        head["ContentLength"],
+        (large.len() - 2 * mib8) as u64,
+        "{head}"
+    );
+    assert_eq!(head["PartsCount"], 3);
+    // An object written in one request is one part.
+    run(api("get-object")
+        .args(["--key", &format!("{prefix}c.txt"), "--part-number", "1"])
+        .arg(&part));
+    assert_eq!(std::fs::read(&part).unwrap(), b"c");
+    for (key, n) in [("large.bin", "4"), ("c.txt", "2")] {
+        let out = api("get-object")
+            .args(["--key", &format!("{prefix}{key}"), "--part-number", n])
+            .arg(&part)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("InvalidPartNumber"),
+            "{key} part {n}: {err}"
+        );
+    }
+    run(aws(&gw)
+        .args(["s3", "rm", "--recursive", "--only-show-errors"])
+        .arg(&s3));
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad input
 

@@ -17,8 +17,8 @@ use super::checksum::{self, Declared};
 use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
 use crate::keys::Identity;
 use crate::sealed::{
-    CopyRequest, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients, SealedBucket,
-    SealedError, SealedPart, PENDING_KEY,
+    CopyRequest, GetObject, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients,
+    SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{self, ByteRange, ErrorKind, Store};
@@ -102,6 +102,141 @@ impl Gateway {
         }
     }
 
+    /// Part `number` of an object (GetObject `partNumber`). Where the part lies comes
+    /// from a HEAD; the read must then find the same object, or it is done again.
+    async fn get_part(
+        &self,
+        bucket: &SealedBucket,
+        key: &str,
+        number: i32,
+    ) -> S3Result<(GetObject, Option<i32>)> {
+        for _ in 0..3 {
+            let head = bucket
+                .head(key)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+            let (range, count) = part_range(&head, number)?;
+            let got = bucket
+                .get(key, range)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+            if got.head.etag == head.etag {
+                return Ok((got, count));
+            }
+        }
+        Err(s3_error!(
+            ServiceUnavailable,
+            "the object kept changing while its part was read: try again"
+        ))
+    }
+
+    /// One page of a listing as clients see it: plaintext keys, sizes and ETags.
+    async fn listing(
+        &self,
+        bucket_name: &str,
+        prefix: Option<&str>,
+        delimiter: Option<&str>,
+        from: From,
+        max_keys: Option<i32>,
+        encoding: Option<&EncodingType>,
+    ) -> S3Result<Listing> {
+        let bucket = self.bucket(bucket_name).await?;
+        let prefix = prefix.unwrap_or_default();
+        // rclone sends `delimiter=` for a recursive listing.
+        let store_delimiter = delimiter.filter(|d| !d.is_empty());
+        let max_keys = max_keys.map(|n| n.clamp(0, 1000) as u32);
+        let page = match (max_keys, from) {
+            (Some(0), _) => Ok(Default::default()),
+            (_, From::After(after)) => {
+                bucket
+                    .list_after(prefix, store_delimiter, &after, max_keys)
+                    .await
+            }
+            (_, From::Continuation(t)) => {
+                bucket
+                    .list(prefix, store_delimiter, Some(t), max_keys)
+                    .await
+            }
+            (_, From::Start) => bucket.list(prefix, store_delimiter, None, max_keys).await,
+        }
+        .map_err(|e| sealed_error(&e, Ctx::Bucket))?;
+        let url = encoding.is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        // An object uploaded in parts has its own size function, and only such an
+        // object can be larger than one minimum part: those are HEADed for their exact
+        // plaintext size (few, large objects; small ones need no request).
+        let wanted: Vec<Option<String>> = page
+            .objects
+            .iter()
+            .map(|o| (o.stored_size > store::MIN_PART_SIZE).then(|| o.key.clone()))
+            .collect();
+        let heads: Vec<Option<ObjectHead>> = futures_util::stream::iter(wanted)
+            .map(|key| {
+                let bucket = bucket.clone();
+                async move {
+                    let Some(key) = key else {
+                        return Ok(None);
+                    };
+                    match bucket.head(&key).await {
+                        Ok(h) => Ok(Some(h)),
+                        Err(e) if e.is_not_found() => Ok(None), // deleted meanwhile
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        // The entry listed last, in the order the listing came in (stored-key order).
+        let last = page
+            .objects
+            .iter()
+            .map(|o| (o.stored_key.clone(), &o.key))
+            .chain(page.common_prefixes.iter().map(|p| {
+                let stored = bucket.stored_key(p).unwrap_or_else(|_| p.clone());
+                (stored, p)
+            }))
+            .max()
+            .map(|(_, key)| enc(key));
+        let contents = page
+            .objects
+            .iter()
+            .zip(heads)
+            .map(|(o, head)| {
+                let (size, tag) = match head {
+                    Some(h) => (h.size, client_etag(&h)),
+                    None => (o.size.unwrap_or(o.stored_size), opaque_etag(&o.etag)),
+                };
+                Object {
+                    key: Some(enc(&o.key)),
+                    size: Some(size as i64),
+                    e_tag: etag(tag),
+                    last_modified: timestamp(o.last_modified),
+                    storage_class: Some(ObjectStorageClass::from_static(
+                        ObjectStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let common = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        Ok(Listing {
+            prefix: enc(prefix),
+            delimiter: delimiter.map(enc),
+            contents,
+            common,
+            last,
+            next_continuation: page.next_continuation,
+        })
+    }
+
     /// The stored ETag a client's ETag stands for, or PreconditionFailed.
     async fn upstream_etag(
         &self,
@@ -128,6 +263,25 @@ impl Gateway {
             ))
         }
     }
+}
+
+/// Where a listing page starts.
+enum From {
+    Start,
+    /// After this key (start-after, marker).
+    After(String),
+    Continuation(String),
+}
+
+/// A listing page as clients see it (keys encoded as asked).
+struct Listing {
+    prefix: String,
+    delimiter: Option<String>,
+    contents: Vec<Object>,
+    common: Vec<CommonPrefix>,
+    /// The entry (key or common prefix) listed last: where a v1 listing goes on.
+    last: Option<String>,
+    next_continuation: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -362,6 +516,57 @@ fn range_of(r: &Range) -> ByteRange {
     }
 }
 
+/// S3's answer to a part number the object does not have.
+fn invalid_part_number() -> S3Error {
+    let mut e = S3Error::with_message(
+        S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "the requested part number is not satisfiable",
+    );
+    e.set_status_code(hyper::http::StatusCode::RANGE_NOT_SATISFIABLE);
+    e
+}
+
+/// What `partNumber` selects (S3 semantics): the plaintext range of that part and the
+/// part count, for an object its client uploaded in parts through the gateway (its
+/// sealed parts are the client's parts); any other object is one part, the whole.
+fn part_range(head: &ObjectHead, number: i32) -> S3Result<(Option<ByteRange>, Option<i32>)> {
+    let uploaded_in_parts = head.sealed && head.metadata.user.contains_key(ETAG_KEY);
+    match head.parts.filter(|_| uploaded_in_parts) {
+        Some(layout) if number >= 1 && number as u64 <= layout.count as u64 => {
+            let index = number as u32 - 1;
+            let start = index as u64 * layout.part_size;
+            let len = layout.plaintext_size(index);
+            let range = match len {
+                0 if layout.count == 1 => None,
+                0 => return Err(invalid_part_number()),
+                _ => Some(ByteRange::Inclusive {
+                    start,
+                    end: start + len - 1,
+                }),
+            };
+            Ok((range, Some(layout.count as i32)))
+        }
+        None if number == 1 => Ok((None, None)),
+        _ => Err(invalid_part_number()),
+    }
+}
+
+fn check_part_request(part_number: Option<i32>, range: Option<&Range>) -> S3Result<()> {
+    if part_number.is_some() && range.is_some() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    if part_number.is_some_and(|n| !(1..=store::MAX_PARTS as i32).contains(&n)) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive"
+        ));
+    }
+    Ok(())
+}
+
 /// Percent-encoding for `encoding-type=url` listings (keys keep their `/`).
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -435,6 +640,7 @@ impl S3 for Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        check_part_request(input.part_number, input.range.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let head = bucket
             .head(&input.key)
@@ -447,10 +653,23 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
+        let (part, parts_count) = match input.part_number {
+            Some(n) => part_range(&head, n)?,
+            None => (None, None),
+        };
+        let (content_length, content_range) = match part.and_then(|r| r.resolve(head.size)) {
+            Some(r) => (
+                r.len(),
+                Some(format!("bytes {}-{}/{}", r.start, r.end, head.size)),
+            ),
+            None => (head.size, None),
+        };
         let m = &head.metadata;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
-            content_length: Some(head.size as i64),
+            content_length: Some(content_length as i64),
+            content_range,
+            parts_count,
             content_type: head.content_type.clone(),
             cache_control: head.cache_control.clone(),
             content_encoding: m.content_encoding.clone(),
@@ -468,18 +687,16 @@ impl S3 for Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        if input.part_number.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "GetObject by partNumber is not supported"
-            ));
-        }
+        check_part_request(input.part_number, input.range.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
-        let range = input.range.as_ref().map(range_of);
-        let got = bucket
-            .get(&input.key, range)
-            .await
-            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        let (got, parts_count) = match input.part_number {
+            None => {
+                let range = input.range.as_ref().map(range_of);
+                let got = bucket.get(&input.key, range).await;
+                (got.map_err(|e| sealed_error(&e, Ctx::Object))?, None)
+            }
+            Some(n) => self.get_part(&bucket, &input.key, n).await?,
+        };
         let head = &got.head;
         check_conditions(
             head,
@@ -508,6 +725,7 @@ impl S3 for Gateway {
             e_tag: etag(client_etag(head)),
             last_modified: timestamp(head.last_modified),
             metadata: client_metadata(head),
+            parts_count,
             body: Some(StreamingBlob::wrap(SyncBody(Mutex::new(got.body)))),
             ..Default::default()
         };
@@ -519,98 +737,80 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        if input.start_after.is_some() && input.continuation_token.is_none() {
-            return Err(s3_error!(NotImplemented, "start-after is not supported"));
-        }
-        let bucket = self.bucket(&input.bucket).await?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        // rclone sends `delimiter=` for a recursive listing.
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let max_keys = input.max_keys.map(|n| n.clamp(0, 1000) as u32);
-        let page = if max_keys == Some(0) {
-            Default::default()
-        } else {
-            bucket
-                .list(
-                    &prefix,
-                    delimiter.as_deref(),
-                    input.continuation_token.clone(),
-                    max_keys,
-                )
-                .await
-                .map_err(|e| sealed_error(&e, Ctx::Bucket))?
+        // A continuation token already encodes where to go on (start-after is then ignored).
+        let from = match (&input.continuation_token, &input.start_after) {
+            (Some(t), _) => From::Continuation(t.clone()),
+            (None, Some(after)) if !after.is_empty() => From::After(after.clone()),
+            _ => From::Start,
         };
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
-        // An object uploaded in parts has its own size function, and only such an
-        // object can be larger than one minimum part: those are HEADed for their exact
-        // plaintext size (few, large objects; small ones need no request).
-        let wanted: Vec<Option<String>> = page
-            .objects
-            .iter()
-            .map(|o| (o.stored_size > store::MIN_PART_SIZE).then(|| o.key.clone()))
-            .collect();
-        let heads: Vec<Option<ObjectHead>> = futures_util::stream::iter(wanted)
-            .map(|key| {
-                let bucket = bucket.clone();
-                async move {
-                    let Some(key) = key else {
-                        return Ok(None);
-                    };
-                    match bucket.head(&key).await {
-                        Ok(h) => Ok(Some(h)),
-                        Err(e) if e.is_not_found() => Ok(None), // deleted meanwhile
-                        Err(e) => Err(e),
-                    }
-                }
-            })
-            .buffered(16)
-            .try_collect()
-            .await
-            .map_err(|e| sealed_error(&e, Ctx::Object))?;
-        let contents: Vec<Object> = page
-            .objects
-            .iter()
-            .zip(heads)
-            .map(|(o, head)| {
-                let (size, tag) = match head {
-                    Some(h) => (h.size, client_etag(&h)),
-                    None => (o.size.unwrap_or(o.stored_size), opaque_etag(&o.etag)),
-                };
-                Object {
-                    key: Some(enc(&o.key)),
-                    size: Some(size as i64),
-                    e_tag: etag(tag),
-                    last_modified: timestamp(o.last_modified),
-                    storage_class: Some(ObjectStorageClass::from_static(
-                        ObjectStorageClass::STANDARD,
-                    )),
-                    ..Default::default()
-                }
-            })
-            .collect();
-        let common: Vec<CommonPrefix> = page
-            .common_prefixes
-            .iter()
-            .map(|p| CommonPrefix {
-                prefix: Some(enc(p)),
-            })
-            .collect();
-        let key_count = (contents.len() + common.len()) as i32;
+        let listing = self
+            .listing(
+                &input.bucket,
+                input.prefix.as_deref(),
+                input.delimiter.as_deref(),
+                from,
+                input.max_keys,
+                input.encoding_type.as_ref(),
+            )
+            .await?;
+        let key_count = (listing.contents.len() + listing.common.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(enc(&prefix)),
-            delimiter: input.delimiter.as_deref().map(enc),
+            prefix: Some(listing.prefix),
+            delimiter: listing.delimiter,
             max_keys: Some(input.max_keys.unwrap_or(1000)),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            is_truncated: Some(page.next_continuation.is_some()),
-            next_continuation_token: page.next_continuation,
-            contents: Some(contents),
-            common_prefixes: (!common.is_empty()).then_some(common),
+            start_after: input.start_after,
+            is_truncated: Some(listing.next_continuation.is_some()),
+            next_continuation_token: listing.next_continuation,
+            contents: Some(listing.contents),
+            common_prefixes: (!listing.common.is_empty()).then_some(listing.common),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    /// ListObjects (v1): pages go on from `marker`, a key (or common prefix) the client
+    /// got, so a truncated page always says where it ended (`NextMarker`).
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let mut from = match &input.marker {
+            Some(m) if !m.is_empty() => From::After(m.clone()),
+            _ => From::Start,
+        };
+        // A page can come back empty yet truncated (encrypted names filtered out):
+        // without a token to hand out, go on here.
+        let listing = loop {
+            let listing = self
+                .listing(
+                    &input.bucket,
+                    input.prefix.as_deref(),
+                    input.delimiter.as_deref(),
+                    from,
+                    input.max_keys,
+                    input.encoding_type.as_ref(),
+                )
+                .await?;
+            match &listing.next_continuation {
+                Some(t) if listing.last.is_none() => from = From::Continuation(t.clone()),
+                _ => break listing,
+            }
+        };
+        let truncated = listing.next_continuation.is_some();
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(listing.prefix),
+            delimiter: listing.delimiter,
+            marker: input.marker,
+            max_keys: Some(input.max_keys.unwrap_or(1000)),
+            is_truncated: Some(truncated),
+            next_marker: listing.last.filter(|_| truncated),
+            contents: Some(listing.contents),
+            common_prefixes: (!listing.common.is_empty()).then_some(listing.common),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1185,6 +1385,7 @@ mod tests {
                 ..Default::default()
             },
             sealed,
+            parts: None,
         }
     }
 

@@ -308,6 +308,33 @@ pub trait Store: Send + Sync + fmt::Debug {
         max_keys: Option<u32>,
     ) -> Result<ListPage, StoreError>;
 
+    /// The first page of [`list`](Self::list) that holds only entries sorting after
+    /// `start_after` (S3's `StartAfter`, ListObjects' `marker`); continue with `list` and
+    /// its continuation. This default pages past the earlier entries; stores that can
+    /// start there directly override it.
+    async fn list_after(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        max_keys: Option<u32>,
+    ) -> Result<ListPage, StoreError> {
+        let mut continuation = None;
+        loop {
+            let mut page = self.list(prefix, delimiter, continuation, max_keys).await?;
+            page.objects.retain(|o| o.key.as_str() > start_after);
+            page.common_prefixes.retain(|p| p.as_str() > start_after);
+            let empty = page.objects.is_empty() && page.common_prefixes.is_empty();
+            match page.next_continuation.take() {
+                Some(next) if empty => continuation = Some(next),
+                next => {
+                    page.next_continuation = next;
+                    return Ok(page);
+                }
+            }
+        }
+    }
+
     /// Remove an object. Removing a missing key succeeds (as on S3).
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 

@@ -113,6 +113,9 @@ pub struct S3Store {
     endpoint: Option<String>,
     region: String,
     path_style: bool,
+    /// Send bodies as `UNSIGNED-PAYLOAD`: the transport already protects them (TLS, or
+    /// loopback), so hashing each body once more for the signature only costs CPU.
+    unsigned_payload: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -142,6 +145,27 @@ fn parse_bool(v: &str) -> Option<bool> {
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
     }
+}
+
+/// Whether the connection to `endpoint` keeps a body from being changed on the way: TLS,
+/// or a loopback address (the same machine).
+fn transport_protects_payload(endpoint: &str) -> bool {
+    if endpoint.starts_with("https://") {
+        return true;
+    }
+    let host = endpoint
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_r2_endpoint(endpoint: &str) -> bool {
@@ -327,9 +351,73 @@ impl S3Store {
             url: format!("{scheme}://{bucket}/{prefix}"),
             bucket: bucket.to_string(),
             prefix,
+            unsigned_payload: endpoint.as_deref().is_none_or(transport_protects_payload),
             endpoint,
             region,
             path_style,
+        })
+    }
+
+    /// A ListObjectsV2 page from `continuation`, or else after `start_after` (a full key).
+    async fn list_from(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<String>,
+        start_after: Option<String>,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
+        let op = Op::List;
+        let max = check_max_keys(max_keys).map_err(|m| self.invalid(op, prefix, m))?;
+        if delimiter == Some("") {
+            return Err(self.invalid(op, prefix, "empty delimiter"));
+        }
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(prefix))
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(continuation)
+            .set_start_after(start_after)
+            .max_keys(max as i32)
+            .send()
+            .await
+            .map_err(|e| map_err(op, self.loc(prefix), e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: self.strip(o.key()?)?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    last_modified: to_system_time(o.last_modified()),
+                })
+            })
+            .collect();
+        let common_prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| Some(self.strip(p.prefix()?)?.to_string()))
+            .collect();
+        let next_continuation = if out.is_truncated().unwrap_or(false) {
+            // Without a token the caller could only loop forever on the first page.
+            Some(
+                out.next_continuation_token()
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        StoreError::new(op, self.loc(prefix), ErrorKind::Other)
+                            .with_detail("truncated listing without a continuation token")
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_continuation,
         })
     }
 
@@ -544,7 +632,7 @@ impl Store for S3Store {
         let full = self.check(op, key)?;
         check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
         let len = body.len() as i64;
-        let out = self
+        let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -556,6 +644,11 @@ impl Store for S3Store {
             .set_metadata(to_hash(&opts.metadata))
             .set_if_match(opts.if_match.clone())
             .set_if_none_match(opts.if_none_match.clone())
+            .customize();
+        if self.unsigned_payload {
+            request = request.disable_payload_signing();
+        }
+        let out = request
             .send()
             .await
             .map_err(|e| map_err(op, self.loc(key), e))?;
@@ -647,57 +740,20 @@ impl Store for S3Store {
         continuation: Option<String>,
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
-        let op = Op::List;
-        let max = check_max_keys(max_keys).map_err(|m| self.invalid(op, prefix, m))?;
-        if delimiter == Some("") {
-            return Err(self.invalid(op, prefix, "empty delimiter"));
-        }
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.full(prefix))
-            .set_delimiter(delimiter.map(str::to_string))
-            .set_continuation_token(continuation)
-            .max_keys(max as i32)
-            .send()
+        self.list_from(prefix, delimiter, continuation, None, max_keys)
             .await
-            .map_err(|e| map_err(op, self.loc(prefix), e))?;
-        let objects = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectMeta {
-                    key: self.strip(o.key()?)?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().unwrap_or_default().to_string(),
-                    last_modified: to_system_time(o.last_modified()),
-                })
-            })
-            .collect();
-        let common_prefixes = out
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| Some(self.strip(p.prefix()?)?.to_string()))
-            .collect();
-        let next_continuation = if out.is_truncated().unwrap_or(false) {
-            // Without a token the caller could only loop forever on the first page.
-            Some(
-                out.next_continuation_token()
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        StoreError::new(op, self.loc(prefix), ErrorKind::Other)
-                            .with_detail("truncated listing without a continuation token")
-                    })?,
-            )
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            common_prefixes,
-            next_continuation,
-        })
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        max_keys: Option<u32>,
+    ) -> Res<ListPage> {
+        let start = self.check(Op::List, start_after)?;
+        self.list_from(prefix, delimiter, None, Some(start), max_keys)
+            .await
     }
 
     async fn delete(&self, key: &str) -> Res<()> {
@@ -799,7 +855,7 @@ impl Store for S3Store {
         let full = self.check(op, key)?;
         check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
         let len = body.len() as i64;
-        let out = self
+        let mut request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -808,6 +864,11 @@ impl Store for S3Store {
             .part_number(part_number as i32)
             .content_length(len)
             .body(SdkByteStream::from(body))
+            .customize();
+        if self.unsigned_payload {
+            request = request.disable_payload_signing();
+        }
+        let out = request
             .send()
             .await
             .map_err(|e| map_err(op, self.loc(key), e))?;
@@ -1002,6 +1063,21 @@ mod tests {
     #[test]
     fn endpoints_and_addressing() {
         assert!(is_r2_endpoint("https://abc123.r2.cloudflarestorage.com"));
+        for protected in [
+            "https://abc123.r2.cloudflarestorage.com",
+            "http://127.0.0.1:3900",
+            "http://localhost:9000/",
+            "http://[::1]:3900",
+        ] {
+            assert!(transport_protects_payload(protected), "{protected}");
+        }
+        for exposed in [
+            "http://10.0.0.5:3900",
+            "http://minio.internal",
+            "http://[fe80::1]:80",
+        ] {
+            assert!(!transport_protects_payload(exposed), "{exposed}");
+        }
         assert!(is_r2_endpoint(
             "https://abc123.eu.r2.cloudflarestorage.com/"
         ));
