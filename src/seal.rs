@@ -183,21 +183,33 @@ impl PayloadOpener {
         &self.envelope
     }
 
-    pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        if self.pending.is_empty() {
-            // Whole chunks are opened straight from `input`; only a tail is buffered.
-            let consumed = self.process(input, false, out)?;
-            self.pending.extend_from_slice(&input[consumed..]);
-            return Ok(());
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        if !self.pending.is_empty() {
+            // Complete the buffered tail (at most a chunk and a nonce) with only as much of
+            // `input` as opening it needs, rather than copying all of `input` behind it.
+            let mut pending = std::mem::take(&mut self.pending);
+            let held = pending.len();
+            let borrowed = input
+                .len()
+                .min(2 * ENCRYPTED_CHUNK_SIZE + PAYLOAD_NONCE_SIZE);
+            pending.extend_from_slice(&input[..borrowed]);
+            let consumed = self.process(&pending, false, out)?;
+            if consumed < held {
+                pending.drain(..consumed);
+                pending.extend_from_slice(&input[borrowed..]);
+                self.pending = pending;
+                return Ok(());
+            }
+            // The tail is opened; whatever of the borrowed bytes was not is read again
+            // from `input` below.
+            input = &input[consumed - held..];
+            pending.clear();
+            self.pending = pending;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(input);
-        let result = self.process(&pending, false, out);
-        if let Ok(consumed) = result {
-            pending.drain(..consumed);
-        }
-        self.pending = pending;
-        result.map(|_| ())
+        // Whole chunks are opened straight from `input`; only a tail is buffered.
+        let consumed = self.process(input, false, out)?;
+        self.pending.extend_from_slice(&input[consumed..]);
+        Ok(())
     }
 
     /// Ends the input. Fails if the payload was truncated or had trailing bytes;
