@@ -11,14 +11,10 @@
 # (throughput through the gateway relative to direct: 1.0 = as fast). Same rclone
 # settings both ways (defaults: --transfers 4, single-part up to 200 MiB).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-gateway}"
-if [ -z "${R2SEAL_TEST_S3_ENDPOINT:-}" ]; then
-    # shellcheck source=/dev/null
-    source .ci/services.sh
-fi
 command -v rclone >/dev/null || { echo "rclone missing: apt-get install rclone" >&2; exit 1; }
 unset AWS_CA_BUNDLE
 
@@ -27,10 +23,6 @@ unset AWS_CA_BUNDLE
 R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="gwbench-$$-$(date +%s)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-gwbench.XXXXXX")"
-GW_PID=""
-cleanup() { [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 # ---- the gateway ----
 "$R2SEAL" keygen -o "$WORK/key.txt" 2>/dev/null
@@ -38,6 +30,7 @@ export R2SEAL_GATEWAY_ACCESS_KEY_ID=bench R2SEAL_GATEWAY_SECRET_ACCESS_KEY="benc
 "$R2SEAL" gateway -i "$WORK/key.txt" --listen 127.0.0.1:0 \
     --upstream "$R2SEAL_TEST_S3_ENDPOINT" 2>"$WORK/gateway.log" &
 GW_PID=$!
+bench_at_exit "kill $GW_PID 2>/dev/null"
 for _ in $(seq 50); do grep -q listening "$WORK/gateway.log" && break; sleep 0.1; done
 GW_URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/gateway.log" | head -1)"
 
