@@ -264,7 +264,7 @@ mod cases {
             );
             if far {
                 assert_eq!(gets.len(), 2, "nonce and chunks fetched apart: {gets:?}");
-                assert_eq!(gets[0], Some((0, nonce - 1)));
+                assert!(gets.contains(&Some((0, nonce - 1))), "{gets:?}");
             } else {
                 assert_eq!(gets.len(), 1, "nonce coalesced with the chunks: {gets:?}");
             }
@@ -476,6 +476,7 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(&ok[..], &data[..10]);
+        // The first window opens before the get answers: its corruption is the get's error.
         let e = b
             .get(
                 "t/a",
@@ -484,9 +485,6 @@ mod cases {
                     end: 2 * CHUNK_SIZE as u64,
                 }),
             )
-            .await
-            .unwrap()
-            .bytes()
             .await
             .unwrap_err();
         assert_eq!(open_error(&e), Some(&Error::Corrupt), "{e}");
