@@ -286,20 +286,11 @@ impl Migrator {
             Ok(g) => g,
             Err(e) => return Some(verify_failed(key, &e.to_string())),
         };
-        let mut h = Md5::new();
-        let mut n = 0u64;
-        let mut body = got.body;
-        loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) => {
-                    n += chunk.len() as u64;
-                    h.update(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Some(verify_failed(key, &e.to_string())),
-            }
-        }
-        if n != size || h.finalize()[..] != *md5 {
+        let (n, got_md5) = match length_and_md5(got.body).await {
+            Ok(v) => v,
+            Err(e) => return Some(verify_failed(key, &e.to_string())),
+        };
+        if n != size || got_md5[..] != *md5 {
             return Some(verify_failed(
                 key,
                 "the object read back differs from the source (changed by someone else?)",
@@ -435,21 +426,12 @@ impl Migrator {
     ) -> Outcome {
         let (size, etag) = (got.head.size, got.head.etag.clone());
         // The sealed plaintext, authenticated to its end.
-        let mut digest = Md5::new();
-        let mut n = 0u64;
-        let mut body = got.body;
-        loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) => {
-                    n += chunk.len() as u64;
-                    digest.update(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return outcome_of(&e),
-            }
-        }
+        let (n, sealed_md5) = match length_and_md5(got.body).await {
+            Ok(v) => v,
+            Err(e) => return outcome_of(&e),
+        };
         match self.plain_digest(plain).await {
-            Ok((len, md5)) if len == n && md5[..] == digest.finalize()[..] => {}
+            Ok((len, md5)) if len == n && md5 == sealed_md5 => {}
             Ok(_) => {
                 return Outcome::Failed(format!(
                     "{}: its plaintext name {plain} already holds a different object; both kept",
@@ -547,19 +529,25 @@ impl Migrator {
             .get(key, None, &GetOptions::default())
             .await
             .map_err(|e| e.to_string())?;
-        let mut h = Md5::new();
-        let mut n = 0u64;
-        let mut body = got.body;
-        while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
-            n += chunk.len() as u64;
-            h.update(&chunk);
-        }
-        Ok((n, h.finalize().into()))
+        length_and_md5(got.body).await.map_err(|e| e.to_string())
     }
 
     fn location(&self, key: &str) -> String {
         format!("{}/{key}", self.src.url().trim_end_matches('/'))
     }
+}
+
+/// Length and MD5 of a body, read to its end.
+async fn length_and_md5<E>(
+    mut body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+) -> Result<(u64, [u8; 16]), E> {
+    let mut digest = Md5::new();
+    let mut n = 0u64;
+    while let Some(chunk) = body.try_next().await? {
+        n += chunk.len() as u64;
+        digest.update(&chunk);
+    }
+    Ok((n, digest.finalize().into()))
 }
 
 /// The keys under a destination prefix, listed once by a task of their own while the
