@@ -426,6 +426,18 @@ pub struct ListPage {
     pub undecryptable_prefixes: Vec<String>,
 }
 
+/// Where a listing page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom {
+    /// The first page.
+    Start,
+    /// The first page after this key (S3's StartAfter, ListObjects' marker). With
+    /// encrypted names "after" is in stored-key order, the order listings come in.
+    After(String),
+    /// The page a previous one's `next_continuation` points at.
+    Continuation(String),
+}
+
 /// The reserved prefix at the store root for r2seal's own objects (the bucket
 /// descriptor). Hidden from listings; sealed writes under it are refused.
 pub const RESERVED_PREFIX: &str = ".r2seal/";
@@ -1436,30 +1448,17 @@ impl SealedBucket {
         continuation: Option<String>,
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
-        self.list_page(prefix, delimiter, continuation, None, max_keys)
-            .await
+        let from = continuation.map_or(ListFrom::Start, ListFrom::Continuation);
+        self.list_from(prefix, delimiter, from, max_keys).await
     }
 
-    /// The first page of [`list`](Self::list) after key `start_after` (S3's StartAfter,
-    /// ListObjects' marker); continue with `list`. With encrypted names "after" is in
-    /// stored-key order, the order listings come in.
-    pub async fn list_after(
+    /// [`list`](Self::list) from where `from` says; a page after a key is continued
+    /// with `list` and its continuation.
+    pub async fn list_from(
         &self,
         prefix: &str,
         delimiter: Option<&str>,
-        start_after: &str,
-        max_keys: Option<u32>,
-    ) -> Res<ListPage> {
-        self.list_page(prefix, delimiter, None, Some(start_after), max_keys)
-            .await
-    }
-
-    async fn list_page(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        continuation: Option<String>,
-        start_after: Option<&str>,
+        from: ListFrom,
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
         // With encrypted names: list the stored form of the prefix up to its last `/`,
@@ -1479,16 +1478,21 @@ impl SealedBucket {
                 (lp.stored, lp.partial)
             }
         };
-        let page = match start_after {
-            Some(after) => {
-                let after = self.stored_key(after)?;
+        let page = match from {
+            ListFrom::After(after) => {
+                let after = self.stored_key(&after)?;
                 self.store
                     .list_after(&stored_prefix, delimiter, &after, max_keys)
                     .await?
             }
-            None => {
+            ListFrom::Continuation(t) => {
                 self.store
-                    .list(&stored_prefix, delimiter, continuation, max_keys)
+                    .list(&stored_prefix, delimiter, Some(t), max_keys)
+                    .await?
+            }
+            ListFrom::Start => {
+                self.store
+                    .list(&stored_prefix, delimiter, None, max_keys)
                     .await?
             }
         };
@@ -1528,8 +1532,6 @@ impl SealedBucket {
             };
             match plain {
                 Ok(p) if filter && !p.starts_with(prefix) => {}
-                // A marker that is a common prefix: what it rolls up was listed already.
-                Ok(p) if start_after == Some(p.as_str()) => {}
                 Ok(p) => out.common_prefixes.push(p),
                 Err(_) => out.undecryptable_prefixes.push(cp),
             }

@@ -17,7 +17,7 @@ use super::checksum::{self, Declared};
 use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
 use crate::keys::Identity;
 use crate::sealed::{
-    CopyRequest, GetObject, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients,
+    CopyRequest, GetObject, ListFrom, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients,
     SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
@@ -55,6 +55,49 @@ struct Upload {
     parts_upload: PartsUpload,
     /// By part number: the sealed part and the plaintext part's MD5 (its client ETag).
     parts: Mutex<BTreeMap<u32, (SealedPart, [u8; 16])>>,
+}
+
+/// ListObjects (v1) and ListObjectsV2 in one body: their s3s inputs and outputs are
+/// distinct types that share these fields' names. With `past_empty`, a page left empty
+/// (every encrypted name filtered out) is gone past instead of answered: a v1 client can
+/// only go on from a key it was given. `|listing| { .. }` are the version's own output
+/// fields (evaluated first, so they may still read all of `listing`).
+macro_rules! list_objects {
+    ($gateway:expr, $input:ident, $output:ident, $from:expr, past_empty: $past_empty:expr,
+     |$listing:ident| { $($field:ident: $value:expr),* $(,)? }) => {{
+        let mut from = $from;
+        let $listing = loop {
+            let listing = $gateway
+                .listing(
+                    &$input.bucket,
+                    $input.prefix.as_deref(),
+                    $input.delimiter.as_deref(),
+                    from,
+                    $input.max_keys,
+                    $input.encoding_type.as_ref(),
+                )
+                .await?;
+            match &listing.next_continuation {
+                Some(t) if $past_empty && listing.last.is_none() => {
+                    from = ListFrom::Continuation(t.clone())
+                }
+                _ => break listing,
+            }
+        };
+        let is_truncated = Some($listing.next_continuation.is_some());
+        Ok(S3Response::new($output {
+            $($field: $value,)*
+            name: Some($input.bucket),
+            prefix: Some($listing.prefix),
+            delimiter: $listing.delimiter,
+            max_keys: Some($input.max_keys.unwrap_or(1000)),
+            is_truncated,
+            contents: Some($listing.contents),
+            common_prefixes: (!$listing.common.is_empty()).then_some($listing.common),
+            encoding_type: $input.encoding_type,
+            ..Default::default()
+        }))
+    }};
 }
 
 impl Gateway {
@@ -136,7 +179,7 @@ impl Gateway {
         bucket_name: &str,
         prefix: Option<&str>,
         delimiter: Option<&str>,
-        from: From,
+        from: ListFrom,
         max_keys: Option<i32>,
         encoding: Option<&EncodingType>,
     ) -> S3Result<Listing> {
@@ -145,19 +188,13 @@ impl Gateway {
         // rclone sends `delimiter=` for a recursive listing.
         let store_delimiter = delimiter.filter(|d| !d.is_empty());
         let max_keys = max_keys.map(|n| n.clamp(0, 1000) as u32);
-        let page = match (max_keys, from) {
-            (Some(0), _) => Ok(Default::default()),
-            (_, From::After(after)) => {
+        let page = match max_keys {
+            Some(0) => Ok(Default::default()),
+            _ => {
                 bucket
-                    .list_after(prefix, store_delimiter, &after, max_keys)
+                    .list_from(prefix, store_delimiter, from, max_keys)
                     .await
             }
-            (_, From::Continuation(t)) => {
-                bucket
-                    .list(prefix, store_delimiter, Some(t), max_keys)
-                    .await
-            }
-            (_, From::Start) => bucket.list(prefix, store_delimiter, None, max_keys).await,
         }
         .map_err(|e| sealed_error(&e, Ctx::Bucket))?;
         let url = encoding.is_some_and(|e| e.as_str() == EncodingType::URL);
@@ -263,14 +300,6 @@ impl Gateway {
             ))
         }
     }
-}
-
-/// Where a listing page starts.
-enum From {
-    Start,
-    /// After this key (start-after, marker).
-    After(String),
-    Continuation(String),
 }
 
 /// A listing page as clients see it (keys encoded as asked).
@@ -739,36 +768,16 @@ impl S3 for Gateway {
         let input = req.input;
         // A continuation token already encodes where to go on (start-after is then ignored).
         let from = match (&input.continuation_token, &input.start_after) {
-            (Some(t), _) => From::Continuation(t.clone()),
-            (None, Some(after)) if !after.is_empty() => From::After(after.clone()),
-            _ => From::Start,
+            (Some(t), _) => ListFrom::Continuation(t.clone()),
+            (None, Some(after)) if !after.is_empty() => ListFrom::After(after.clone()),
+            _ => ListFrom::Start,
         };
-        let listing = self
-            .listing(
-                &input.bucket,
-                input.prefix.as_deref(),
-                input.delimiter.as_deref(),
-                from,
-                input.max_keys,
-                input.encoding_type.as_ref(),
-            )
-            .await?;
-        let key_count = (listing.contents.len() + listing.common.len()) as i32;
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(input.bucket),
-            prefix: Some(listing.prefix),
-            delimiter: listing.delimiter,
-            max_keys: Some(input.max_keys.unwrap_or(1000)),
-            key_count: Some(key_count),
+        list_objects!(self, input, ListObjectsV2Output, from, past_empty: false, |listing| {
+            key_count: Some((listing.contents.len() + listing.common.len()) as i32),
             continuation_token: input.continuation_token,
             start_after: input.start_after,
-            is_truncated: Some(listing.next_continuation.is_some()),
             next_continuation_token: listing.next_continuation,
-            contents: Some(listing.contents),
-            common_prefixes: (!listing.common.is_empty()).then_some(listing.common),
-            encoding_type: input.encoding_type,
-            ..Default::default()
-        }))
+        })
     }
 
     /// ListObjects (v1): pages go on from `marker`, a key (or common prefix) the client
@@ -778,42 +787,14 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        let mut from = match &input.marker {
-            Some(m) if !m.is_empty() => From::After(m.clone()),
-            _ => From::Start,
+        let from = match &input.marker {
+            Some(m) if !m.is_empty() => ListFrom::After(m.clone()),
+            _ => ListFrom::Start,
         };
-        // A page can come back empty yet truncated (encrypted names filtered out):
-        // without a token to hand out, go on here.
-        let listing = loop {
-            let listing = self
-                .listing(
-                    &input.bucket,
-                    input.prefix.as_deref(),
-                    input.delimiter.as_deref(),
-                    from,
-                    input.max_keys,
-                    input.encoding_type.as_ref(),
-                )
-                .await?;
-            match &listing.next_continuation {
-                Some(t) if listing.last.is_none() => from = From::Continuation(t.clone()),
-                _ => break listing,
-            }
-        };
-        let truncated = listing.next_continuation.is_some();
-        Ok(S3Response::new(ListObjectsOutput {
-            name: Some(input.bucket),
-            prefix: Some(listing.prefix),
-            delimiter: listing.delimiter,
+        list_objects!(self, input, ListObjectsOutput, from, past_empty: true, |listing| {
             marker: input.marker,
-            max_keys: Some(input.max_keys.unwrap_or(1000)),
-            is_truncated: Some(truncated),
-            next_marker: listing.last.filter(|_| truncated),
-            contents: Some(listing.contents),
-            common_prefixes: (!listing.common.is_empty()).then_some(listing.common),
-            encoding_type: input.encoding_type,
-            ..Default::default()
-        }))
+            next_marker: listing.last.filter(|_| listing.next_continuation.is_some()),
+        })
     }
 
     async fn put_object(

@@ -752,8 +752,13 @@ impl Store for S3Store {
         max_keys: Option<u32>,
     ) -> Res<ListPage> {
         let start = self.check(Op::List, start_after)?;
-        self.list_from(prefix, delimiter, None, Some(start), max_keys)
-            .await
+        let mut page = self
+            .list_from(prefix, delimiter, None, Some(start), max_keys)
+            .await?;
+        // S3 rolls keys after a marker that is itself a common prefix up into that
+        // prefix again; it was listed already (the default `list_after` drops it too).
+        page.common_prefixes.retain(|p| p != start_after);
+        Ok(page)
     }
 
     async fn delete(&self, key: &str) -> Res<()> {
