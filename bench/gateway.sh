@@ -34,27 +34,9 @@ bench_at_exit "kill $GW_PID 2>/dev/null"
 for _ in $(seq 50); do grep -q listening "$WORK/gateway.log" && break; sleep 0.1; done
 GW_URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/gateway.log" | head -1)"
 
-RCLONE_CONF="$WORK/rclone.conf"
-cat >"$RCLONE_CONF" <<EOF
-[direct]
-type = s3
-provider = Other
-endpoint = $R2SEAL_TEST_S3_ENDPOINT
-access_key_id = $AWS_ACCESS_KEY_ID
-secret_access_key = $AWS_SECRET_ACCESS_KEY
-region = auto
-list_version = 2
-
-[gateway]
-type = s3
-provider = Other
-endpoint = $GW_URL
-access_key_id = $R2SEAL_GATEWAY_ACCESS_KEY_ID
-secret_access_key = $R2SEAL_GATEWAY_SECRET_ACCESS_KEY
-region = auto
-list_version = 2
-EOF
-rc() { rclone --config "$RCLONE_CONF" "$@"; }
+# `garage:` is Garage directly, `gateway:` the gateway; same rclone settings both ways.
+bench_rclone_conf --s3 "list_version = 2" "$WORK/rclone.conf" "$BUCKET/$RUN/crypt" \
+    gateway "$GW_URL" "$R2SEAL_GATEWAY_ACCESS_KEY_ID" "$R2SEAL_GATEWAY_SECRET_ACCESS_KEY"
 
 # ---- data ----
 mkdir -p "$WORK/big" "$WORK/small"
@@ -71,7 +53,6 @@ for d in range(200):
             fh.write(os.urandom(rnd.randint(1024, 8192)))
 PY
 
-now() { date +%s.%N; }
 timed() { # timed CMD... -> seconds
     local t0 t1
     t0="$(now)"; "$@" >/dev/null 2>&1; t1="$(now)"
@@ -88,7 +69,7 @@ one() { # one REMOTE WORKLOAD ROUND
 }
 for r in $(seq "$ROUNDS"); do
     for w in big small; do
-        if [ $((r % 2)) -eq 1 ]; then order="direct gateway"; else order="gateway direct"; fi
+        if [ $((r % 2)) -eq 1 ]; then order="garage gateway"; else order="gateway garage"; fi
         for remote in $order; do one "$remote" "$w" "$r"; echo "round $r $w $remote done" >&2; done
     done
 done
@@ -102,7 +83,7 @@ mkdir -p bench/out
     echo "|---|---|---|---|"
     for w in big small; do
         for dir in up down; do
-            d="$(median "${T[direct-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
+            d="$(median "${T[garage-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
             label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
             echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |"
         done

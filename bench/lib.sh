@@ -6,6 +6,7 @@
 #   source bench/lib.sh
 #   ... "$WORK/file"                              # scratch directory, removed at exit
 #   bench_rclone_conf "$WORK/rclone.conf" "$BUCKET/$RUN/rclone"   # remotes garage: and crypt:
+#                                                 # (and more s3 remotes: see below)
 #   rc copy ...                                   # rclone with that config
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,24 +34,48 @@ export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT" AWS_REGION="${AWS_REGION:-aut
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-bench.XXXXXX")"
 bench_at_exit "rm -rf '$WORK'"
 
-bench_rclone_conf() { # bench_rclone_conf FILE CRYPT_PATH: remotes `garage:` and `crypt:` for rc
-    export RCLONE_CONFIG="$1"
+# bench_rclone_conf [--s3 SETTING]... FILE CRYPT_PATH [NAME ENDPOINT KEY_ID SECRET]...
+# Remotes `garage:` and `crypt:` (CRYPT_PATH on garage:) for rc, and an s3 remote NAME for
+# each further four arguments. Every s3 remote has the same settings, plus each
+# `--s3 'key = value'`, so that a benchmark comparing remotes compares like with like.
+bench_rclone_conf() {
+    local settings=()
+    while [ "${1:-}" = --s3 ]; do settings+=("$2"); shift 2; done
+    local file="$1" crypt="$2"
+    shift 2
+    export RCLONE_CONFIG="$file"
     command -v rclone >/dev/null || { echo "bench: rclone missing: apt-get install rclone" >&2; exit 1; }
-    cat >"$1" <<CONF
-[garage]
-type = s3
-provider = Other
-endpoint = $R2SEAL_TEST_S3_ENDPOINT
-access_key_id = $AWS_ACCESS_KEY_ID
-secret_access_key = $AWS_SECRET_ACCESS_KEY
-region = auto
-force_path_style = true
-
+    {
+        _bench_s3_remote garage "$R2SEAL_TEST_S3_ENDPOINT" "$AWS_ACCESS_KEY_ID" \
+            "$AWS_SECRET_ACCESS_KEY" "${settings[@]}"
+        cat <<CONF
 [crypt]
 type = crypt
-remote = garage:$2
-password = $(rclone obscure "r2seal-bench-$2")
+remote = garage:$crypt
+password = $(rclone obscure "r2seal-bench-$crypt")
+
 CONF
+        while [ $# -ge 4 ]; do
+            _bench_s3_remote "$1" "$2" "$3" "$4" "${settings[@]}"
+            shift 4
+        done
+    } >"$file"
+    [ $# -eq 0 ] || { echo "bench_rclone_conf: a remote is NAME ENDPOINT KEY_ID SECRET" >&2; exit 1; }
+}
+_bench_s3_remote() { # NAME ENDPOINT KEY_ID SECRET [SETTING...]: one s3 remote's section
+    cat <<CONF
+[$1]
+type = s3
+provider = Other
+endpoint = $2
+access_key_id = $3
+secret_access_key = $4
+region = auto
+force_path_style = true
+CONF
+    shift 4
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+    echo
 }
 
 # Debian's rclone rejects the environment's AWS_CA_BUNDLE with a plain http endpoint.
