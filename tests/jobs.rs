@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use assert_cmd::Command;
-use r2seal::jobs::migrate::{MigrateOptions, Migrator, SKIP_GONE};
+use r2seal::jobs::migrate::{MigrateOptions, Migrator, SKIP_DEST_EXISTS, SKIP_GONE, SKIP_SEALED};
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
 use r2seal::sealed::{Recipients, SealedBucket};
 use r2seal::store::{self, Bytes, Store};
-use support::{fresh_prefix, raw, rt_multi as rt, Interfere, S3Env, Server, Watched};
+use support::{fresh_prefix, raw, rt_multi as rt, run_id, Interfere, S3Env, Server, Watched};
 use tempfile::TempDir;
 
 const SUITE: &str = "r2seal-jobs";
@@ -57,6 +57,15 @@ impl Site {
 
     fn key(&self, rel: &str) -> String {
         format!("{}{rel}", self.prefix)
+    }
+
+    /// This site with `tree` planted, the runtime the case goes on with and the bucket's
+    /// root.
+    fn planted(self, tree: &[Plain]) -> (Site, tokio::runtime::Runtime, Arc<dyn Store>) {
+        let rt = rt();
+        let root = rt.block_on(self.root());
+        rt.block_on(plant(&root, &self, tree));
+        (self, rt, root)
     }
 }
 
@@ -124,6 +133,14 @@ fn mixed_tree() -> Vec<Plain> {
     ]
 }
 
+/// [`mixed_tree`] without the objects that go up in parts.
+fn small_tree() -> Vec<Plain> {
+    mixed_tree()
+        .into_iter()
+        .filter(|o| o.body.len() < MIB)
+        .collect()
+}
+
 async fn plant(root: &Arc<dyn Store>, s: &Site, objects: &[Plain]) {
     for o in objects {
         let mut metadata = BTreeMap::new();
@@ -187,6 +204,35 @@ impl Cli {
         cli.recipient = String::from_utf8(out).unwrap().trim().to_string();
         cli.ok(&["keygen", "-o", "other.txt"]);
         cli
+    }
+
+    /// A CLI whose keyring `ring.toml` (the returned path) seals under encrypted names.
+    fn with_name_keyring(s: &Site) -> (Cli, String) {
+        let cli = Cli::new(s);
+        let ring = cli.path("ring.toml").display().to_string();
+        for args in [
+            vec!["key", "add", "agent", "--sym", "--recovery"],
+            vec!["key", "names", "agent"],
+            vec!["key", "default", "agent"],
+        ] {
+            let mut a = args.clone();
+            a.extend(["--keyring", &ring]);
+            cli.ok(&a);
+        }
+        (cli, ring)
+    }
+
+    /// `r2seal cat` of every object of `tree` at `s`, under its plaintext name, gives
+    /// its original bytes.
+    fn assert_cat_originals(&self, ring: &str, s: &Site, tree: &[Plain]) {
+        for o in tree {
+            let out = self.ok(&["cat", "--keyring", ring, &s.url(o.rel)]);
+            assert!(
+                out == o.body,
+                "{}: opens to its original under its plaintext name",
+                o.rel
+            );
+        }
     }
 
     fn cmd(&self) -> Command {
@@ -302,10 +348,8 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
     let Some(s) = Site::garage("mixed") else {
         return;
     };
-    let rt = rt();
-    let root = rt.block_on(s.root());
     let tree = mixed_tree();
-    rt.block_on(plant(&root, &s, &tree));
+    let (s, rt, root) = s.planted(&tree);
     let cli = Cli::new(&s);
     let url = s.url("");
     let r = cli.recipient.clone();
@@ -421,13 +465,8 @@ fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
     let Some(s) = Site::garage("to") else {
         return;
     };
-    let rt = rt();
-    let root = rt.block_on(s.root());
-    let tree: Vec<Plain> = mixed_tree()
-        .into_iter()
-        .filter(|o| o.body.len() < MIB)
-        .collect();
-    rt.block_on(plant(&root, &s, &tree));
+    let tree = small_tree();
+    let (s, rt, root) = s.planted(&tree);
     let cli = Cli::new(&s);
     let before = rt.block_on(etags(&root, &s.prefix));
     let src = s.url("");
@@ -853,24 +892,9 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     let Some(s) = Site::garage("names") else {
         return;
     };
-    let rt = rt();
-    let root = rt.block_on(s.root());
-    let tree: Vec<Plain> = mixed_tree()
-        .into_iter()
-        .filter(|o| o.body.len() < MIB)
-        .collect();
-    rt.block_on(plant(&root, &s, &tree));
-    let cli = Cli::new(&s);
-    let ring = cli.path("ring.toml").display().to_string();
-    for args in [
-        vec!["key", "add", "agent", "--sym", "--recovery"],
-        vec!["key", "names", "agent"],
-        vec!["key", "default", "agent"],
-    ] {
-        let mut a = args.clone();
-        a.extend(["--keyring", &ring]);
-        cli.ok(&a);
-    }
+    let tree = small_tree();
+    let (s, rt, root) = s.planted(&tree);
+    let (cli, ring) = Cli::with_name_keyring(&s);
     let url = s.url("");
     // A keyring that encrypts names refuses to seal under plaintext names.
     let err = cli.fails(&["migrate", "--keyring", &ring, &url]);
@@ -890,14 +914,7 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     assert_eq!(v["done"], tree.len(), "{v}");
     // The plaintext-named objects are gone; sealed ones exist under encrypted names.
     assert!(rt.block_on(etags(&root, &s.prefix)).is_empty());
-    for o in &tree {
-        let out = cli.ok(&["cat", "--keyring", &ring, &s.url(o.rel)]);
-        assert!(
-            out == o.body,
-            "{}: opens to its original under its plaintext name",
-            o.rel
-        );
-    }
+    cli.assert_cat_originals(&ring, &s, &tree);
     let out = cli.ok(&["verify", "--keyring", &ring, "--json", &url]);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["done"], tree.len(), "{v}");
@@ -985,6 +1002,170 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     let out = cli.ok(&["verify", "--keyring", &ring, "--json", &url]);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["processed"], 0, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------
+// --encrypt-names run again, against moto: it enforces If-None-Match and If-Match, so a
+// rerun that wrote anything conditionally would be seen failing, and one that wrote
+// unconditionally changes an ETag.
+
+/// A bucket of its own on moto (which creates any bucket asked for), its root as a site,
+/// so that a case can migrate a whole bucket without walking other cases' objects.
+fn own_bucket(s: &Site, name: &str) -> Site {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&s.env.endpoint)
+        // moto files a bucket made from region "auto" under an invalid location.
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            &s.env.access_key_id,
+            &s.env.secret_access_key,
+            None,
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let create = aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(name)
+        .send();
+    rt().block_on(create)
+        .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    Site {
+        env: S3Env {
+            bucket: name.to_string(),
+            ..s.env.clone()
+        },
+        prefix: String::new(),
+    }
+}
+
+/// ETag of every sealed object under `url` (stored keys, as `verify` walks them), after
+/// checking with `verify` that each one authenticates.
+fn sealed_etags(
+    rt: &tokio::runtime::Runtime,
+    root: &Arc<dyn Store>,
+    cli: &Cli,
+    ring: &str,
+    url: &str,
+) -> BTreeMap<String, String> {
+    let out = cli.ok(&["verify", "--keyring", ring, "--json", url]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["failures"], 0, "{v}");
+    assert_eq!(v["done"], v["listed"], "{v}");
+    keys_with(&v, "done")
+        .into_iter()
+        .map(|k| {
+            let etag = rt.block_on(root.head(&k)).unwrap().meta.etag;
+            (k, etag)
+        })
+        .collect()
+}
+
+/// `r2seal migrate --keyring RING --encrypt-names --part-size 5 ARGS`, then the same
+/// again: the rerun exits 0 with all `n` objects skipped for `reason`, and the sealed
+/// objects at `sealed` (each authenticated by `verify`) keep their ETags, which are
+/// returned.
+fn migrate_names_twice(
+    cli: &Cli,
+    ring: &str,
+    args: &[&str],
+    sealed: &Site,
+    n: usize,
+    reason: &str,
+) -> BTreeMap<String, String> {
+    let mut migrate = vec![
+        "migrate",
+        "--keyring",
+        ring,
+        "--encrypt-names",
+        "--part-size",
+        "5",
+    ];
+    migrate.extend(args);
+    cli.ok(&migrate);
+    let rt = rt();
+    let root = rt.block_on(sealed.root());
+    let before = sealed_etags(&rt, &root, cli, ring, &sealed.url(""));
+    assert_eq!(before.len(), n);
+
+    migrate.push("--json");
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&migrate)).unwrap();
+    assert_eq!(
+        (
+            v["listed"].as_u64(),
+            v["done"].as_u64(),
+            v["skipped"].as_u64()
+        ),
+        (Some(n as u64), Some(0), Some(n as u64)),
+        "{v}"
+    );
+    assert_eq!(v["skipped_by_reason"][reason], n, "{v}");
+    assert_eq!(
+        (v["failures"].as_u64(), v["conflicts"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(
+        sealed_etags(&rt, &root, cli, ring, &sealed.url("")),
+        before,
+        "the rerun wrote nothing"
+    );
+    before
+}
+
+#[test]
+fn encrypt_names_rerun_in_place_is_a_no_op_moto() {
+    let Some(s) = Site::moto("names-rerun") else {
+        return;
+    };
+    // The whole bucket, as names are encrypted bucket-wide: the rerun's walk then lists
+    // the sealed objects under their encrypted names.
+    let s = own_bucket(&s, &format!("r2seal-rerun-{}", run_id()));
+    let mut tree = mixed_tree();
+    // A name whose encrypted form fits a key, but whose encrypted form encrypted again
+    // would not (a rerun must not take an encrypted name for a plaintext one to encrypt).
+    tree.push(Plain {
+        rel: format!("deep/{}", "n".repeat(500)).leak(),
+        body: b"long name".to_vec(),
+        content_type: None,
+        cache_control: None,
+        mtime: None,
+    });
+    let (s, rt, root) = s.planted(&tree);
+    let (cli, ring) = Cli::with_name_keyring(&s);
+    let sealed = migrate_names_twice(&cli, &ring, &[&s.url("")], &s, tree.len(), SKIP_SEALED);
+    assert_eq!(
+        rt.block_on(etags(&root, "")),
+        sealed,
+        "only the sealed objects are left, under encrypted names"
+    );
+    cli.assert_cat_originals(&ring, &s, &tree);
+}
+
+#[test]
+fn encrypt_names_rerun_to_another_prefix_is_a_no_op_moto() {
+    let Some(s) = Site::moto("names-rerun-to") else {
+        return;
+    };
+    let tree = mixed_tree();
+    let (s, rt, root) = s.planted(&tree);
+    let source = rt.block_on(etags(&root, &s.prefix));
+    let (cli, ring) = Cli::with_name_keyring(&s);
+    let dst = Site {
+        prefix: fresh_prefix(SUITE, "names-rerun-to-dst"),
+        ..Site::moto("names-rerun-to").unwrap()
+    };
+    let args = ["--to", &dst.url(""), &s.url("")];
+    migrate_names_twice(&cli, &ring, &args, &dst, tree.len(), SKIP_DEST_EXISTS);
+    assert_eq!(
+        rt.block_on(etags(&root, &s.prefix)),
+        source,
+        "source untouched"
+    );
+    cli.assert_cat_originals(&ring, &dst, &tree);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1079,8 +1260,6 @@ fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
     let Some(s) = Site::garage("drops") else {
         return;
     };
-    let rt = rt();
-    let root = rt.block_on(s.root());
     // Enough small objects that cut connections land on many of them, and a multipart one.
     let mut tree = mixed_tree();
     let small: Vec<String> = (0..40).map(|i| format!("many/{i:02}.json")).collect();
@@ -1093,7 +1272,7 @@ fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
             mtime: None,
         });
     }
-    rt.block_on(plant(&root, &s, &tree));
+    let (s, rt, root) = s.planted(&tree);
     let proxy = rt.block_on(CuttingProxy::start(&s.env.endpoint));
     let mut cli = Cli::new(&s);
     let direct = cli.env.clone();
