@@ -464,8 +464,11 @@ pub struct SealedBucket {
     allow_plaintext: bool,
     names: Option<Arc<NameKey>>,
     check_descriptor: bool,
-    /// Set once the descriptor check passed (shared by clones).
-    descriptor_ok: Arc<std::sync::OnceLock<()>>,
+    /// Set once the descriptor check passed (shared by clones). An async cell: callers
+    /// arriving while the first check runs wait for it instead of each reading the
+    /// descriptor (16 migrate jobs starting at once sent 16 GETs); a failed check leaves
+    /// it empty, so the next caller checks again.
+    descriptor_ok: Arc<tokio::sync::OnceCell<()>>,
     checked_multipart: bool,
     /// Earlier uploads of a key older than this are aborted by a new multipart write.
     stale_upload_age: Duration,
@@ -524,7 +527,7 @@ impl SealedBucket {
             allow_plaintext: false,
             names: None,
             check_descriptor: true,
-            descriptor_ok: Arc::new(std::sync::OnceLock::new()),
+            descriptor_ok: Arc::default(),
             checked_multipart: false,
             checked_salts: Arc::default(),
         }
@@ -630,19 +633,30 @@ impl SealedBucket {
         self.store
             .put(DESCRIPTOR_KEY, descriptor.to_bytes().into(), &opts)
             .await?;
-        self.descriptor_ok.get_or_init(|| ());
+        // Fails only if set already, or while a check runs (which then decides).
+        let _ = self.descriptor_ok.set(());
         Ok(descriptor)
     }
 
     /// Before the first write of this instance (and its clones): compare the bucket's
     /// descriptor with what this bucket writes. No descriptor: nothing to compare.
     async fn ensure_descriptor(&self, key: &str) -> Res<()> {
-        if !self.check_descriptor || self.descriptor_ok.get().is_some() {
+        if !self.check_descriptor || self.descriptor_ok.initialized() {
             return Ok(());
         }
         let Some(mine) = self.bucket_config() else {
             return Ok(()); // no recipients: the write fails on its own
         };
+        // One caller checks at a time; a failure goes to that caller (located at its
+        // key) and the next one waiting checks again.
+        self.descriptor_ok
+            .get_or_try_init(|| self.check_descriptor_against(&mine, key))
+            .await
+            .map(drop)
+    }
+
+    /// The descriptor check itself: the bucket's descriptor, if any, against `mine`.
+    async fn check_descriptor_against(&self, mine: &BucketConfig, key: &str) -> Res<()> {
         let refuse = |detail: String| SealedError::Descriptor {
             location: self.location(key),
             detail,
@@ -657,7 +671,7 @@ impl SealedBucket {
             Err(e) => return Err(e),
         };
         if let Some((descriptor, _)) = found {
-            let diff = descriptor.config.differences(&mine);
+            let diff = descriptor.config.differences(mine);
             if !diff.is_empty() {
                 return Err(refuse(format!(
                     "this writer does not match the bucket descriptor: {}",
@@ -665,7 +679,6 @@ impl SealedBucket {
                 )));
             }
         }
-        self.descriptor_ok.get_or_init(|| ());
         Ok(())
     }
 

@@ -8,14 +8,16 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::join_all;
 use r2seal::descriptor::{Authenticity, Descriptor, DESCRIPTOR_KEY};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::names::NameKey;
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
 use r2seal::store::{self, CopyOptions, Store};
 use r2seal::Error;
-use support::rt;
+use support::{rt, Call, Watched};
 
 struct Harness {
     store: Arc<dyn Store>,
@@ -407,6 +409,77 @@ mod cases {
         assert!(Descriptor::parse(b"hello").is_err());
     }
 
+    /// Writers starting at once (a job's parallel tasks) share one descriptor read; a
+    /// failed check is not remembered as passed; another configuration checks again.
+    pub async fn concurrent_first_writes_read_the_descriptor_once(h: &Harness) {
+        const WRITERS: usize = 16;
+        let k = SymKey::generate();
+        h.named(&k).write_descriptor(false).await.unwrap();
+        let wire = Arc::new(Watched::new(h.store.clone()));
+        // A descriptor read that takes a while (as on R2): the writers all start before
+        // the first check ends, on any store.
+        wire.slow_gets(DESCRIPTOR_KEY, Duration::from_millis(50));
+        let watched = Harness {
+            store: wire.clone(),
+            _dir: None,
+        };
+        // Descriptor GETs since the last call.
+        let descriptor_reads = || {
+            let is_read = |c: &Call| matches!(c, Call::Get { key, .. } if key == DESCRIPTOR_KEY);
+            wire.take().iter().filter(|c| is_read(c)).count()
+        };
+        let puts = |b: SealedBucket, tag: &'static str| {
+            join_all((0..WRITERS).map(move |i| {
+                let b = b.clone();
+                async move {
+                    b.put(&format!("{tag}/{i}"), vec![i as u8], &PutOptions::default())
+                        .await
+                }
+            }))
+        };
+        let b = watched.named(&k);
+        for r in puts(b.clone(), "c").await {
+            r.unwrap();
+        }
+        assert_eq!(descriptor_reads(), 1);
+        b.put("c/later", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(descriptor_reads(), 0);
+        // A writer the descriptor refuses: every caller gets the refusal (at its own
+        // key), and a later write checks again rather than pass.
+        let wrong = watched.bucket(&k);
+        for (i, r) in puts(wrong.clone(), "w").await.into_iter().enumerate() {
+            let e = r.unwrap_err();
+            assert!(e.is_descriptor(), "{e}");
+            assert!(e.to_string().contains(&format!("w/{i}")), "{e}");
+        }
+        descriptor_reads();
+        assert!(wrong
+            .put("w/later", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err()
+            .is_descriptor());
+        assert_eq!(descriptor_reads(), 1);
+        // A name key (a new configuration) on a checked writer: checked again.
+        let unnamed = watched.bucket(&SymKey::generate());
+        h.store.delete(DESCRIPTOR_KEY).await.unwrap();
+        unnamed
+            .put("u/0", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap();
+        descriptor_reads();
+        h.named(&k).write_descriptor(false).await.unwrap();
+        let e = unnamed
+            .clone()
+            .with_name_key(NameKey::from_sym_key(&k))
+            .put("u/1", b"x".to_vec(), &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.is_descriptor(), "{e}");
+        assert_eq!(descriptor_reads(), 1);
+    }
+
     pub async fn x25519_writers_compare_without_a_mac(h: &Harness) {
         let id = Identity::generate_x25519();
         let writer = || {
@@ -460,6 +533,7 @@ suite!(
         too_long_names_write_nothing,
         descriptor_refuses_misconfigured_writers,
         forged_descriptors_deny_service_only,
+        concurrent_first_writes_read_the_descriptor_once,
         x25519_writers_compare_without_a_mac,
     ]
 );
@@ -476,6 +550,7 @@ suite!(
         too_long_names_write_nothing,
         descriptor_refuses_misconfigured_writers,
         forged_descriptors_deny_service_only,
+        concurrent_first_writes_read_the_descriptor_once,
         x25519_writers_compare_without_a_mac,
     ]
 );

@@ -294,6 +294,8 @@ pub struct Watched {
     interfere: Mutex<Option<Interfere>>,
     /// The last body "someone else" wrote to each key.
     their_writes: Mutex<BTreeMap<String, Bytes>>,
+    /// GETs of this key wait this long before they are forwarded (see `slow_gets`).
+    slow_get: Mutex<Option<(String, std::time::Duration)>>,
 }
 
 impl Watched {
@@ -305,7 +307,14 @@ impl Watched {
             up: AtomicU64::new(0),
             interfere: Mutex::new(None),
             their_writes: Mutex::default(),
+            slow_get: Mutex::default(),
         }
+    }
+
+    /// Every later GET of `key` waits `delay` first: callers that start together are all
+    /// in flight at once however fast the store answers.
+    pub fn slow_gets(&self, key: &str, delay: std::time::Duration) {
+        *self.slow_get.lock().unwrap() = Some((key.to_string(), delay));
     }
 
     /// The calls since the last `take` or `reset`.
@@ -433,6 +442,13 @@ impl Store for Watched {
             key: key.into(),
             range,
         });
+        let delay = match &*self.slow_get.lock().unwrap() {
+            Some((k, delay)) if k == key => Some(*delay),
+            _ => None,
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut got = self.inner.get(key, range, opts).await?;
         let down = self.down.clone();
         got.body = got
