@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use assert_cmd::Command;
-use r2seal::jobs::migrate::{MigrateOptions, Migrator, SKIP_DEST_EXISTS, SKIP_GONE, SKIP_SEALED};
+use r2seal::jobs::migrate::{
+    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, SKIP_DEST_EXISTS, SKIP_GONE, SKIP_PLAINTEXT,
+    SKIP_SEALED,
+};
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
 use r2seal::sealed::{Recipients, SealedBucket};
 use r2seal::store::{self, Bytes, Store};
-use support::{fresh_prefix, raw, rt_multi as rt, run_id, Interfere, S3Env, Server, Watched};
+use support::{fresh_prefix, raw, rt_multi as rt, run_id, Call, Interfere, S3Env, Server, Watched};
 use tempfile::TempDir;
 
 const SUITE: &str = "r2seal-jobs";
@@ -883,6 +886,110 @@ fn an_object_deleted_mid_migration_is_not_resurrected_moto() {
         for key in [&small, &large] {
             let gone = root.head(key).await.unwrap_err();
             assert!(gone.is_not_found(), "{key}: not resurrected: {gone}");
+        }
+    });
+}
+
+/// (HEADs, GETs) of `key` among the calls `wire` saw since the last `take`.
+fn reads_of(wire: &Watched, key: &str) -> (usize, usize) {
+    let heads = wire.count(|c| matches!(c, Call::Head { key: k } if k == key));
+    let gets = wire.count(|c| matches!(c, Call::Get { key: k, .. } if k == key));
+    (heads, gets)
+}
+
+/// In place, objects listed larger than HEAD_FIRST_ABOVE get a HEAD first: a rerun skips
+/// the sealed ones (and a reverse rerun the plaintext ones) without starting a body it
+/// would drop; small objects keep their single GET. The write goes by what the GET read:
+/// an object rewritten between the HEAD and the GET is sealed as read, If-Match its ETag
+/// (moto enforces it; with no retries a stale ETag would be a conflict).
+#[test]
+fn large_objects_get_a_head_first_in_place_moto() {
+    let Some(s) = Site::moto("head-first") else {
+        return;
+    };
+    let rt = rt();
+    rt.block_on(async {
+        let root = s.root().await;
+        let (small, mid, large, raced) = (
+            s.key("small.json"),
+            s.key("mid.bin"),
+            s.key("large.bin"),
+            s.key("raced.bin"),
+        );
+        let big = HEAD_FIRST_ABOVE as usize + 1;
+        let originals = [
+            (&small, b"{\"v\":1}".to_vec()),
+            (&mid, data(big, 1)),
+            // More than a 5 MiB part: multipart, completed If-Match.
+            (&large, data(6 * MIB, 2)),
+            (&raced, data(big, 3)),
+        ];
+        for (key, body) in &originals {
+            root.put(key, Bytes::from(body.clone()), &Default::default())
+                .await
+                .unwrap();
+        }
+        let id = Identity::generate_x25519();
+        let wire = Arc::new(Watched::new(root.clone()));
+        let run = |reverse| migrate_with(wire.clone(), &s.prefix, &id, reverse, 0);
+
+        // First run: the large ones are HEAD then GET; `raced` changes in between.
+        wire.interfere(Interfere::BeforeGet(raced.clone()));
+        let report = run(false).await;
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.done, report.conflicts), (4, 0), "{report:?}");
+        assert_eq!(reads_of(&wire, &small), (0, 1));
+        for key in [&mid, &large, &raced] {
+            assert_eq!(reads_of(&wire, key), (1, 1), "{key}");
+        }
+        let bucket = SealedBucket::new(root.clone()).with_identities(vec![id.clone()]);
+        let rewritten = wire.their_write(&raced).unwrap().to_vec();
+        for (key, body) in &originals {
+            let (_, got) = bucket.get_bytes(key).await.unwrap();
+            let want = if *key == &raced { &rewritten } else { body };
+            assert!(got == *want, "{key}: sealed as read");
+        }
+
+        // Rerun: the large sealed ones are settled by their HEAD, no GET.
+        wire.take();
+        let report = run(false).await;
+        assert_eq!(
+            report.skipped_by_reason.get(SKIP_SEALED),
+            Some(&4),
+            "{report:?}"
+        );
+        assert_eq!(reads_of(&wire, &small), (0, 1));
+        assert_eq!(
+            reads_of(&wire, &raced),
+            (0, 1),
+            "small since it was rewritten"
+        );
+        for key in [&mid, &large] {
+            assert_eq!(reads_of(&wire, key), (1, 0), "{key}");
+        }
+
+        // --reverse: the sealed large ones are read (HEAD, GET) and unsealed ...
+        wire.take();
+        let report = run(true).await;
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.done, 4, "{report:?}");
+        for key in [&mid, &large] {
+            assert_eq!(reads_of(&wire, key), (1, 1), "{key}");
+        }
+        // ... and a reverse rerun settles the large plaintext ones by their HEAD.
+        wire.take();
+        let report = run(true).await;
+        let skipped = report.skipped_by_reason.get(SKIP_PLAINTEXT);
+        assert_eq!(skipped, Some(&4), "{report:?}");
+        assert_eq!(reads_of(&wire, &small), (0, 1));
+        for key in [&mid, &large] {
+            assert_eq!(reads_of(&wire, key), (1, 0), "{key}");
+        }
+        for (key, body) in &originals {
+            let (info, got) = raw(&*root, key).await;
+            assert!(!info.metadata.contains_key("r2seal"), "{key}");
+            let want = if *key == &raced { &rewritten } else { body };
+            assert!(got == *want, "{key}: plaintext again");
         }
     });
 }

@@ -72,6 +72,13 @@ pub const SKIP_PLAINTEXT: &str = "not sealed";
 pub const SKIP_DEST_EXISTS: &str = "destination exists";
 pub const SKIP_GONE: &str = "deleted since listed";
 
+/// In place, objects listed larger than this are looked at with a HEAD before they are
+/// read: a rerun finds most of them done already, and a GET whose body is then dropped
+/// mid-transfer cannot return its connection to the pool (on R2 the next object pays a
+/// new TLS handshake) after moving up to a socket buffer of body for nothing. Smaller
+/// objects keep the single GET: one request per object matters more than the body there.
+pub const HEAD_FIRST_ABOVE: u64 = 1024 * 1024;
+
 impl Migrator {
     /// `bucket`: a sealed view of the source store with the recipients to seal to and
     /// the identities to open with (for `reverse` and `verify`). With `dest`, objects are
@@ -129,9 +136,28 @@ impl Migrator {
     /// Migrate one listed object.
     pub async fn migrate_one(&self, item: Item) -> Outcome {
         if self.opts.reverse {
-            self.unseal_one(&item.key).await
+            self.unseal_one(&item).await
         } else {
-            self.seal_one(&item.key).await
+            self.seal_one(&item).await
+        }
+    }
+
+    /// In place, for an object listed larger than [`HEAD_FIRST_ABOVE`]: what to report
+    /// when a HEAD shows there is nothing to do (sealed already, or with `reverse`
+    /// plaintext already), or that it is gone; `None` to read it. The write still goes by
+    /// what the GET then returns (state and ETag), never by this HEAD.
+    async fn settled_by_head(&self, item: &Item) -> Option<Outcome> {
+        if self.dest.is_some() || item.size <= HEAD_FIRST_ABOVE {
+            return None; // with a destination a rerun skips before reading the source
+        }
+        match self.src.head(&item.key).await {
+            Ok(info) => match (info.metadata.contains_key(METADATA_KEY), self.opts.reverse) {
+                (true, false) => Some(Outcome::Skipped(SKIP_SEALED.into())),
+                (false, true) => Some(Outcome::Skipped(SKIP_PLAINTEXT.into())),
+                _ => None,
+            },
+            Err(e) if e.is_not_found() => Some(Outcome::Skipped(SKIP_GONE.into())),
+            Err(e) => Some(Outcome::from_store_error(&e)),
         }
     }
 
@@ -183,7 +209,8 @@ impl Migrator {
         }
     }
 
-    async fn seal_one(&self, key: &str) -> Outcome {
+    async fn seal_one(&self, item: &Item) -> Outcome {
+        let key = item.key.as_str();
         // The destination first: a rerun skips what it wrote without reading the source.
         // In place there is none, and no name to encrypt for it: a rerun under encrypted
         // names lists names encrypted already, which encrypted again may not fit a key
@@ -199,6 +226,9 @@ impl Migrator {
                 Ok(false) => {}
                 Err(o) => return o,
             }
+        }
+        if let Some(settled) = self.settled_by_head(item).await {
+            return settled;
         }
         let got = match self.src.get(key, None, &GetOptions::default()).await {
             Ok(g) => g,
@@ -322,14 +352,19 @@ impl Migrator {
         }
     }
 
-    /// `listed`: the stored key (an encrypted name with a name key).
-    async fn unseal_one(&self, listed: &str) -> Outcome {
+    /// `item.key`: the stored key (an encrypted name with a name key).
+    async fn unseal_one(&self, item: &Item) -> Outcome {
+        let listed = item.key.as_str();
         let key = if self.renames() {
             match self.unsealed_name(listed).await {
                 Ok(k) => k,
                 Err(o) => return o,
             }
         } else {
+            // (Under encrypted names a plaintext object is found by its name above.)
+            if let Some(settled) = self.settled_by_head(item).await {
+                return settled;
+            }
             listed.to_string()
         };
         let key = key.as_str();

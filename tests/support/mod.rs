@@ -279,6 +279,9 @@ pub enum Interfere {
     BeforeEach(u32),
     /// Delete whatever key we write, just before each of our next `n` writes.
     DeleteBeforeEach(u32),
+    /// Overwrite the key just before our next GET of it reaches the store (after a HEAD
+    /// of ours, say).
+    BeforeGet(String),
 }
 
 /// Forwards every [`Store`] method to `inner`, logging each call, counting the body bytes
@@ -448,6 +451,16 @@ impl Store for Watched {
         };
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
+        }
+        let before = {
+            let mut order = self.interfere.lock().unwrap();
+            match order.as_ref() {
+                Some(Interfere::BeforeGet(k)) if k == key => order.take().is_some(),
+                _ => false,
+            }
+        };
+        if before {
+            self.someone_writes(key).await;
         }
         let mut got = self.inner.get(key, range, opts).await?;
         let down = self.down.clone();
