@@ -64,9 +64,12 @@ pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 const PUT_PART_MEMORY: usize = 80 * 1024 * 1024;
 /// Largest plaintext a ranged read opens at once: a bigger range is fetched in windows.
 const RANGE_WINDOW: u64 = 8 * 1024 * 1024;
-/// Windows of a ranged read fetched and opened ahead of the one being sent (memory: about
-/// twice this many windows per read, ciphertext and plaintext).
+/// Windows of a ranged read opened ahead of the one being sent (memory: this many
+/// plaintext windows, plus one window of ciphertext, per read).
 const RANGE_READ_AHEAD: usize = 2;
+/// Times one ranged read re-requests the rest of its span after the upstream body was cut
+/// (a retryable error mid-body: the SDK retries requests, not bodies already streaming).
+const RANGE_RESUMES: u32 = 3;
 /// A ranged read fetches the nonce and the chunks in one request when at most this many
 /// unneeded bytes lie between them.
 pub const RANGE_COALESCE_GAP: u64 = 256 * 1024;
@@ -1385,7 +1388,21 @@ impl SealedBucket {
         // The first window before answering, so that its errors (a conflicting write, a
         // corrupt object) are an error response rather than a cut body.
         let first_end = served.end.min(served.start + RANGE_WINDOW - 1);
-        let (first, fetched) = source.window(served.start, first_end, &salts).await?;
+        let whole = RangePlan::new(
+            source.envelope.parts(),
+            source.stored_size,
+            served.start,
+            served.end,
+        )
+        .map_err(|error| SealedError::Open {
+            location: source.location.clone(),
+            error,
+        })?;
+        let span_end = whole.pieces.last().map_or(0, |p| p.chunks.1);
+        let mut span = SpanReader::new(span_end);
+        let (first, fetched) = source
+            .window(served.start, first_end, &salts, &mut span)
+            .await?;
         let salts = match fetched.is_empty() {
             true => salts,
             false => Arc::new(
@@ -1396,7 +1413,7 @@ impl SealedBucket {
                     .collect(),
             ),
         };
-        let body = range_body(source, salts, first, first_end, served.end);
+        let body = range_body(source, salts, span, first, first_end, served.end);
         Ok(GetObject {
             head,
             range: Some(served),
@@ -2410,26 +2427,12 @@ struct RangeSource {
 type Salts = HashMap<u64, Vec<u8>>;
 
 impl RangeSource {
+    /// Stored bytes `start..end_exclusive` in one small request (a salt apart from its
+    /// chunks).
     async fn fetch(&self, start: u64, end_exclusive: u64) -> Res<Vec<u8>> {
-        let got = self
-            .store
-            .get(
-                &self.key,
-                Some(ByteRange::Inclusive {
-                    start,
-                    end: end_exclusive - 1,
-                }),
-                &GetOptions {
-                    if_match: Some(self.etag.clone()),
-                },
-            )
-            .await?;
         let want = (end_exclusive - start) as usize;
-        if got.range.map(|r| (r.start, r.len())) != Some((start, want as u64)) {
-            return Err(self.corrupt());
-        }
         let mut out = Vec::with_capacity(want);
-        let mut body = got.body;
+        let mut body = self.open_span(start, end_exclusive).await?;
         while let Some(chunk) = body.try_next().await? {
             out.extend_from_slice(&chunk);
         }
@@ -2446,9 +2449,76 @@ impl RangeSource {
         }
     }
 
+    /// A GET of stored bytes `from..to`, only of the version this read began with.
+    async fn open_span(&self, from: u64, to: u64) -> Res<store::ByteStream> {
+        let got = self
+            .store
+            .get(
+                &self.key,
+                Some(ByteRange::Inclusive {
+                    start: from,
+                    end: to - 1,
+                }),
+                &GetOptions {
+                    if_match: Some(self.etag.clone()),
+                },
+            )
+            .await?;
+        if got.range.map(|r| (r.start, r.len())) != Some((from, to - from)) {
+            return Err(self.corrupt());
+        }
+        Ok(got.body)
+    }
+
+    /// Stored bytes `from..to` of the read's span. The first call opens the span's GET at
+    /// `from`; later calls move forward through the same body (windows only advance) and
+    /// drop what lies before `from`.
+    async fn take<'a>(&self, span: &'a mut SpanReader, from: u64, to: u64) -> Res<&'a [u8]> {
+        if span.body.is_none() {
+            span.body = Some(self.open_span(from, span.end).await?);
+            span.start = from;
+        }
+        if from < span.start || to > span.end {
+            return Err(self.corrupt());
+        }
+        // Drop before reading on: only the bytes read past the last window move.
+        let mut skip = from - span.start;
+        let held = (skip as usize).min(span.buf.len());
+        span.buf.drain(..held);
+        span.start += held as u64;
+        skip -= held as u64;
+        while span.start + (span.buf.len() as u64) < to {
+            let body = span.body.as_mut().expect("opened above");
+            let chunk = match body.try_next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Err(self.corrupt()),
+                Err(e) if e.is_retryable() && span.resumes < RANGE_RESUMES => {
+                    span.resumes += 1;
+                    let at = span.start + span.buf.len() as u64;
+                    span.body = Some(self.open_span(at, span.end).await?);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let n = skip.min(chunk.len() as u64) as usize;
+            skip -= n as u64;
+            if span.buf.is_empty() {
+                span.start += n as u64;
+            }
+            span.buf.extend_from_slice(&chunk[n..]);
+        }
+        Ok(&span.buf[..(to - from) as usize])
+    }
+
     /// Plaintext `start..=end` (one window), and the salts it had to fetch (not in
     /// `salts`).
-    async fn window(&self, start: u64, end: u64, salts: &Salts) -> Res<(Bytes, Salts)> {
+    async fn window(
+        &self,
+        start: u64,
+        end: u64,
+        salts: &Salts,
+        span: &mut SpanReader,
+    ) -> Res<(Bytes, Salts)> {
         let open_err = |error| SealedError::Open {
             location: self.location.clone(),
             error,
@@ -2456,8 +2526,8 @@ impl RangeSource {
         let plan = RangePlan::new(self.envelope.parts(), self.stored_size, start, end)
             .map_err(open_err)?;
         // The pieces lie back to back in the stored body (a part's chunks end where the
-        // next part's salt begins): one request covers them all, from the first piece's
-        // salt when it is not known yet and close to its chunks.
+        // next part's salt begins): the span's one request covers them all, from the first
+        // piece's salt when it is not known yet and close to its chunks.
         let (Some(first), Some(last)) = (plan.pieces.first(), plan.pieces.last()) else {
             return Err(self.corrupt());
         };
@@ -2466,7 +2536,7 @@ impl RangeSource {
             None if first.chunks.0 - first.salt.1 <= RANGE_COALESCE_GAP => first.salt.0,
             _ => first.chunks.0,
         };
-        let body = self.fetch(from, last.chunks.1).await?;
+        let body = self.take(span, from, last.chunks.1).await?;
         let cut = |(a, b): (u64, u64)| {
             (a >= from && b <= last.chunks.1)
                 .then(|| &body[(a - from) as usize..(b - from) as usize])
@@ -2496,28 +2566,68 @@ impl RangeSource {
     }
 }
 
+/// The stored span of one ranged get: one upstream GET, read forward window by window.
+struct SpanReader {
+    body: Option<store::ByteStream>,
+    /// Stored offset of `buf[0]` (of the next byte the GET delivers while `buf` is empty).
+    start: u64,
+    buf: Vec<u8>,
+    /// End of the span, exclusive.
+    end: u64,
+    resumes: u32,
+}
+
+impl SpanReader {
+    fn new(end: u64) -> SpanReader {
+        SpanReader {
+            body: None,
+            start: 0,
+            buf: Vec::new(),
+            end,
+            resumes: 0,
+        }
+    }
+}
+
 /// The body of a ranged get whose first window (`first`, ending at `first_end`) is
-/// already open: the other windows of `first_end + 1..=end` follow, fetched and opened
-/// up to [`RANGE_READ_AHEAD`] at a time while earlier ones are sent.
+/// already open: the other windows of `first_end + 1..=end` follow from the same GET,
+/// opened by a task up to [`RANGE_READ_AHEAD`] windows ahead of the one being sent.
 fn range_body(
     source: Arc<RangeSource>,
     salts: Arc<Salts>,
+    mut span: SpanReader,
     first: Bytes,
     first_end: u64,
     end: u64,
 ) -> PlainStream {
-    let windows = (first_end + 1..=end)
-        .step_by(RANGE_WINDOW as usize)
-        .map(move |s| (s, end.min(s + RANGE_WINDOW - 1)));
-    let rest = futures_util::stream::iter(windows)
-        .map(move |(s, e)| {
-            let (source, salts) = (source.clone(), salts.clone());
-            async move { Ok(source.window(s, e, &salts).await?.0) }
-        })
-        .buffered(RANGE_READ_AHEAD);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Res<Bytes>>(RANGE_READ_AHEAD);
+    let task = tokio::spawn(async move {
+        let mut s = first_end + 1;
+        while s <= end {
+            let e = end.min(s + RANGE_WINDOW - 1);
+            let window = source.window(s, e, &salts, &mut span).await.map(|w| w.0);
+            let failed = window.is_err();
+            if tx.send(window).await.is_err() || failed {
+                return; // the reader went away, or the read ends here
+            }
+            s = e + 1;
+        }
+    });
+    // A reader that stops early stops the task (and its GET) too.
+    let rest = futures_util::stream::unfold((rx, AbortOnDrop(task)), |(mut rx, task)| async {
+        rx.recv().await.map(|window| (window, (rx, task)))
+    });
     futures_util::stream::once(async move { Ok(first) })
         .chain(rest)
         .boxed()
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
 use r2seal::store::{self, ByteRange, Bytes, CopyOptions};
 use r2seal::Error;
 
-use support::{pattern, raw, rt, Call, Harness};
+use support::{pattern, raw, rt, Call, Harness, Interfere};
 
 const MIB: usize = 1024 * 1024;
 /// The smallest part size the stores accept: multipart with as little data as possible.
@@ -298,6 +298,47 @@ mod cases {
                 .unwrap();
             assert!(got[..] == big[s as usize..=e as usize], "{s}-{e}");
         }
+        // A range of several windows streams from one GET of its stored bytes (the salts
+        // are checked, and cached, already)...
+        let whole = ByteRange::Inclusive {
+            start: 0,
+            end: big.len() as u64 - 1,
+        };
+        h.wire.take();
+        let got = b.get("r/big", Some(whole)).await.unwrap();
+        assert!(got.bytes().await.unwrap() == big);
+        let spans: Vec<(u64, u64)> = fetched(&h.wire.take())
+            .into_iter()
+            .flatten()
+            .filter(|(a, b)| b - a + 1 > nonce)
+            .collect();
+        assert_eq!(spans.len(), 1, "one GET for the range: {spans:?}");
+        // ...and a body cut mid-way (twice) resumes where it stopped, with the right bytes.
+        let cut = 4 * MIB as u64 + 5;
+        h.wire.interfere(Interfere::CutBodies {
+            gets: 2,
+            after: cut,
+        });
+        let got = b.get("r/big", Some(whole)).await.unwrap();
+        assert!(got.bytes().await.unwrap() == big);
+        let spans: Vec<(u64, u64)> = fetched(&h.wire.take()).into_iter().flatten().collect();
+        assert_eq!(spans.len(), 3, "{spans:?}");
+        assert_eq!(spans[1].0, spans[0].0 + cut, "{spans:?}");
+        assert_eq!(spans[2].0, spans[1].0 + cut, "{spans:?}");
+        assert!(spans.iter().all(|s| s.1 == spans[0].1), "{spans:?}");
+        // More cuts than a read resumes from: an error, not a short body.
+        h.wire.interfere(Interfere::CutBodies {
+            gets: 10,
+            after: MIB as u64,
+        });
+        let got = b.get("r/big", Some(whole)).await;
+        let failed = match got {
+            Err(e) => Some(e),
+            Ok(got) => got.bytes().await.err(),
+        };
+        let e = failed.expect("a read cut more often than it resumes fails");
+        assert!(e.is_retryable(), "{e}");
+        h.wire.interfere(Interfere::CutBodies { gets: 0, after: 0 });
     }
 
     pub async fn listing_shows_plaintext_sizes(h: &Harness) {

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use futures_util::stream::StreamExt;
 use r2seal::store::fs::FsStore;
 use r2seal::store::{
-    ByteRange, Bytes, CopyOptions, GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo,
-    PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
+    ByteRange, Bytes, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage, MultipartUpload,
+    ObjectInfo, Op, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
 /// A current-thread runtime: the crate enables no more of tokio than the store needs.
@@ -282,6 +282,9 @@ pub enum Interfere {
     /// Overwrite the key just before our next GET of it reaches the store (after a HEAD
     /// of ours, say).
     BeforeGet(String),
+    /// Cut each of our next `gets` GET bodies after `after` bytes with a retryable
+    /// network error (a dropped connection mid-body).
+    CutBodies { gets: u32, after: u64 },
 }
 
 /// Forwards every [`Store`] method to `inner`, logging each call, counting the body bytes
@@ -462,6 +465,13 @@ impl Store for Watched {
         if before {
             self.someone_writes(key).await;
         }
+        let cut_after = match self.interfere.lock().unwrap().as_mut() {
+            Some(Interfere::CutBodies { gets, after }) if *gets > 0 => {
+                *gets -= 1;
+                Some(*after)
+            }
+            _ => None,
+        };
         let mut got = self.inner.get(key, range, opts).await?;
         let down = self.down.clone();
         got.body = got
@@ -472,6 +482,36 @@ impl Store for Watched {
                 }
             })
             .boxed();
+        if let Some(after) = cut_after {
+            let key = key.to_string();
+            // Deliver exactly `after` bytes, then the error, then nothing.
+            got.body = futures_util::stream::unfold(
+                (got.body, after, false),
+                move |(mut body, left, done)| {
+                    let key = key.clone();
+                    async move {
+                        if done {
+                            return None;
+                        }
+                        if left == 0 {
+                            let cut = StoreError::new(Op::Get, key, ErrorKind::Network)
+                                .with_detail("connection cut by the test")
+                                .with_retryable(true);
+                            return Some((Err(cut), (body, 0, true)));
+                        }
+                        match body.next().await {
+                            Some(Ok(mut chunk)) => {
+                                let keep = chunk.len().min(left as usize);
+                                chunk.truncate(keep);
+                                Some((Ok(chunk), (body, left - keep as u64, false)))
+                            }
+                            other => other.map(|item| (item, (body, left, true))),
+                        }
+                    }
+                },
+            )
+            .boxed();
+        }
         Ok(got)
     }
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
