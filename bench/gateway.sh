@@ -53,18 +53,21 @@ for d in range(200):
             fh.write(os.urandom(rnd.randint(1024, 8192)))
 PY
 
-timed() { # timed CMD... -> seconds
-    local t0 t1
-    t0="$(now)"; "$@" >/dev/null 2>&1; t1="$(now)"
-    python3 -c "print(f'{$t1 - $t0:.3f}')"
-}
-
 declare -A T
 record() { T[$1]="${T[$1]:-} $2"; }
+measured() { # measured KEY CMD...: times CMD, with the CPU of rclone, the gateway and Garage
+    local gw0
+    gw0="$(proc_cpu "$GW_PID")"
+    bench_measure "${@:2}"
+    record "$1" "$WALL"
+    record "$1-cpu" "$CPU"
+    record "$1-server" "$SERVER_CPU"
+    record "$1-gateway" "$(secs "$gw0" "$(proc_cpu "$GW_PID")")"
+}
 one() { # one REMOTE WORKLOAD ROUND
     local remote="$1" w="$2" r="$3" dst="$BUCKET/$RUN/$1-$2-$3"
-    record "$remote-$w-up" "$(timed rc copy "$WORK/$w" "$remote:$dst")"
-    record "$remote-$w-down" "$(timed rc copy "$remote:$dst" "$WORK/down-$remote-$w-$r")"
+    measured "$remote-$w-up" rc copy "$WORK/$w" "$remote:$dst"
+    measured "$remote-$w-down" rc copy "$remote:$dst" "$WORK/down-$remote-$w-$r"
     rm -rf "$WORK/down-$remote-$w-$r"
 }
 for r in $(seq "$ROUNDS"); do
@@ -86,6 +89,18 @@ mkdir -p bench/out
             d="$(median "${T[garage-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
             label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
             echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |"
+        done
+    done
+    echo
+    echo "CPU seconds (medians) of rclone + the gateway + Garage, which share the machine's cores:"
+    echo
+    echo "| workload | direct | through the gateway |"
+    echo "|---|---|---|"
+    for w in big small; do
+        for dir in up down; do
+            k="$w-$dir"
+            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
+            echo "| $label | $(median "${T[garage-$k-cpu]}") + $(median "${T[garage-$k-server]}") | $(median "${T[gateway-$k-cpu]}") + $(median "${T[gateway-$k-gateway]}") + $(median "${T[gateway-$k-server]}") |"
         done
     done
     echo

@@ -46,45 +46,46 @@ rc copy --transfers 32 "$WORK/small" "garage:$BUCKET/$RUN/src-small"
 rc copy --transfers 4 "$WORK/large" "garage:$BUCKET/$RUN/src-large"
 rm -rf "$WORK/small" "$WORK/large"
 
-r2seal_run() { # r2seal_run small|large JOBS ROUND -> seconds
-    local t0 t1
-    t0=$(now)
+r2seal_run() { # r2seal_run small|large JOBS ROUND
     "$R2SEAL" migrate --quiet --jobs "$2" -r "$RECIPIENT" \
-        --to "s3://$BUCKET/$RUN/r2seal-$1-$3/" "s3://$BUCKET/$RUN/src-$1/" >/dev/null
-    t1=$(now)
-    secs "$t0" "$t1"
+        --to "s3://$BUCKET/$RUN/r2seal-$1-$3/" "s3://$BUCKET/$RUN/src-$1/"
 }
-rclone_run() { # rclone_run small|large TRANSFERS ROUND -> seconds
-    local t0 t1
-    t0=$(now)
+rclone_run() { # rclone_run small|large TRANSFERS ROUND
     rc copy --transfers "$2" "garage:$BUCKET/$RUN/src-$1" "crypt:$1-$3"
-    t1=$(now)
-    secs "$t0" "$t1"
 }
 
 mkdir -p bench/out
-declare -A T
+declare -A T C S
 for w in small large; do
     jobs=16
     [ "$w" = large ] && jobs=4
     for r in $(seq 1 "$ROUNDS"); do
-        T[r2seal_${w}_$r]=$(r2seal_run "$w" "$jobs" "$r")
-        echo "r2seal $w round $r: ${T[r2seal_${w}_$r]} s" >&2
-        T[rclone_${w}_$r]=$(rclone_run "$w" "$jobs" "$r")
-        echo "rclone $w round $r: ${T[rclone_${w}_$r]} s" >&2
+        for tool in r2seal rclone; do
+            bench_measure "${tool}_run" "$w" "$jobs" "$r"
+            T[${tool}_${w}_$r]=$WALL C[${tool}_${w}_$r]=$CPU S[${tool}_${w}_$r]=$SERVER_CPU
+            echo "$tool $w round $r: $WALL s (CPU: $CPU s client, $SERVER_CPU s Garage)" >&2
+        done
         # Keep the disk in check: drop this round's copies.
         rc purge "garage:$BUCKET/$RUN/r2seal-$w-$r" 2>/dev/null || true
         rc purge "crypt:$w-$r" 2>/dev/null || true
     done
 done
 
-vals() { local k=$1 out=() r; for r in $(seq 1 "$ROUNDS"); do out+=("${T[${k}_$r]}"); done; echo "${out[@]}"; }
+vals() { # vals ARRAY KEY: the rounds' values
+    local -n a=$1
+    local out=() r
+    for r in $(seq 1 "$ROUNDS"); do out+=("${a[${2}_$r]}"); done
+    echo "${out[@]}"
+}
+args=()
+for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals T $k)"); done
+for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals C $k)" "$(vals S $k)"); done
 
-python3 - "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "$(vals r2seal_small)" "$(vals rclone_small)" \
-    "$(vals r2seal_large)" "$(vals rclone_large)" <<'PY' | tee bench/out/jobs.md
+python3 - "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
 import statistics, sys, datetime
 small, large, rounds, cores = (int(x) for x in sys.argv[1:5])
 runs = [[float(x) for x in a.split()] for a in sys.argv[5:9]]
+cpu = [statistics.median(float(x) for x in a.split()) for a in sys.argv[9:17]]
 print(f"# migrate vs rclone crypt ({datetime.date.today()}, {cores} cores, local Garage, "
       f"{rounds} interleaved rounds, medians)\n")
 print("| workload | r2seal migrate --to | rclone copy to crypt | rclone / r2seal time | runs (r2seal; rclone) |")
@@ -96,4 +97,9 @@ for label, work, unit, (a, b) in [
     s, r = statistics.median(a), statistics.median(b)
     print(f"| {label} | {s:.2f} s ({work / s:.0f} {unit}) | {r:.2f} s ({work / r:.0f} {unit}) "
           f"| **{r / s:.2f}x** | {' '.join(map(str, a))}; {' '.join(map(str, b))} |")
+print("\nCPU seconds per run (medians; Garage shares the machine's cores with the client):\n")
+print("| workload | r2seal client | Garage, r2seal run | rclone client | Garage, rclone run |")
+print("|---|---|---|---|---|")
+for label, (rc_, rs, cc, cs) in [("small", cpu[0:4]), ("large", cpu[4:8])]:
+    print(f"| {label} | {rc_:.2f} | {rs:.2f} | {cc:.2f} | {cs:.2f} |")
 PY

@@ -83,3 +83,21 @@ rc() { env -u AWS_CA_BUNDLE rclone -q "$@"; }
 
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+
+# CPU seconds (user + system) process PID has used so far; 0 if there is none.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# bench_measure CMD...: runs CMD (output dropped) and sets WALL (seconds), CPU (the CPU
+# seconds CMD and its children used) and SERVER_CPU (what the local Garage used meanwhile;
+# 0 against an endpoint set from outside). On a small machine the server shares the cores,
+# so these say where the time went.
+bench_measure() {
+    local t0 t1 g0 report
+    g0="$(proc_cpu "${R2SEAL_GARAGE_PID:-0}")"
+    t0="$(now)"
+    report="$( { TIMEFORMAT='%U %S'; time "$@" >/dev/null 2>&1; } 2>&1 )"
+    t1="$(now)"
+    WALL="$(secs "$t0" "$t1")"
+    CPU="$(echo "$report" | tail -1 | awk '{printf "%.2f", $1 + $2}')"
+    SERVER_CPU="$(secs "$g0" "$(proc_cpu "${R2SEAL_GARAGE_PID:-0}")")"
+}
