@@ -1280,9 +1280,9 @@ impl SealedBucket {
     }
 
     /// Read an object, or the plaintext bytes `range` selects, as a stream of authenticated
-    /// plaintext. A whole-object read is one GET; a ranged read is a HEAD and then GETs of
-    /// only the stored bytes that cover the range (the nonce coalesced with the chunks
-    /// when they are close), in windows of 8 MiB of plaintext.
+    /// plaintext. A whole-object read is one GET; a ranged read is a HEAD and then one GET
+    /// of only the stored bytes that cover the range (the nonce in it when close, else
+    /// fetched apart), opened in windows of 8 MiB of plaintext and resumed if cut.
     pub async fn get(&self, key: &str, range: Option<ByteRange>) -> Res<GetObject> {
         match range {
             None => self.get_whole(key).await,
