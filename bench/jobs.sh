@@ -6,10 +6,12 @@
 #   bash bench/jobs.sh              # writes bench/out/jobs.md and prints it
 #   ROUNDS=3 SMALL=10000 LARGE=20 bash bench/jobs.sh
 #
-# Workloads: SMALL × 4 KiB objects (--jobs 16 / --transfers 16) and LARGE × 64 MiB
+# Each round also seals a server-side copy of the source in place (`migrate URL`), timed
+# on its own. Workloads: SMALL × 4 KiB objects (--jobs 16 / --transfers 16) and LARGE × 64 MiB
 # objects (--jobs 4 / --transfers 4; r2seal with its default 16 MiB parts, 4 in flight
-# per object; rclone with its defaults). Runs alternate r2seal, rclone, r2seal, … ROUNDS
-# times each; the table gives medians. Each run writes to a fresh destination.
+# per object; rclone with its defaults). Runs alternate r2seal, rclone / rclone, r2seal
+# ROUNDS times each, each once Garage is idle; the table gives medians. Each run writes
+# to a fresh destination.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -53,6 +55,9 @@ r2seal_run() { # r2seal_run small|large JOBS ROUND
 rclone_run() { # rclone_run small|large TRANSFERS ROUND
     rc copy --transfers "$2" "garage:$BUCKET/$RUN/src-$1" "crypt:$1-$3"
 }
+inplace_run() { # inplace_run small|large JOBS ROUND: seal a copy of the source where it is
+    "$R2SEAL" migrate --quiet --jobs "$2" -r "$RECIPIENT" "s3://$BUCKET/$RUN/inplace-$1-$3/"
+}
 
 mkdir -p bench/out
 declare -A T C S
@@ -60,13 +65,21 @@ for w in small large; do
     jobs=16
     [ "$w" = large ] && jobs=4
     for r in $(seq 1 "$ROUNDS"); do
-        for tool in r2seal rclone; do
+        order="r2seal rclone"
+        [ $((r % 2)) -eq 0 ] && order="rclone r2seal"
+        for tool in $order; do
             bench_measure "${tool}_run" "$w" "$jobs" "$r"
             T[${tool}_${w}_$r]=$WALL C[${tool}_${w}_$r]=$CPU S[${tool}_${w}_$r]=$SERVER_CPU
             echo "$tool $w round $r: $WALL s (CPU: $CPU s client, $SERVER_CPU s Garage)" >&2
         done
+        # In place (no rclone equivalent): a server-side copy of the source, then sealed.
+        rc copy --transfers 32 "garage:$BUCKET/$RUN/src-$w" "garage:$BUCKET/$RUN/inplace-$w-$r"
+        bench_measure inplace_run "$w" "$jobs" "$r"
+        T[inplace_${w}_$r]=$WALL C[inplace_${w}_$r]=$CPU S[inplace_${w}_$r]=$SERVER_CPU
+        echo "r2seal in place $w round $r: $WALL s (CPU: $CPU s client, $SERVER_CPU s Garage)" >&2
         # Keep the disk in check: drop this round's copies.
         rc purge "garage:$BUCKET/$RUN/r2seal-$w-$r" 2>/dev/null || true
+        rc purge "garage:$BUCKET/$RUN/inplace-$w-$r" 2>/dev/null || true
         rc purge "crypt:$w-$r" 2>/dev/null || true
     done
 done
@@ -80,6 +93,7 @@ vals() { # vals ARRAY KEY: the rounds' values
 args=()
 for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals T $k)"); done
 for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals C $k)" "$(vals S $k)"); done
+for k in inplace_small inplace_large; do args+=("$(vals T $k)" "$(vals C $k)" "$(vals S $k)"); done
 
 python3 - "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
 import statistics, sys, datetime
@@ -102,4 +116,14 @@ print("| workload | r2seal client | Garage, r2seal run | rclone client | Garage,
 print("|---|---|---|---|---|")
 for label, (rc_, rs, cc, cs) in [("small", cpu[0:4]), ("large", cpu[4:8])]:
     print(f"| {label} | {rc_:.2f} | {rs:.2f} | {cc:.2f} | {cs:.2f} |")
+inplace = [statistics.median(float(x) for x in a.split()) for a in sys.argv[17:23]]
+print("\nIn place (`r2seal migrate URL` on a server-side copy of the same objects; no rclone "
+      "equivalent), medians:\n")
+print("| workload | time | client CPU | Garage CPU |")
+print("|---|---|---|---|")
+for label, work, unit, (t, c, g) in [
+    (f"{small:,} x 4 KiB, 16 at once", small, "obj/s", inplace[0:3]),
+    (f"{large} x 64 MiB, 4 at once", large * 64, "MiB/s", inplace[3:6]),
+]:
+    print(f"| {label} | {t:.2f} s ({work / t:.0f} {unit}) | {c:.2f} s | {g:.2f} s |")
 PY

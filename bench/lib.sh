@@ -87,12 +87,26 @@ secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 # CPU seconds (user + system) process PID has used so far; 0 if there is none.
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# bench_measure CMD...: runs CMD (output dropped) and sets WALL (seconds), CPU (the CPU
+# Wait (at most 30 s) until the local Garage is idle: the background work a purge or a big
+# write leaves behind would otherwise be billed to whichever run comes next.
+bench_settle() {
+    local pid="${R2SEAL_GARAGE_PID:-0}" a b
+    [ "$pid" != 0 ] || return 0
+    for _ in $(seq 60); do
+        a="$(proc_cpu "$pid")"
+        sleep 0.5
+        b="$(proc_cpu "$pid")"
+        python3 -c "import sys; sys.exit(0 if $b - $a < 0.03 else 1)" && return 0
+    done
+}
+
+# bench_measure CMD...: waits for an idle server (bench_settle), then runs CMD (output dropped) and sets WALL (seconds), CPU (the CPU
 # seconds CMD and its children used) and SERVER_CPU (what the local Garage used meanwhile;
 # 0 against an endpoint set from outside). On a small machine the server shares the cores,
 # so these say where the time went.
 bench_measure() {
     local t0 t1 g0 report
+    bench_settle
     g0="$(proc_cpu "${R2SEAL_GARAGE_PID:-0}")"
     t0="$(now)"
     report="$( { TIMEFORMAT='%U %S'; time "$@" >/dev/null 2>&1; } 2>&1 )"
