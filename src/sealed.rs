@@ -1388,17 +1388,18 @@ impl SealedBucket {
         // The first window before answering, so that its errors (a conflicting write, a
         // corrupt object) are an error response rather than a cut body.
         let first_end = served.end.min(served.start + RANGE_WINDOW - 1);
-        let whole = RangePlan::new(
+        // The read's one GET ends where the chunk holding the range's last byte ends.
+        let last_byte = RangePlan::new(
             source.envelope.parts(),
             source.stored_size,
-            served.start,
+            served.end,
             served.end,
         )
         .map_err(|error| SealedError::Open {
             location: source.location.clone(),
             error,
         })?;
-        let span_end = whole.pieces.last().map_or(0, |p| p.chunks.1);
+        let span_end = last_byte.pieces.last().map_or(0, |p| p.chunks.1);
         let mut span = SpanReader::new(span_end);
         let (first, fetched) = source
             .window(served.start, first_end, &salts, &mut span)
