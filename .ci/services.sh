@@ -7,7 +7,8 @@
 #
 # - Garage 2.5.0, single node (`garage server --single-node --default-bucket`): the main
 #   S3-compatible server. Exports R2SEAL_TEST_S3_ENDPOINT, R2SEAL_TEST_S3_BUCKET,
-#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION=auto.
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION=auto. Metadata in sqlite
+#   (R2SEAL_GARAGE_DB_ENGINE=lmdb for Garage's other engine, e.g. to compare benchmarks).
 # - moto server: Garage accepts If-Match / If-None-Match on PutObject and ignores them, so
 #   the conditional-write tests run against moto, which enforces them (checked below on
 #   every start). Exports R2SEAL_TEST_S3_COND_ENDPOINT, R2SEAL_TEST_S3_COND_BUCKET,
@@ -177,7 +178,7 @@ r2seal_services_start() {
         cat >"$state/garage/garage.toml" <<EOF
 metadata_dir = "$state/garage/meta"
 data_dir = "$state/garage/data"
-db_engine = "sqlite"
+db_engine = "${R2SEAL_GARAGE_DB_ENGINE:-sqlite}"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$rpc_port"
 rpc_public_addr = "127.0.0.1:$rpc_port"
