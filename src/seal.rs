@@ -418,26 +418,67 @@ impl RangePlan {
         envelope: &Envelope,
         fetched: &[(&[u8], &[u8])],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let mut out = Zeroizing::new(Vec::new());
+        let wanted = self.open_into(envelope, fetched, &mut out)?;
+        out.truncate(wanted.end);
+        out.drain(..wanted.start);
+        Ok(out)
+    }
+
+    /// Like [`open`](Self::open), without copying: appends the plaintext of every
+    /// covering chunk to `out` and returns where the requested bytes lie in it (only
+    /// the first chunk has bytes before them, only the last after). On an error, `out`
+    /// is as it was.
+    pub fn open_into(
+        &self,
+        envelope: &Envelope,
+        fetched: &[(&[u8], &[u8])],
+        out: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>, Error> {
         if fetched.len() != self.pieces.len() {
             return Err(Error::Corrupt);
         }
-        let mut out = Zeroizing::new(Vec::with_capacity((self.end - self.start + 1) as usize));
-        let mut buf = Zeroizing::new(Vec::new());
+        let base = out.len();
+        // The chunks' stored size: a little more than their plaintext, one allocation.
+        let stored: u64 = self.pieces.iter().map(|p| p.chunks.1 - p.chunks.0).sum();
+        out.reserve(stored as usize);
+        let mut wanted = None::<std::ops::Range<usize>>;
         for (p, (salt, chunks)) in self.pieces.iter().zip(fetched) {
-            let salt: &[u8; PAYLOAD_NONCE_SIZE] = (*salt).try_into().map_err(|_| Error::Corrupt)?;
-            if chunks.len() as u64 != p.chunks.1 - p.chunks.0 {
-                return Err(Error::Corrupt);
+            let opened = (|| {
+                let salt: &[u8; PAYLOAD_NONCE_SIZE] =
+                    (*salt).try_into().map_err(|_| Error::Corrupt)?;
+                if chunks.len() as u64 != p.chunks.1 - p.chunks.0 {
+                    return Err(Error::Corrupt);
+                }
+                let key = match p.part_number {
+                    None => envelope.payload_key(salt),
+                    Some(n) => envelope.part_key(n, salt),
+                };
+                let at = out.len();
+                open_chunks(&key, p.first_chunk, p.ends_segment, chunks, out)?;
+                let from = at + p.skip as usize;
+                let to = from + p.take as usize;
+                // Pieces abut: bytes may be cut before the first and after the last only.
+                match &mut wanted {
+                    None => wanted = Some(from..to),
+                    Some(w) if w.end == at && from == at => w.end = to,
+                    Some(_) => return Err(Error::Corrupt),
+                }
+                Ok(())
+            })();
+            if let Err(e) = opened {
+                out[base..].fill(0);
+                out.truncate(base);
+                return Err(e);
             }
-            let key = match p.part_number {
-                None => envelope.payload_key(salt),
-                Some(n) => envelope.part_key(n, salt),
-            };
-            buf.clear();
-            open_chunks(&key, p.first_chunk, p.ends_segment, chunks, &mut buf)?;
-            let from = p.skip as usize;
-            out.extend_from_slice(&buf[from..from + p.take as usize]);
         }
-        Ok(out)
+        let wanted = wanted.ok_or(Error::Corrupt)?;
+        if wanted.end > out.len() {
+            out[base..].fill(0);
+            out.truncate(base);
+            return Err(Error::Corrupt);
+        }
+        Ok(wanted)
     }
 }
 
@@ -677,6 +718,21 @@ mod tests {
             &plan.open(&env, &fetched).unwrap()[..],
             &data[part - 2..=part + 2]
         );
+        // Without the copy: whole chunks appended after what `out` held, and where the
+        // range lies in them; a tampered second piece leaves `out` as it was.
+        let mut out = b"kept".to_vec();
+        let at = plan.open_into(&env, &fetched, &mut out).unwrap();
+        assert_eq!(&out[..4], b"kept");
+        assert_eq!(&out[at], &data[part - 2..=part + 2]);
+        let mut bad: Vec<u8> = fetched[1].1.to_vec();
+        bad[0] ^= 1;
+        let mut out = b"kept".to_vec();
+        let tampered = [fetched[0], (fetched[1].0, &bad[..])];
+        assert_eq!(
+            plan.open_into(&env, &tampered, &mut out),
+            Err(Error::Corrupt)
+        );
+        assert_eq!(out, b"kept");
         // Swap parts 1 and 2 (same stored size): the part-number binding catches it.
         let ps = layout.stored_size(0) as usize;
         let mut swapped = body.clone();

@@ -2561,9 +2561,13 @@ impl RangeSource {
             pieces.push((salt, cut(piece.chunks).ok_or_else(|| self.corrupt())?));
         }
         let views: Vec<(&[u8], &[u8])> = pieces.iter().map(|(s, c)| (&s[..], *c)).collect();
-        let mut plain = plan.open(&self.envelope, &views).map_err(open_err)?;
-        // Authenticated plaintext leaves for the client from here, as a whole get's does.
-        Ok((Bytes::from(std::mem::take(&mut *plain)), fetched_salts))
+        let mut plain = Vec::new();
+        let wanted = plan
+            .open_into(&self.envelope, &views, &mut plain)
+            .map_err(open_err)?;
+        // Authenticated plaintext leaves for the client from here, as a whole get's does
+        // (not zeroized: it is the caller's now). Cut, not copied.
+        Ok((Bytes::from(plain).slice(wanted), fetched_salts))
     }
 }
 
