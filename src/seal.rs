@@ -17,23 +17,71 @@ use crate::format::stream::{
 use crate::keys::{Identity, Recipient};
 use crate::Error;
 
+/// The STREAM half of a sealer: chunks sealed as plaintext arrives, the final one
+/// (flagged last) only at [`finish`](Self::finish). Shared by [`PayloadSealer`] and
+/// [`PartSealer`], which differ only in the key and the 16 bytes written before it.
+struct ChunkSealer {
+    key: StreamKey,
+    next_chunk: u64,
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl ChunkSealer {
+    fn new(key: StreamKey) -> Self {
+        ChunkSealer {
+            key,
+            next_chunk: 0,
+            pending: Zeroizing::new(Vec::new()),
+        }
+    }
+
+    fn is_started(&self) -> bool {
+        self.next_chunk > 0 || !self.pending.is_empty()
+    }
+
+    fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        // A full chunk may be the last one: seal only chunks that more bytes follow.
+        // Whole chunks are sealed straight from `input`; only a tail is buffered.
+        if !self.pending.is_empty() {
+            let need = CHUNK_SIZE - self.pending.len();
+            if input.len() <= need {
+                self.pending.extend_from_slice(input);
+                return;
+            }
+            self.pending.extend_from_slice(&input[..need]);
+            input = &input[need..];
+            seal_chunks(&self.key, self.next_chunk, false, &self.pending, out);
+            self.next_chunk += 1;
+            self.pending.clear();
+        }
+        let sealable = (input.len().saturating_sub(1) / CHUNK_SIZE) * CHUNK_SIZE;
+        if sealable > 0 {
+            seal_chunks(&self.key, self.next_chunk, false, &input[..sealable], out);
+            self.next_chunk += (sealable / CHUNK_SIZE) as u64;
+        }
+        self.pending.extend_from_slice(&input[sealable..]);
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        seal_chunks(&self.key, self.next_chunk, true, &self.pending, out);
+    }
+}
+
 /// Seals a single-stream payload: nonce ‖ STREAM chunks.
 ///
 /// Feed plaintext with [`update`](Self::update) in any slicing; call
 /// [`finish`](Self::finish) once at the end. The output is the body of the metadata
 /// form, or what follows the header in the file form.
 pub struct PayloadSealer {
-    key: StreamKey,
     nonce: [u8; PAYLOAD_NONCE_SIZE],
     nonce_written: bool,
-    next_chunk: u64,
-    pending: Zeroizing<Vec<u8>>,
+    chunks: ChunkSealer,
 }
 
 impl std::fmt::Debug for PayloadSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PayloadSealer")
-            .field("next_chunk", &self.next_chunk)
+            .field("next_chunk", &self.chunks.next_chunk)
             .finish_non_exhaustive()
     }
 }
@@ -57,11 +105,9 @@ impl PayloadSealer {
     #[doc(hidden)]
     pub fn with_nonce_for_vectors(envelope: &Envelope, nonce: [u8; PAYLOAD_NONCE_SIZE]) -> Self {
         PayloadSealer {
-            key: envelope.payload_key(&nonce),
             nonce,
             nonce_written: false,
-            next_chunk: 0,
-            pending: Zeroizing::new(Vec::new()),
+            chunks: ChunkSealer::new(envelope.payload_key(&nonce)),
         }
     }
 
@@ -74,39 +120,20 @@ impl PayloadSealer {
     /// After `update`: the sealer has already started the payload.
     pub fn into_stream(self) -> ([u8; PAYLOAD_NONCE_SIZE], StreamKey) {
         assert!(
-            !self.nonce_written && self.pending.is_empty(),
+            !self.nonce_written && !self.chunks.is_started(),
             "into_stream on a started sealer"
         );
-        (self.nonce, self.key)
+        (self.nonce, self.chunks.key)
     }
 
-    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.write_nonce(out);
-        // A full chunk may be the last one: seal only chunks that more bytes follow.
-        // Whole chunks are sealed straight from `input`; only a tail is buffered.
-        if !self.pending.is_empty() {
-            let need = CHUNK_SIZE - self.pending.len();
-            if input.len() <= need {
-                self.pending.extend_from_slice(input);
-                return;
-            }
-            self.pending.extend_from_slice(&input[..need]);
-            input = &input[need..];
-            seal_chunks(&self.key, self.next_chunk, false, &self.pending, out);
-            self.next_chunk += 1;
-            self.pending.clear();
-        }
-        let sealable = (input.len().saturating_sub(1) / CHUNK_SIZE) * CHUNK_SIZE;
-        if sealable > 0 {
-            seal_chunks(&self.key, self.next_chunk, false, &input[..sealable], out);
-            self.next_chunk += (sealable / CHUNK_SIZE) as u64;
-        }
-        self.pending.extend_from_slice(&input[sealable..]);
+        self.chunks.update(input, out);
     }
 
     pub fn finish(mut self, out: &mut Vec<u8>) {
         self.write_nonce(out);
-        seal_chunks(&self.key, self.next_chunk, true, &self.pending, out);
+        self.chunks.finish(out);
     }
 
     fn write_nonce(&mut self, out: &mut Vec<u8>) {
@@ -117,26 +144,86 @@ impl PayloadSealer {
     }
 }
 
-/// Seals one part of a parts-layout object (SECURITY.md §3.5): `salt ‖ STREAM`,
-/// under a key bound to `part_number`. Parts can be sealed in any order, in
-/// parallel, and re-sealed on retry (a fresh salt each time). Returns the salt the
-/// final header must commit to, and the part's stored bytes.
+/// Seals one part of a parts-layout object (SECURITY.md §3.5) incrementally:
+/// `salt ‖ STREAM`, under a key bound to `part_number` and a fresh salt. Feed the
+/// part's plaintext with [`update`](Self::update) in any slicing and call
+/// [`finish`](Self::finish) once at its end; the output is what [`seal_part`] returns
+/// for the same salt. `update` never writes the final chunk, so a part whose input
+/// fails before `finish` is never complete. The final header commits to
+/// [`salt`](Self::salt).
+pub struct PartSealer {
+    salt: [u8; PAYLOAD_NONCE_SIZE],
+    salt_written: bool,
+    chunks: ChunkSealer,
+}
+
+impl std::fmt::Debug for PartSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartSealer")
+            .field("next_chunk", &self.chunks.next_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartSealer {
+    /// A sealer for part `part_number` (from 1) under a fresh random salt. Parts can be
+    /// sealed in any order, in parallel, and re-sealed on retry (a new salt each time).
+    pub fn new(envelope: &Envelope, part_number: u32) -> Self {
+        let mut salt = [0u8; PAYLOAD_NONCE_SIZE];
+        crate::random::fill(&mut salt);
+        Self::with_salt_for_vectors(envelope, part_number, salt)
+    }
+
+    /// A sealer with a caller-chosen salt: for known-answer vectors and tests only.
+    /// Reusing a salt for the same part number and file key reuses the part's key.
+    #[doc(hidden)]
+    pub fn with_salt_for_vectors(
+        envelope: &Envelope,
+        part_number: u32,
+        salt: [u8; PAYLOAD_NONCE_SIZE],
+    ) -> Self {
+        PartSealer {
+            salt,
+            salt_written: false,
+            chunks: ChunkSealer::new(envelope.part_key(part_number, &salt)),
+        }
+    }
+
+    /// The salt the part's key comes from: what the final header commits to.
+    pub fn salt(&self) -> [u8; PAYLOAD_NONCE_SIZE] {
+        self.salt
+    }
+
+    pub fn update(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.write_salt(out);
+        self.chunks.update(input, out);
+    }
+
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.write_salt(out);
+        self.chunks.finish(out);
+    }
+
+    fn write_salt(&mut self, out: &mut Vec<u8>) {
+        if !self.salt_written {
+            out.extend_from_slice(&self.salt);
+            self.salt_written = true;
+        }
+    }
+}
+
+/// Seals one part of a parts-layout object held in memory: [`PartSealer`] in one go.
+/// Returns the salt the final header must commit to, and the part's stored bytes.
 pub fn seal_part(
     envelope: &Envelope,
     part_number: u32,
     plaintext: &[u8],
 ) -> ([u8; PAYLOAD_NONCE_SIZE], Vec<u8>) {
-    let mut salt = [0u8; PAYLOAD_NONCE_SIZE];
-    crate::random::fill(&mut salt);
+    let mut sealer = PartSealer::new(envelope, part_number);
+    let salt = sealer.salt();
     let mut out = Vec::with_capacity(stream::payload_len(plaintext.len() as u64) as usize);
-    out.extend_from_slice(&salt);
-    seal_chunks(
-        &envelope.part_key(part_number, &salt),
-        0,
-        true,
-        plaintext,
-        &mut out,
-    );
+    sealer.update(plaintext, &mut out);
+    sealer.finish(&mut out);
     (salt, out)
 }
 
@@ -632,6 +719,95 @@ mod tests {
             o.finish(&mut out).unwrap();
             assert_eq!(out, data);
         }
+    }
+
+    /// What a part is, written out: `salt ‖ STREAM` in one call of the chunk sealer.
+    fn part_by_definition(env: &Envelope, n: u32, salt: [u8; 16], plain: &[u8]) -> Vec<u8> {
+        let mut out = salt.to_vec();
+        seal_chunks(&env.part_key(n, &salt), 0, true, plain, &mut out);
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn part_sealer_in_any_slicing_is_seal_part(
+            len in proptest::prop_oneof![
+                0usize..300,
+                (CHUNK_SIZE - 2)..(CHUNK_SIZE + 2),
+                0usize..(3 * CHUNK_SIZE + 100),
+            ],
+            cuts in proptest::collection::vec(0usize..(3 * CHUNK_SIZE + 100), 0..8),
+            part_number in 1u32..=10_000,
+        ) {
+            let (id, r) = ids();
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let pending = Envelope::seal(&r, Binding { name: Some("p".into()), ..Default::default() }).unwrap();
+            let (salt, whole) = seal_part(&pending, part_number, &plain);
+            proptest::prop_assert_eq!(&whole, &part_by_definition(&pending, part_number, salt, &plain));
+
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort_unstable();
+            let mut sealer = PartSealer::with_salt_for_vectors(&pending, part_number, salt);
+            proptest::prop_assert_eq!(sealer.salt(), salt);
+            let mut streamed = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([len]) {
+                sealer.update(&plain[at..cut], &mut streamed);
+                // Everything but the final chunk may be out; the final one never is.
+                proptest::prop_assert!(streamed.len() < whole.len());
+                at = cut;
+            }
+            sealer.finish(&mut streamed);
+            proptest::prop_assert_eq!(&streamed, &whole);
+
+            // It opens as the only part of an object, when the layout says it is part 1.
+            if part_number == 1 {
+                let layout = PartsLayout::new(&[len as u64], &[salt]).unwrap();
+                let header = pending
+                    .rewrap(&r, Binding { name: Some("p".into()), parts: Some(layout), ..Default::default() })
+                    .unwrap()
+                    .into_header();
+                let opened = open_body(&header, &[id], Some("p"), &streamed).unwrap();
+                proptest::prop_assert_eq!(&opened.plaintext[..], &plain[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_parts_open_in_a_parts_object() {
+        let (id, r) = ids();
+        let binding = || Binding {
+            name: Some("k".into()),
+            ..Default::default()
+        };
+        let pending = Envelope::seal(&r, binding()).unwrap();
+        let part = CHUNK_SIZE + 5;
+        let data: Vec<u8> = (0..(2 * part + 9)).map(|i| (i % 241) as u8).collect();
+        let mut body = Vec::new();
+        let mut salts = Vec::new();
+        for (i, piece) in data.chunks(part).enumerate() {
+            let mut sealer = PartSealer::new(&pending, i as u32 + 1);
+            for slice in piece.chunks(1000) {
+                sealer.update(slice, &mut body);
+            }
+            salts.push(sealer.salt());
+            sealer.finish(&mut body);
+        }
+        let sizes: Vec<u64> = data.chunks(part).map(|p| p.len() as u64).collect();
+        let layout = PartsLayout::new(&sizes, &salts).unwrap();
+        let header = pending
+            .rewrap(
+                &r,
+                Binding {
+                    parts: Some(layout),
+                    ..binding()
+                },
+            )
+            .unwrap()
+            .into_header();
+        let opened = open_body(&header, &[id], Some("k"), &body).unwrap();
+        assert_eq!(&opened.plaintext[..], &data[..]);
     }
 
     #[test]

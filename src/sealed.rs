@@ -48,10 +48,11 @@ use crate::keys::keyring::Keyring;
 use crate::keys::KeyId;
 use crate::keys::{Identity, Recipient};
 use crate::names::{NameKey, MAX_STORED_KEY_LEN};
-use crate::seal::{plaintext_len, seal_part, PayloadOpener, PayloadSealer, RangePlan};
+use crate::seal::{plaintext_len, seal_part, PartSealer, PayloadOpener, PayloadSealer, RangePlan};
 use crate::store::{
     self, ByteRange, ContentRange, CopyOptions, GetOptions, MultipartUpload, ObjectInfo,
-    PartCopySource, ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MIN_PART_SIZE,
+    PartCopySource, ReplaceMetadata, Store, StoreError, UploadedPart, MAX_PARTS, MAX_PART_SIZE,
+    MIN_PART_SIZE,
 };
 use crate::Error;
 
@@ -1893,18 +1894,17 @@ impl SealedBucket {
 
     /// Seal part `part_number` (from 1) of `upload` with a fresh salt and upload it.
     /// Sending a number again replaces that part (its new salt wins at completion).
+    /// The part is held in memory; [`upload_sealed_part_stream`](Self::upload_sealed_part_stream)
+    /// streams one instead.
     pub async fn upload_sealed_part(
         &self,
         upload: &PartsUpload,
         part_number: u32,
         plaintext: &[u8],
     ) -> Res<SealedPart> {
-        if part_number == 0 || part_number > MAX_PARTS {
-            return Err(SealedError::Invalid {
-                location: self.location(&upload.key),
-                detail: format!("part number {part_number} is outside 1..={MAX_PARTS}"),
-            });
-        }
+        let plain_len = plaintext.len() as u64;
+        self.check_sealed_part(upload, part_number, plain_len)?;
+        // In memory, the store's client can send it again on a transient failure.
         let (salt, body) = seal_part(&upload.envelope, part_number, plaintext);
         let put = self
             .store
@@ -1918,8 +1918,72 @@ impl SealedBucket {
         Ok(SealedPart {
             part_number,
             salt,
-            size: plaintext.len() as u64,
+            size: plain_len,
             etag: put.etag,
+        })
+    }
+
+    /// [`upload_sealed_part`](Self::upload_sealed_part) from a stream of exactly
+    /// `plain_len` plaintext bytes, sealed as it arrives: memory holds a few chunks, not
+    /// the part. The sealed part's length is known up front (`payload_len(plain_len)`)
+    /// and sent as its Content-Length. The final STREAM chunk is sealed only once
+    /// `plaintext` has ended without an error after exactly `plain_len` bytes, so an
+    /// error from it (a checksum found wrong at the end of a client's body, a cut
+    /// connection) or a wrong length fails the upload before the part is complete: the
+    /// store keeps nothing of it. (A part sent earlier under this number stays on fs;
+    /// Garage 2.5 no longer completes with it, so send it again there.) That failure is
+    /// [`SealedError::Io`] with the stream's own error.
+    pub async fn upload_sealed_part_stream<S>(
+        &self,
+        upload: &PartsUpload,
+        part_number: u32,
+        plain_len: u64,
+        plaintext: S,
+    ) -> Res<SealedPart>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        self.check_sealed_part(upload, part_number, plain_len)?;
+        let sealer = PartSealer::new(&upload.envelope, part_number);
+        let salt = sealer.salt();
+        let input_failure = Arc::new(std::sync::Mutex::new(None));
+        let sealed = sealed_part_body(plaintext.boxed(), sealer, plain_len, input_failure.clone());
+        let put = self
+            .store
+            .upload_part_stream(
+                &upload.stored_key,
+                &upload.upload_id,
+                part_number,
+                payload_len(plain_len),
+                sealed,
+            )
+            .await;
+        // The input's own error, not the store's report of the request it broke.
+        if let Some(error) = input_failure.lock().expect("not poisoned").take() {
+            return Err(SealedError::Io {
+                location: self.location(&upload.key),
+                error,
+            });
+        }
+        Ok(SealedPart {
+            part_number,
+            salt,
+            size: plain_len,
+            etag: put?.etag,
+        })
+    }
+
+    fn check_sealed_part(&self, upload: &PartsUpload, part_number: u32, plain_len: u64) -> Res<()> {
+        let detail = if part_number == 0 || part_number > MAX_PARTS {
+            format!("part number {part_number} is outside 1..={MAX_PARTS}")
+        } else if payload_len(plain_len) > MAX_PART_SIZE {
+            format!("a part of {plain_len} bytes seals to more than the store's {MAX_PART_SIZE}-byte part limit")
+        } else {
+            return Ok(());
+        };
+        Err(SealedError::Invalid {
+            location: self.location(&upload.key),
+            detail,
         })
     }
 
@@ -2225,6 +2289,82 @@ impl Source<'_> {
         }
         Ok(batch)
     }
+}
+
+/// A part's plaintext, sealed as it arrives (`salt ‖ STREAM`, with `sealer`). The final
+/// chunk comes only after `plaintext` ended without an error after exactly `plain_len`
+/// bytes; otherwise the body fails there, and the input's error (or the wrong length) is
+/// kept in `input_failure` for the caller.
+fn sealed_part_body(
+    plaintext: BoxStream<'static, io::Result<Bytes>>,
+    sealer: PartSealer,
+    plain_len: u64,
+    input_failure: Arc<std::sync::Mutex<Option<io::Error>>>,
+) -> store::PartBody {
+    struct Sealing {
+        plaintext: BoxStream<'static, io::Result<Bytes>>,
+        sealer: Option<PartSealer>,
+        plain_len: u64,
+        seen: u64,
+        input_failure: Arc<std::sync::Mutex<Option<io::Error>>>,
+    }
+    let failed = |st: &Sealing, error: io::Error| {
+        let shown = io::Error::new(error.kind(), error.to_string());
+        *st.input_failure.lock().expect("not poisoned") = Some(error);
+        shown
+    };
+    let state = Sealing {
+        plaintext,
+        sealer: Some(sealer),
+        plain_len,
+        seen: 0,
+        input_failure,
+    };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        let mut out = Vec::new();
+        loop {
+            // Dropped after an error or the end: nothing follows.
+            let sealer = st.sealer.as_mut()?;
+            match st.plaintext.next().await {
+                Some(Ok(chunk)) => {
+                    st.seen += chunk.len() as u64;
+                    if st.seen > st.plain_len {
+                        st.sealer = None;
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the part is longer than its {} bytes", st.plain_len),
+                        );
+                        return Some((Err(failed(&st, e)), st));
+                    }
+                    sealer.update(&chunk, &mut out);
+                    if !out.is_empty() {
+                        return Some((Ok(Bytes::from(out)), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.sealer = None;
+                    return Some((Err(failed(&st, e)), st));
+                }
+                None if st.seen < st.plain_len => {
+                    st.sealer = None;
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the part ended after {} of its {} bytes",
+                            st.seen, st.plain_len
+                        ),
+                    );
+                    return Some((Err(failed(&st, e)), st));
+                }
+                None => {
+                    let sealer = st.sealer.take()?;
+                    sealer.finish(&mut out);
+                    return Some((Ok(Bytes::from(out)), st));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Slices the sealed payload into equal parts and uploads them concurrently.

@@ -101,6 +101,15 @@ impl Gateway {
 
     /// With `keyring`: seal by its policies, open with its keys, encrypt names if it says.
     fn start_with(up: &Upstream, upstream_endpoint: &str, keyring: Option<&Path>) -> Gateway {
+        Self::start_with_args(up, upstream_endpoint, keyring, &[])
+    }
+
+    fn start_with_args(
+        up: &Upstream,
+        upstream_endpoint: &str,
+        keyring: Option<&Path>,
+        extra: &[&str],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.txt");
         let out = Command::new(bin())
@@ -116,6 +125,7 @@ impl Gateway {
             Some(k) => cmd.arg("--keyring").arg(k),
             None => cmd.arg("-i").arg(&key),
         };
+        cmd.args(extra);
         let mut child = cmd
             .env("R2SEAL_GATEWAY_ACCESS_KEY_ID", GW_KEY)
             .env("R2SEAL_GATEWAY_SECRET_ACCESS_KEY", GW_SECRET)
@@ -1016,4 +1026,221 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
         down.assert_alive();
     }
     assert!(raw_objects(&up, &prefix).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Multipart parts stream through
+
+fn content_md5(body: &[u8]) -> String {
+    use base64::prelude::{Engine, BASE64_STANDARD};
+    use md5::{Digest, Md5};
+    BASE64_STANDARD.encode(Md5::digest(body))
+}
+
+fn md5_hex(body: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(body))
+}
+
+/// (part number, stored size, stored ETag) of the parts the upstream holds for an
+/// upload, asked of the upstream directly.
+fn upstream_parts(up: &Upstream, key: &str, upload_id: &str) -> Vec<(u64, u64, String)> {
+    let out = run(Command::new("aws")
+        .args(["--endpoint-url", &up.endpoint, "--region"])
+        .arg(std::env::var("AWS_REGION").unwrap_or_else(|_| "auto".into()))
+        .args(["s3api", "list-parts", "--bucket", &up.bucket, "--key", key])
+        .args(["--upload-id", upload_id])
+        .env("AWS_ACCESS_KEY_ID", &up.access)
+        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN"));
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new(); // the aws CLI prints nothing for an upload without parts
+    }
+    let v = json(&out);
+    v["Parts"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .map(|p| {
+                    (
+                        p["PartNumber"].as_u64().unwrap(),
+                        p["Size"].as_u64().unwrap(),
+                        p["ETag"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stored size of a part of `plain` bytes: salt ‖ 64 KiB chunks with 16-byte tags.
+fn sealed_len(plain: usize) -> u64 {
+    let chunks = plain.div_ceil(64 * 1024).max(1);
+    (16 + plain + 16 * chunks) as u64
+}
+
+#[test]
+fn parts_stream_past_the_buffer_limit_and_failed_parts_replace_nothing() {
+    let Some(up) = upstream() else { return };
+    if !have("curl", "--version") || !have("aws", "--version") {
+        return;
+    }
+    // 1 MiB: the most a part of unknown length may hold; parts with a length stream.
+    let mut gw = Gateway::start_with_args(&up, &up.endpoint, None, &["--max-part-size", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("stream");
+    let key = format!("{prefix}big.bin");
+    let obj = format!("/{}/{key}", up.bucket);
+    let good = format!("{GW_KEY}:{GW_SECRET}");
+    let file = |name: &str, body: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let first = pseudo_random(6 * 1024 * 1024 + 3, 7);
+    let last = pseudo_random(1024 * 1024 + 5, 8);
+    let other = pseudo_random(last.len(), 11); // seeds are made odd: not 9
+    let (first_path, last_path, other_path) = (
+        file("first", &first),
+        file("last", &last),
+        file("other", &other),
+    );
+
+    let (s, body) = curl(&gw, &good, &["-X", "POST"], &format!("{obj}?uploads="));
+    assert_eq!(s, 200, "{body}");
+    let upload_id = body
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|r| r.split("</UploadId>").next())
+        .expect("an upload id")
+        .to_string();
+    let part = |n: u32| format!("{obj}?partNumber={n}&uploadId={upload_id}");
+    let put_part = |n: u32, path: &str, md5: &str| {
+        let data = format!("@{path}");
+        let md5 = format!("Content-MD5: {md5}");
+        curl(
+            &gw,
+            &good,
+            &["-X", "PUT", "-H", &md5, "--data-binary", &data],
+            &part(n),
+        )
+    };
+
+    // A 6 MiB part with a wrong Content-MD5: BadDigest, and the upstream holds no part.
+    let (s, body) = put_part(1, &first_path, &content_md5(&last));
+    assert_eq!((s, code_of(&body)), (400, "BadDigest"), "{body}");
+    assert_eq!(upstream_parts(&up, &key, &upload_id), vec![]);
+    // Sent again, right: six times the 1 MiB limit, streamed (the aws CLI, its own way
+    // of declaring the length and checksum).
+    let out = run(aws(&gw)
+        .args([
+            "s3api",
+            "upload-part",
+            "--bucket",
+            &up.bucket,
+            "--key",
+            &key,
+        ])
+        .args(["--part-number", "1", "--upload-id", &upload_id, "--body"])
+        .arg(&first_path));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&md5_hex(&first)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (s, body) = put_part(2, &last_path, &content_md5(&last));
+    assert_eq!(s, 200, "{body}");
+    let recorded = upstream_parts(&up, &key, &upload_id);
+    let sizes: Vec<(u64, u64)> = recorded.iter().map(|(n, size, _)| (*n, *size)).collect();
+    assert_eq!(
+        sizes,
+        [(1, sealed_len(first.len())), (2, sealed_len(last.len()))]
+    );
+
+    // Attempts to replace part 2 that fail must leave it as it was, upstream and at the
+    // gateway: a wrong Content-MD5, a wrong CRC32, and a body cut short (the client
+    // declares 2 MiB, sends 1 MiB, and hangs up).
+    let (s, body) = put_part(2, &other_path, &content_md5(&last));
+    assert_eq!((s, code_of(&body)), (400, "BadDigest"), "{body}");
+    let data = format!("@{other_path}");
+    let (s, body) = curl(
+        &gw,
+        &good,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "x-amz-checksum-crc32: AAAAAA==",
+            "--data-binary",
+            &data,
+        ],
+        &part(2),
+    );
+    assert_eq!((s, code_of(&body)), (400, "BadDigest"), "{body}");
+    let cut = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            "--aws-sigv4",
+            "aws:amz:auto:s3",
+        ])
+        .args([
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--user",
+            &good,
+        ])
+        .args(["-X", "PUT", "-H"])
+        .arg(format!("Content-Length: {}", 2 * other.len()))
+        .args(["--data-binary", &data])
+        .arg(format!("{}{}", gw.url(), part(2)))
+        .status()
+        .unwrap();
+    assert_eq!(
+        cut.code(),
+        Some(28),
+        "curl did not time out waiting for an answer"
+    );
+    // The gateway saw the connection end; give it a moment to fail the upstream request.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(upstream_parts(&up, &key, &upload_id), recorded);
+
+    // Sent again, right, with other bytes; completed: the parts that succeeded, in order.
+    // (Garage needs the re-send: a failed UploadPart leaves an entry that shadows the
+    // part it did not replace, so completing with that part fails there.)
+    let (s, body) = put_part(2, &other_path, &content_md5(&other));
+    assert_eq!(s, 200, "{body}");
+    let parts = format!(
+        r#"{{"Parts":[{{"ETag":"\"{}\"","PartNumber":1}},{{"ETag":"\"{}\"","PartNumber":2}}]}}"#,
+        md5_hex(&first),
+        md5_hex(&other)
+    );
+    run(aws(&gw)
+        .args([
+            "s3api",
+            "complete-multipart-upload",
+            "--bucket",
+            &up.bucket,
+            "--key",
+            &key,
+        ])
+        .args(["--upload-id", &upload_id, "--multipart-upload", &parts]));
+    let back = dir.path().join("back");
+    run(aws(&gw)
+        .args(["s3api", "get-object", "--bucket", &up.bucket, "--key", &key])
+        .arg(&back));
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(got.len(), first.len() + other.len());
+    assert!(got == [first, other].concat(), "the object's bytes differ");
+    let raw = raw_objects(&up, &prefix);
+    assert!(raw.values().all(|(_, m)| m.contains_key("r2seal")));
+    run(aws(&gw)
+        .args(["s3", "rm", "--recursive", "--only-show-errors"])
+        .arg(format!("s3://{}/{prefix}", up.bucket)));
+    gw.assert_alive();
 }

@@ -29,7 +29,9 @@ pub struct GatewayConfig {
     /// The key pair clients sign requests with (SigV4).
     pub access_key_id: String,
     pub secret_access_key: Zeroizing<String>,
-    /// Largest part a client may upload (a part is held in memory while it is sealed).
+    /// Largest part a client may upload without declaring its length (no Content-Length,
+    /// no `x-amz-decoded-content-length`): such a part is held in memory while it is
+    /// sealed. Parts of declared length stream through, up to the upstream's 5 GiB limit.
     pub max_part_size: u64,
 }
 

@@ -274,6 +274,30 @@ impl Gateway {
         })
     }
 
+    /// A part body of unknown length, read whole (at most `max_part_size` bytes) and
+    /// checked against its declared checksums.
+    async fn buffered_part(
+        &self,
+        mut stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+    ) -> S3Result<zeroize::Zeroizing<Vec<u8>>> {
+        let mut plain = zeroize::Zeroizing::new(Vec::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match checksum::digest_mismatch(&e) {
+                Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
+                None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+            })?;
+            if plain.len() as u64 + chunk.len() as u64 > self.max_part_size {
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "a part without a Content-Length is held in memory: at most {} bytes (--max-part-size)",
+                    self.max_part_size
+                ));
+            }
+            plain.extend_from_slice(&chunk);
+        }
+        Ok(plain)
+    }
+
     /// The stored ETag a client's ETag stands for, or PreconditionFailed.
     async fn upstream_etag(
         &self,
@@ -1126,11 +1150,10 @@ impl S3 for Gateway {
             StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, io::Error>>())
         });
         let len = body_len(&body, input.content_length, &headers);
-        if len.is_some_and(|n| n > self.max_part_size) {
+        if len.is_some_and(|n| crate::format::stream::payload_len(n) > store::MAX_PART_SIZE) {
             return Err(s3_error!(
                 EntityTooLarge,
-                "parts above {} bytes are not accepted by this gateway",
-                self.max_part_size
+                "a part sealed must fit the upstream's 5 GiB part limit"
             ));
         }
         let declared = declared(
@@ -1144,33 +1167,29 @@ impl S3 for Gateway {
             ],
             &headers,
         );
-        let (mut stream, md5) = checksum::verified(body, declared, trailers);
-        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(len.unwrap_or(0) as usize));
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| match checksum::digest_mismatch(&e) {
-                Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
-                None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
-            })?;
-            if plain.len() as u64 + chunk.len() as u64 > self.max_part_size {
-                return Err(s3_error!(EntityTooLarge, "part too large for this gateway"));
+        let (stream, md5) = checksum::verified(body, declared, trailers);
+        let part = match len {
+            // Sealed as it arrives. A checksum is known wrong only at the end of the
+            // body, before the part's final chunk is sent: the upstream never gets it
+            // whole, and the part recorded below is only replaced on success.
+            Some(len) => bucket
+                .upload_sealed_part_stream(&upload.parts_upload, number, len, stream)
+                .await
+                .map_err(|e| sealed_error(&e, Ctx::Upload))?,
+            // No length to send upstream: the part is read into memory first.
+            None => {
+                let plain = self.buffered_part(stream).await?;
+                bucket
+                    .upload_sealed_part(&upload.parts_upload, number, &plain)
+                    .await
+                    .map_err(|e| sealed_error(&e, Ctx::Upload))?
             }
-            plain.extend_from_slice(&chunk);
-        }
-        if len.is_some_and(|n| n != plain.len() as u64) {
-            return Err(s3_error!(
-                IncompleteBody,
-                "the body is not Content-Length bytes"
-            ));
-        }
+        };
         let md5 = md5
             .lock()
             .expect("not poisoned")
             .take()
             .ok_or_else(|| s3_error!(InternalError, "the body ended without a digest"))?;
-        let part = bucket
-            .upload_sealed_part(&upload.parts_upload, number, &plain)
-            .await
-            .map_err(|e| sealed_error(&e, Ctx::Upload))?;
         upload
             .parts
             .lock()

@@ -42,9 +42,9 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
-    check_put_options, etag_eq, ByteRange, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage,
-    MultipartUpload, ObjectInfo, ObjectMeta, Op, PartCopySource, PutOptions, PutResult, Store,
-    StoreError, UploadedPart, MIN_PART_SIZE,
+    check_put_options, etag_eq, exact_len, part_body_error, ByteRange, CopyOptions, ErrorKind,
+    GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartBody,
+    PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart, MIN_PART_SIZE,
 };
 
 /// Name of the hidden directory under the root that holds everything but object bodies.
@@ -52,6 +52,8 @@ pub const META_DIR: &str = ".r2seal-meta";
 const SIDECAR_VERSION: u32 = 1;
 /// Chunk size of a streamed get.
 const READ_CHUNK: usize = 256 * 1024;
+/// A streamed part is written to its temp file in batches of about this many bytes.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// A store in a local directory. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -848,6 +850,84 @@ impl Store for FsStore {
                 part_number,
                 etag: quoted_md5(&body),
             })
+        })
+        .await
+    }
+
+    /// Written to a temp file batch by batch on blocking threads; only the final rename,
+    /// once the body ended after exactly `len` bytes, makes it the part.
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        body: PartBody,
+    ) -> Res<UploadedPart> {
+        use futures_util::StreamExt;
+        let op = Op::UploadPart;
+        let i = &self.inner;
+        let bad = |m: &str| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
+        check_fs_key(key).map_err(bad)?;
+        check_part_number(part_number).map_err(bad)?;
+        let (k, id) = (key.to_string(), upload_id.to_string());
+        let mut tmp = self
+            .blocking(op, key, move |i| {
+                i.read_upload(op, &k, &id)?;
+                i.temp_file(op, &k)
+            })
+            .await?;
+        let mut md5 = Md5::new();
+        let mut body = exact_len(body, len);
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0;
+        loop {
+            // An error drops `tmp`, which removes the file.
+            let next = body
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| part_body_error(i.loc(key), e))?;
+            let ended = next.is_none();
+            if let Some(chunk) = next {
+                md5.update(&chunk);
+                batched += chunk.len();
+                batch.push(chunk);
+            }
+            if batched >= WRITE_BATCH || (ended && !batch.is_empty()) {
+                let pieces = std::mem::take(&mut batch);
+                batched = 0;
+                let k = key.to_string();
+                tmp = self
+                    .blocking(op, key, move |i| {
+                        for piece in &pieces {
+                            tmp.file()
+                                .write_all(piece)
+                                .map_err(|e| i.io_err(op, &k, e))?;
+                        }
+                        Ok(tmp)
+                    })
+                    .await?;
+            }
+            if ended {
+                break;
+            }
+        }
+        let etag = format!("\"{}\"", hex(&md5.finalize()));
+        let (k, id) = (key.to_string(), upload_id.to_string());
+        self.blocking(op, key, move |i| {
+            tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
+            let dest = i.upload_dir(&id).join(format!("part-{part_number:05}"));
+            // Fails if the upload was aborted meanwhile (its directory is gone).
+            tmp.persist(&dest).map_err(|e| {
+                if is_absent(&e) {
+                    i.err(op, &k, ErrorKind::NotFound)
+                        .with_detail(format!("no such multipart upload: {id}"))
+                } else {
+                    i.io_err(op, &k, e)
+                }
+            })?;
+            Ok(UploadedPart { part_number, etag })
         })
         .await
     }

@@ -9,8 +9,9 @@
 //! - Keys are relative to the store's root (a bucket plus an optional prefix); they are
 //!   non-empty UTF-8, at most 1024 bytes. `fs` additionally refuses keys that are not
 //!   plain relative paths (see [`fs`]).
-//! - Bodies are [`Bytes`] of known length: a put is one request with a Content-Length,
-//!   never a stream of unknown length (R2 refuses those). Large objects go multipart.
+//! - Bodies are of known length: a put is one request with a Content-Length, never a
+//!   stream of unknown length (R2 refuses those). Large objects go multipart. Only
+//!   [`Store::upload_part_stream`] takes a stream, of a length declared up front.
 //! - ETags are returned as the store gives them, quoted (`"<hex md5>"` for a single put,
 //!   `"<hex md5 of the part md5s>-N"` for a multipart upload on the stores tested here).
 //! - User metadata keys must be lowercase `[a-z0-9-]` (S3 lowercases header names, so
@@ -23,12 +24,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 pub use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
 use futures_util::TryStreamExt;
 
 pub mod fs;
@@ -37,6 +41,8 @@ pub mod s3;
 
 /// Smallest part S3 and R2 accept for every part of a multipart upload but the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest part S3 and R2 accept in a multipart upload.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Largest number of parts in one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
 /// Longest key S3 accepts, in bytes (prefix included).
@@ -46,6 +52,10 @@ pub const DEFAULT_MAX_KEYS: u32 = 1000;
 
 /// An object body as it arrives: chunks of bytes, each possibly an error.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// A part body as the caller produces it, for [`Store::upload_part_stream`]: chunks of
+/// bytes, each possibly an error (which fails the upload of the part).
+pub type PartBody = BoxStream<'static, io::Result<Bytes>>;
 
 /// Options for a put (and for the object a multipart upload will create).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,6 +369,36 @@ pub trait Store: Send + Sync + fmt::Debug {
         part_number: u32,
         body: Bytes,
     ) -> Result<UploadedPart, StoreError>;
+
+    /// [`upload_part`](Self::upload_part) from a stream of exactly `len` bytes, so that a
+    /// large part need not be held in memory. The part is stored only if `body` ends
+    /// without an error after exactly `len` bytes; an error from `body`, or a body shorter
+    /// or longer than `len`, fails the call and stores none of its bytes. (A part uploaded
+    /// earlier under the same number stays on fs; Garage 2.5 then refuses to complete with
+    /// it, so send it again.) Such a failure is [`ErrorKind::InvalidRequest`] and not
+    /// retryable (the stream is spent), with the body's own error as its source.
+    ///
+    /// The default collects the stream and calls `upload_part`, so that wrappers written
+    /// before this method existed keep working; both backends stream, and a wrapper
+    /// should forward it.
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        body: PartBody,
+    ) -> Result<UploadedPart, StoreError> {
+        let location = || format!("{}/{key}", self.url().trim_end_matches('/'));
+        let mut collected = Vec::new();
+        let mut body = exact_len(body, len);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| part_body_error(location(), e))?;
+            collected.extend_from_slice(&chunk);
+        }
+        self.upload_part(key, upload_id, part_number, collected.into())
+            .await
+    }
 
     /// Fill part `part_number` with bytes of another object, server-side (S3
     /// `UploadPartCopy`): nothing passes through the client. This is how objects over the
@@ -687,6 +727,92 @@ fn one_line(s: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Streamed part bodies
+
+/// `body`, checked to hold exactly `len` bytes: a chunk that would go past `len` is an
+/// error instead, and so is an end before `len`. The chunk that completes `len` is held
+/// until `body` has ended without an error: an HTTP client stops reading a body at its
+/// Content-Length, so a longer body (or a late error) would otherwise go unnoticed and
+/// the part be stored. Nothing follows an error.
+pub(crate) fn exact_len(body: PartBody, len: u64) -> ExactLen {
+    ExactLen {
+        body,
+        remaining: len,
+        held: None,
+        done: false,
+    }
+}
+
+pub(crate) struct ExactLen {
+    body: PartBody,
+    /// Bytes still to come from `body`.
+    remaining: u64,
+    /// The last chunk, until `body` ended.
+    held: Option<Bytes>,
+    done: bool,
+}
+
+impl ExactLen {
+    /// Bytes this stream has still to yield.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.remaining + self.held.as_ref().map_or(0, |b| b.len() as u64)
+    }
+}
+
+impl Stream for ExactLen {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let failure = loop {
+            match futures_util::ready!(self.body.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) if chunk.len() as u64 > self.remaining => {
+                    break io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the part's body is longer than its declared length",
+                    )
+                }
+                Some(Ok(chunk)) => {
+                    self.remaining -= chunk.len() as u64;
+                    if self.remaining > 0 {
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    self.held = Some(chunk);
+                }
+                Some(Err(e)) => break e,
+                None if self.remaining > 0 => {
+                    break io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the part's body ended {} bytes short of its declared length",
+                            self.remaining
+                        ),
+                    )
+                }
+                None => {
+                    self.done = true;
+                    return Poll::Ready(self.held.take().map(Ok));
+                }
+            }
+        };
+        self.done = true;
+        self.held = None;
+        Poll::Ready(Some(Err(failure)))
+    }
+}
+
+/// The failure of a part whose body failed (or was not its declared length).
+pub(crate) fn part_body_error(location: String, e: io::Error) -> StoreError {
+    StoreError::new(Op::UploadPart, location, ErrorKind::InvalidRequest)
+        .with_detail(format!("the part's body failed: {e}"))
+        .with_retryable(false)
+        .with_source(e)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,10 +13,18 @@
 //! - checksums: request calculation and response validation only "when required". Since
 //!   aws-sdk-s3 1.69 the default adds CRC32 trailers (aws-chunked bodies) that R2 and
 //!   several S3-compatible servers reject or mis-store.
-//! - bodies: always `Bytes` with a known Content-Length.
+//! - bodies: `Bytes` with a known Content-Length, or for a streamed part
+//!   ([`Store::upload_part_stream`]) a stream with its exact Content-Length. A streamed
+//!   body cannot be hashed before it is sent, so it goes `UNSIGNED-PAYLOAD` (the bytes
+//!   are ciphertext, authenticated when read), and the SDK cannot replay it: a failed
+//!   attempt is not retried.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -39,9 +47,9 @@ use zeroize::Zeroizing;
 
 use super::{
     check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
-    check_put_options, ByteRange, ContentRange, CopyOptions, ErrorKind, GetOptions, GetResult,
-    ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartCopySource, PutOptions, PutResult,
-    Store, StoreError, UploadedPart,
+    check_put_options, exact_len, part_body_error, ByteRange, ContentRange, CopyOptions, ErrorKind,
+    ExactLen, GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op,
+    PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
 type Res<T> = Result<T, StoreError>;
@@ -454,6 +462,42 @@ impl S3Store {
 
     fn invalid(&self, op: Op, key: &str, m: &str) -> StoreError {
         StoreError::new(op, self.loc(key), ErrorKind::InvalidRequest).with_detail(m)
+    }
+}
+
+/// A streamed part as an http-body 1.x body. The error it yields is kept in `failure`
+/// as well, since the SDK reports it only as a dispatch failure. (`Mutex`: the SDK wants
+/// a `Sync` body; it is only ever polled through `&mut`.)
+struct StreamedBody {
+    body: Mutex<ExactLen>,
+    failure: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl http_body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        use futures_util::StreamExt;
+        let this = self.get_mut();
+        let body = this.body.get_mut().expect("not poisoned");
+        match futures_util::ready!(body.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+            Some(Err(e)) => {
+                let shown = io::Error::new(e.kind(), e.to_string());
+                *this.failure.lock().expect("not poisoned") = Some(e);
+                Poll::Ready(Some(Err(shown)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let remaining = self.body.lock().expect("not poisoned").remaining();
+        http_body::SizeHint::with_exact(remaining)
     }
 }
 
@@ -884,6 +928,53 @@ impl Store for S3Store {
         Ok(UploadedPart { part_number, etag })
     }
 
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        body: PartBody,
+    ) -> Res<UploadedPart> {
+        let op = Op::UploadPart;
+        let full = self.check(op, key)?;
+        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
+        let failure = Arc::new(Mutex::new(None));
+        let body = StreamedBody {
+            body: Mutex::new(exact_len(body, len)),
+            failure: failure.clone(),
+        };
+        // Content-Length is `len`: a body that fails or ends early leaves the server with
+        // a short request, which it discards, and the SDK cannot retry a stream.
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .content_length(len as i64)
+            .body(SdkByteStream::from_body_1_x(body))
+            .send()
+            .await;
+        // The body's own error says more than the SDK's "dispatch failure" around it.
+        let failed = failure.lock().expect("not poisoned").take();
+        let out = match (out, failed) {
+            (Err(_), Some(e)) => return Err(part_body_error(self.loc(key), e)),
+            (Err(e), None) => return Err(map_err(op, self.loc(key), e)),
+            (Ok(_), Some(e)) => {
+                // Never seen (the server cannot answer a part it did not get whole), but
+                // a part whose body failed must not be reported as uploaded.
+                return Err(part_body_error(self.loc(key), e));
+            }
+            (Ok(out), None) => out,
+        };
+        let etag = out.e_tag().map(str::to_string).ok_or_else(|| {
+            StoreError::new(op, self.loc(key), ErrorKind::Other).with_detail("no ETag for the part")
+        })?;
+        Ok(UploadedPart { part_number, etag })
+    }
+
     async fn upload_part_copy(
         &self,
         key: &str,
@@ -1063,6 +1154,163 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains(SECRET) && !format!("{e:?}").contains(SECRET));
+    }
+
+    /// What a loopback S3 stand-in saw of one connection: the request's declared
+    /// Content-Length and the body bytes that arrived before it ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Seen {
+        declared: usize,
+        received: usize,
+    }
+
+    /// A server that reads each request's body and answers 200 with an ETag when the
+    /// body arrived whole and `answer` is set; otherwise it hangs up without a word.
+    fn stand_in(answer: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    buf.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let declared = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if head.contains("expect: 100-continue") {
+                    let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                let mut received = 0;
+                let mut chunk = [0u8; 8192];
+                while received < declared {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => received += n,
+                    }
+                }
+                log.lock().unwrap().push(Seen { declared, received });
+                if answer && received == declared {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        (url, seen)
+    }
+
+    /// What the stand-in saw, once it logged `n` connections or a second passed.
+    fn settled(seen: &Mutex<Vec<Seen>>, n: usize) -> Vec<Seen> {
+        for _ in 0..20 {
+            if seen.lock().unwrap().len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen.lock().unwrap().clone()
+    }
+
+    fn stand_in_store(url: &str) -> S3Store {
+        let opts = S3Options {
+            endpoint: Some(url.to_string()),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            ..Default::default()
+        };
+        rt().block_on(S3Store::new("bucket", "", opts)).unwrap()
+    }
+
+    /// `pieces` with a pause before each and before the end, so that what came before
+    /// is on the wire when the next thing (an error, the end) happens.
+    fn body_of(pieces: Vec<io::Result<Bytes>>) -> PartBody {
+        use futures_util::StreamExt;
+        let pause = || tokio::time::sleep(Duration::from_millis(50));
+        futures_util::stream::iter(pieces.into_iter().map(Some).chain([None]))
+            .then(move |item| async move {
+                pause().await;
+                item
+            })
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(std::future::ready)
+            .boxed()
+    }
+
+    #[test]
+    fn a_streamed_part_that_fails_reaches_the_server_short_and_once() {
+        let (url, seen) = stand_in(true);
+        let store = stand_in_store(&url);
+        let rt = rt();
+        let piece = || Ok(Bytes::from(vec![7u8; 1000]));
+        let ok = rt
+            .block_on(store.upload_part_stream(
+                "k",
+                "u",
+                1,
+                3000,
+                body_of(vec![piece(), piece(), piece()]),
+            ))
+            .expect("a whole body");
+        assert_eq!(ok.etag, "\"abc\"");
+        let cases: [(&str, Vec<io::Result<Bytes>>); 3] = [
+            (
+                "fails",
+                vec![piece(), Err(io::Error::other("client went away"))],
+            ),
+            ("ends short", vec![piece(), piece()]),
+            ("runs long", vec![piece(), piece(), piece(), piece()]),
+        ];
+        for (what, pieces) in cases {
+            let e = rt
+                .block_on(store.upload_part_stream("k", "u", 1, 3000, body_of(pieces)))
+                .expect_err(what);
+            assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{what}: {e}");
+            assert!(!e.is_retryable(), "{what}: {e}");
+        }
+        // Every failed body reached the server short of its Content-Length, once: a
+        // stream is not sent again.
+        let seen = settled(&seen, 4);
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(
+            seen[0],
+            Seen {
+                declared: 3000,
+                received: 3000
+            }
+        );
+        for s in &seen[1..] {
+            assert!(s.declared == 3000 && s.received < 3000, "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_streamed_part_is_not_retried_where_bytes_would_be() {
+        let (url, seen) = stand_in(false);
+        let store = stand_in_store(&url);
+        let rt = rt();
+        let e = rt
+            .block_on(store.upload_part_stream(
+                "k",
+                "u",
+                1,
+                10,
+                body_of(vec![Ok(Bytes::from(vec![1u8; 10]))]),
+            ))
+            .expect_err("no answer");
+        assert!(e.is_retryable(), "a network failure: {e}");
+        assert_eq!(settled(&seen, 2).len(), 1, "a stream was sent again");
+        // The same part from memory: the SDK tries again on its own.
+        rt.block_on(store.upload_part("k", "u", 1, Bytes::from(vec![1u8; 10])))
+            .expect_err("no answer");
+        assert!(settled(&seen, 3).len() >= 3, "{:?}", seen.lock().unwrap());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use futures_util::stream::StreamExt;
 use r2seal::store::fs::FsStore;
 use r2seal::store::{
     ByteRange, Bytes, CopyOptions, ErrorKind, GetOptions, GetResult, ListPage, MultipartUpload,
-    ObjectInfo, Op, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
+    ObjectInfo, Op, PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError,
+    UploadedPart,
 };
 
 /// A current-thread runtime: the crate enables no more of tokio than the store needs.
@@ -296,7 +297,7 @@ pub struct Watched {
     /// GET body bytes received (counted as the stream is read).
     down: Arc<AtomicU64>,
     /// PUT and part body bytes sent.
-    up: AtomicU64,
+    up: Arc<AtomicU64>,
     interfere: Mutex<Option<Interfere>>,
     /// The last body "someone else" wrote to each key.
     their_writes: Mutex<BTreeMap<String, Bytes>>,
@@ -310,7 +311,7 @@ impl Watched {
             inner,
             calls: Mutex::default(),
             down: Arc::default(),
-            up: AtomicU64::new(0),
+            up: Arc::default(),
             interfere: Mutex::new(None),
             their_writes: Mutex::default(),
             slow_get: Mutex::default(),
@@ -562,6 +563,27 @@ impl Store for Watched {
         self.up.fetch_add(body.len() as u64, Ordering::SeqCst);
         self.inner
             .upload_part(key, upload_id, part_number, body)
+            .await
+    }
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        body: PartBody,
+    ) -> Result<UploadedPart, StoreError> {
+        self.log(Call::UploadPart { len: len as usize });
+        let up = self.up.clone();
+        let body = body
+            .inspect(move |chunk| {
+                if let Ok(b) = chunk {
+                    up.fetch_add(b.len() as u64, Ordering::SeqCst);
+                }
+            })
+            .boxed();
+        self.inner
+            .upload_part_stream(key, upload_id, part_number, len, body)
             .await
     }
     async fn upload_part_copy(

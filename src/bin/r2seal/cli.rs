@@ -626,7 +626,9 @@ pub struct GatewayArgs {
     /// key pair reads plaintext: put TLS in front)
     #[arg(long)]
     pub allow_public: bool,
-    /// Largest multipart part a client may send, in MiB (held in memory while sealed)
+    /// Largest multipart part a client may send without declaring its length, in MiB
+    /// (such a part is held in memory while sealed; parts with a Content-Length stream
+    /// through in bounded memory, up to S3's 5 GiB part limit)
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub max_part_size: u64,
 }
