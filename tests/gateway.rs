@@ -992,12 +992,7 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     // is told NoSuchUpload, and can still abort the upstream upload.
     let (s, body) = curl(&gw, &good, &["-X", "POST"], &format!("{obj}?uploads="));
     assert_eq!(s, 200, "{body}");
-    let upload_id = body
-        .split("<UploadId>")
-        .nth(1)
-        .and_then(|r| r.split("</UploadId>").next())
-        .expect("an upload id")
-        .to_string();
+    let upload_id = upload_id_of(&body);
     let mut restarted = Gateway::start(&up, &up.endpoint);
     let part = format!("{obj}?partNumber=1&uploadId={upload_id}");
     let (s, body) = curl(&restarted, &good, &put, &part);
@@ -1110,12 +1105,7 @@ fn parts_stream_past_the_buffer_limit_and_failed_parts_replace_nothing() {
 
     let (s, body) = curl(&gw, &good, &["-X", "POST"], &format!("{obj}?uploads="));
     assert_eq!(s, 200, "{body}");
-    let upload_id = body
-        .split("<UploadId>")
-        .nth(1)
-        .and_then(|r| r.split("</UploadId>").next())
-        .expect("an upload id")
-        .to_string();
+    let upload_id = upload_id_of(&body);
     let part = |n: u32| format!("{obj}?partNumber={n}&uploadId={upload_id}");
     let put_part = |n: u32, path: &str, md5: &str| {
         let data = format!("@{path}");
@@ -1243,4 +1233,13 @@ fn parts_stream_past_the_buffer_limit_and_failed_parts_replace_nothing() {
         .args(["s3", "rm", "--recursive", "--only-show-errors"])
         .arg(format!("s3://{}/{prefix}", up.bucket)));
     gw.assert_alive();
+}
+
+/// The UploadId of a CreateMultipartUpload answer.
+fn upload_id_of(xml: &str) -> String {
+    xml.split("<UploadId>")
+        .nth(1)
+        .and_then(|r| r.split("</UploadId>").next())
+        .expect("an upload id")
+        .to_string()
 }

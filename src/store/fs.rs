@@ -215,6 +215,30 @@ impl Inner {
         self.lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Make a written (and synced) temp file part `part_number` of upload `upload_id`,
+    /// replacing an earlier attempt. Fails if the upload was aborted meanwhile (its
+    /// directory is gone).
+    fn persist_part(
+        &self,
+        op: Op,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        tmp: TempFile,
+    ) -> Res<()> {
+        let dest = self
+            .upload_dir(upload_id)
+            .join(format!("part-{part_number:05}"));
+        tmp.persist(&dest).map_err(|e| {
+            if is_absent(&e) {
+                self.err(op, key, ErrorKind::NotFound)
+                    .with_detail(format!("no such multipart upload: {upload_id}"))
+            } else {
+                self.io_err(op, key, e)
+            }
+        })
+    }
+
     /// A new temp file in the tmp dir, removed on drop unless persisted.
     fn temp_file(&self, op: Op, key: &str) -> Res<TempFile> {
         let path = self.meta_dir().join("tmp").join(random_hex(12));
@@ -836,16 +860,7 @@ impl Store for FsStore {
             i.read_upload(op, &k, &id)?;
             let mut tmp = i.temp_file(op, &k)?;
             tmp.write_all_sync(&body).map_err(|e| i.io_err(op, &k, e))?;
-            let dest = i.upload_dir(&id).join(format!("part-{part_number:05}"));
-            // Fails if the upload was aborted meanwhile (its directory is gone).
-            tmp.persist(&dest).map_err(|e| {
-                if is_absent(&e) {
-                    i.err(op, &k, ErrorKind::NotFound)
-                        .with_detail(format!("no such multipart upload: {id}"))
-                } else {
-                    i.io_err(op, &k, e)
-                }
-            })?;
+            i.persist_part(op, &k, &id, part_number, tmp)?;
             Ok(UploadedPart {
                 part_number,
                 etag: quoted_md5(&body),
@@ -917,16 +932,7 @@ impl Store for FsStore {
         let (k, id) = (key.to_string(), upload_id.to_string());
         self.blocking(op, key, move |i| {
             tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
-            let dest = i.upload_dir(&id).join(format!("part-{part_number:05}"));
-            // Fails if the upload was aborted meanwhile (its directory is gone).
-            tmp.persist(&dest).map_err(|e| {
-                if is_absent(&e) {
-                    i.err(op, &k, ErrorKind::NotFound)
-                        .with_detail(format!("no such multipart upload: {id}"))
-                } else {
-                    i.io_err(op, &k, e)
-                }
-            })?;
+            i.persist_part(op, &k, &id, part_number, tmp)?;
             Ok(UploadedPart { part_number, etag })
         })
         .await
@@ -996,15 +1002,7 @@ impl Store for FsStore {
                 left -= n as u64;
             }
             tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
-            let dest = i.upload_dir(&id).join(format!("part-{part_number:05}"));
-            tmp.persist(&dest).map_err(|e| {
-                if is_absent(&e) {
-                    i.err(op, &k, ErrorKind::NotFound)
-                        .with_detail(format!("no such multipart upload: {id}"))
-                } else {
-                    i.io_err(op, &k, e)
-                }
-            })?;
+            i.persist_part(op, &k, &id, part_number, tmp)?;
             Ok(UploadedPart {
                 part_number,
                 etag: format!("\"{}\"", hex(&h.finalize())),
