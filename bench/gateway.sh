@@ -82,13 +82,13 @@ rc check "$WORK/small" "gateway:$BUCKET/$RUN/gateway-small-$ROUNDS" >&2
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" $1; }
 mkdir -p bench/out
 {
-    echo "| workload | direct | through the gateway | direct ÷ gateway time |"
-    echo "|---|---|---|---|"
+    echo "| workload | direct | through the gateway | direct ÷ gateway time | runs (direct; gateway) |"
+    echo "|---|---|---|---|---|"
     for w in big small; do
         for dir in up down; do
             d="$(median "${T[garage-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
             label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
-            echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |"
+            echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |${T[garage-$w-$dir]};${T[gateway-$w-$dir]} |"
         done
     done
     echo
