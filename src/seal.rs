@@ -645,7 +645,10 @@ pub fn open_body(
 
 /// Seals `plaintext` as the parts layout, `part_size` plaintext bytes per part:
 /// what a writer that learns the part count only at the end produces. For tests,
-/// vectors and tools; real uploaders call [`seal_part`] per part.
+/// vectors and tools; real uploaders call [`seal_part`] per part. The header does not
+/// carry the part salts (`r2seal-salts`; `binding.part_salts` is ignored): it is that
+/// of an object of more than [`PartsLayout::MAX_SALTS_IN_HEADER`] parts, or written
+/// before that stanza. Rewrap the envelope with the salts for the other kind.
 pub fn seal_parts(
     recipients: &[Recipient],
     binding: Binding,
@@ -656,6 +659,7 @@ pub fn seal_parts(
         recipients,
         Binding {
             parts: None,
+            part_salts: None,
             ..binding.clone()
         },
     )?;
@@ -677,6 +681,7 @@ pub fn seal_parts(
         recipients,
         Binding {
             parts: Some(layout),
+            part_salts: None,
             ..binding
         },
     )?;

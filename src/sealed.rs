@@ -944,6 +944,7 @@ impl SealedBucket {
                 name: Some(name),
                 metadata: Some(metadata),
                 parts: None,
+                part_salts: None,
             },
         )
         .map_err(seal_err)?;
@@ -1358,8 +1359,10 @@ impl SealedBucket {
                 location: location.clone(),
                 detail: format!("range not satisfiable: the object has {} bytes", head.size),
             })?;
-        let salts: Arc<Salts> = match envelope.parts() {
-            Some(layout) => {
+        let salts: Arc<Salts> = match (envelope.parts(), envelope.part_salts()) {
+            // The header carries the salts, already checked against its digest: no GET.
+            (Some(layout), Some(salts)) => Arc::new(self.header_salts(key, &info, layout, salts)?),
+            (Some(layout), None) => {
                 let id = (skey.clone(), info.meta.etag.clone(), layout.salts_digest);
                 let cell = {
                     let mut cache = self.checked_salts.lock().expect("not poisoned");
@@ -1376,7 +1379,7 @@ impl SealedBucket {
                     .await?;
                 checked.clone()
             }
-            None => Arc::default(),
+            (None, _) => Arc::default(),
         };
         let source = Arc::new(RangeSource {
             store: self.store.clone(),
@@ -1421,6 +1424,27 @@ impl SealedBucket {
             range: Some(served),
             body,
         })
+    }
+
+    /// The checked salts (stored offset → salt) from the header's `r2seal-salts`.
+    fn header_salts(
+        &self,
+        key: &str,
+        info: &ObjectInfo,
+        layout: &PartsLayout,
+        salts: &[[u8; PAYLOAD_NONCE_SIZE]],
+    ) -> Res<HashMap<u64, Vec<u8>>> {
+        if layout.stored_len() != info.meta.size || salts.len() != layout.count as usize {
+            return Err(SealedError::Open {
+                location: self.location(key),
+                error: Error::Corrupt,
+            });
+        }
+        let stride = layout.stored_size(0);
+        Ok((0u64..)
+            .zip(salts)
+            .map(|(i, salt)| (i * stride, salt.to_vec()))
+            .collect())
     }
 
     /// Every part's salt of a parts-layout object, checked against the header's digest
@@ -1659,20 +1683,17 @@ impl SealedBucket {
                 if req.set_md5.is_some() {
                     metadata.md5 = req.set_md5.clone();
                 }
-                let moved = envelope
-                    .rewrap(
-                        &recipients,
-                        Binding {
-                            name: Some(name),
-                            metadata: Some(metadata),
-                            parts: envelope.parts().copied(),
-                        },
-                    )
-                    .map_err(seal_err)?;
-                let value = moved
-                    .header()
-                    .to_metadata_value_within(R2_METADATA_LIMIT)
-                    .map_err(seal_err)?;
+                let value = rewrap_within_limit(
+                    &envelope,
+                    &recipients,
+                    Binding {
+                        name: Some(name),
+                        metadata: Some(metadata),
+                        parts: envelope.parts().copied(),
+                        part_salts: envelope.part_salts().map(<[_]>::to_vec),
+                    },
+                )
+                .map_err(seal_err)?;
                 let (content_type, cache_control) = match &req.replace {
                     Some(opts) => (opts.content_type.clone(), opts.cache_control.clone()),
                     None => (info.content_type.clone(), info.cache_control.clone()),
@@ -1847,6 +1868,7 @@ impl SealedBucket {
                 name: Some(name.clone()),
                 metadata: None,
                 parts: None,
+                part_salts: None,
             },
         )
         .map_err(seal_err)?;
@@ -1867,6 +1889,8 @@ impl SealedBucket {
                     name: Some(name),
                     metadata: Some(metadata),
                     parts: Some(widest),
+                    // The final header drops the salts rather than outgrow the limit.
+                    part_salts: None,
                 },
             )
             .and_then(|e| e.header().to_metadata_value_within(R2_METADATA_LIMIT))
@@ -2039,21 +2063,18 @@ impl SealedBucket {
         metadata.recipients = key_ids(&recipients);
         metadata.wrapped_to = metadata.recipients.clone();
         metadata.user.extend(extra);
-        let last = upload
-            .envelope
-            .rewrap(
-                &recipients,
-                Binding {
-                    name: Some(name),
-                    metadata: Some(metadata),
-                    parts: Some(layout),
-                },
-            )
-            .map_err(seal_err)?;
-        let value = last
-            .header()
-            .to_metadata_value_within(R2_METADATA_LIMIT)
-            .map_err(seal_err)?;
+        let value = rewrap_within_limit(
+            &upload.envelope,
+            &recipients,
+            Binding {
+                name: Some(name),
+                metadata: Some(metadata),
+                parts: Some(layout),
+                // Up to 128 parts: a ranged read then needs no GET per part salt.
+                part_salts: Some(salts),
+            },
+        )
+        .map_err(seal_err)?;
         let uploaded: Vec<UploadedPart> = parts
             .iter()
             .map(|p| UploadedPart {
@@ -2187,6 +2208,30 @@ pub(crate) fn key_ids(recipients: &[Recipient]) -> Vec<String> {
         .filter(|id| seen.insert(*id))
         .map(|id| id.to_string())
         .collect()
+}
+
+/// The metadata form of `envelope` rewrapped with `binding`, within R2's limit. The
+/// part salts only save a ranged read its salt GETs (SECURITY.md §3.6): a header they
+/// would push over the limit is written without them rather than refused.
+pub(crate) fn rewrap_within_limit(
+    envelope: &Envelope,
+    recipients: &[Recipient],
+    binding: Binding,
+) -> Result<String, Error> {
+    let without_salts = binding.part_salts.is_some().then(|| Binding {
+        part_salts: None,
+        ..binding.clone()
+    });
+    let value = |binding| {
+        envelope
+            .rewrap(recipients, binding)?
+            .header()
+            .to_metadata_value_within(R2_METADATA_LIMIT)
+    };
+    match (value(binding), without_salts) {
+        (Err(Error::HeaderTooLarge { .. }), Some(binding)) => value(binding),
+        (result, _) => result,
+    }
 }
 
 /// The sealed metadata of `envelope` rewrapped to `recipients`: the same, with the new
@@ -2796,5 +2841,40 @@ mod tests {
         let huge = 1u64 << 40;
         let p = b.part_size_for(Some(huge));
         assert!(p > DEFAULT_PART_SIZE && payload_len(huge).div_ceil(p) <= MAX_PARTS as u64);
+    }
+
+    #[test]
+    fn part_salts_are_dropped_rather_than_overflow_the_metadata_limit() {
+        let id = Identity::Sym(crate::keys::SymKey::generate());
+        let r = [id.to_recipient()];
+        let salts: Vec<[u8; 16]> = (0..128u8).map(|i| [i; 16]).collect();
+        let layout = PartsLayout::new(&[10; 128], &salts).unwrap();
+        let pending = Envelope::seal(&r, Binding::default()).unwrap();
+        let binding = |user_bytes: usize| Binding {
+            metadata: Some(SealedMetadata {
+                user: BTreeMap::from([("x".to_string(), "y".repeat(user_bytes))]),
+                ..Default::default()
+            }),
+            parts: Some(layout),
+            part_salts: Some(salts.clone()),
+            ..Default::default()
+        };
+        let salts_of = |value: &str| {
+            let header = Header::from_metadata_value(value).unwrap();
+            let opened = Envelope::open(&header, std::slice::from_ref(&id), None).unwrap();
+            opened.part_salts().map(<[_]>::to_vec)
+        };
+        // Small metadata: the salts fit and are written.
+        let value = rewrap_within_limit(&pending, &r, binding(100)).unwrap();
+        assert_eq!(salts_of(&value), Some(salts.clone()));
+        // Metadata that fits only without the 2,790 bytes of salts: written without them.
+        let value = rewrap_within_limit(&pending, &r, binding(4000)).unwrap();
+        assert!(value.len() + 2790 > R2_METADATA_LIMIT);
+        assert_eq!(salts_of(&value), None);
+        // Too large even without: still refused.
+        assert!(matches!(
+            rewrap_within_limit(&pending, &r, binding(7000)),
+            Err(Error::HeaderTooLarge { .. })
+        ));
     }
 }

@@ -109,6 +109,7 @@ fn binding() -> impl Strategy<Value = Binding> {
         name,
         metadata,
         parts: None,
+        part_salts: None,
     })
 }
 

@@ -610,6 +610,48 @@ mod cases {
         assert!(!dir.path().join("escape.txt").exists());
         assert_eq!(walk(dir.path()).len(), 2, "ok.txt and the manifest only");
     }
+
+    /// A parts object (the gateway's multipart uploads) keeps the part salts in its header
+    /// through a rewrap, so ranged reads still need no salt GETs (SECURITY.md §3.5).
+    pub async fn parts_object_keeps_its_salts(h: &Harness) {
+        let (k1, k2) = (sym(), Identity::generate_x25519());
+        let writer = h.bucket(&[k1.to_recipient()], &[k1.clone()]);
+        let data = pattern(PART as usize + 1000, 7);
+        let up = writer
+            .create_parts_upload("pt/obj", &PutOptions::default())
+            .await
+            .unwrap();
+        let p1 = writer
+            .upload_sealed_part(&up, 1, &data[..PART as usize])
+            .await
+            .unwrap();
+        let p2 = writer
+            .upload_sealed_part(&up, 2, &data[PART as usize..])
+            .await
+            .unwrap();
+        writer
+            .complete_parts_upload(&up, &[p1.clone(), p2.clone()], Default::default())
+            .await
+            .unwrap();
+        let rotator = h.bucket(&[], &[k1.clone(), k2.clone()]);
+        let p = plan(
+            &[k1.to_recipient()],
+            &[k2.to_recipient()],
+            &[],
+            Rekey::Exposed,
+        );
+        let s = run_rotate(rotator, "pt/", p, &cfg()).await;
+        assert_eq!((s.rotation.rewrapped, s.rotation.rekeyed), (1, 0));
+        let (info, _) = raw(&*h.store(), "pt/obj").await;
+        let header = Header::from_metadata_value(&info.metadata[METADATA_KEY]).unwrap();
+        let env = Envelope::open(
+            &header,
+            std::slice::from_ref(&k2),
+            Some(&writer.name_of("pt/obj")),
+        )
+        .unwrap();
+        assert_eq!(env.part_salts(), Some(&[p1.salt, p2.salt][..]));
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
@@ -649,6 +691,7 @@ suite!(
         rekey_conflict,
         export_import_round_trip,
         encrypted_names,
+        parts_object_keeps_its_salts,
     ]
 );
 
@@ -664,6 +707,7 @@ suite!(
         copy_conflicts,
         export_import_round_trip,
         hostile_keys_are_refused,
+        parts_object_keeps_its_salts,
     ]
 );
 

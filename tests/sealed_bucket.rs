@@ -21,7 +21,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use r2seal::format::header::Header;
 use r2seal::format::stream::{payload_len, CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PAYLOAD_NONCE_SIZE};
+use r2seal::format::{Binding, Envelope};
 use r2seal::keys::{Identity, SymKey};
 use r2seal::sealed::{PutOptions, Recipients, SealedBucket, SealedError};
 use r2seal::store::{self, ByteRange, Bytes, CopyOptions};
@@ -738,22 +740,81 @@ mod cases {
         assert_eq!(head.size, data.len() as u64);
         assert_eq!(head.metadata.user["mtime"], "1700000000");
         assert_eq!(head.metadata.user["r2seal-etag"], "abc-3");
-        // Ranged reads across a part boundary.
+        // Ranged reads across a part boundary: the final header carries the part salts
+        // (SECURITY.md §3.6), so the first ranged read is one GET, with no 16-byte GET per
+        // part to check them.
         let start = part as u64 - 100;
-        let got = b
-            .get(
-                "mp/obj",
-                Some(ByteRange::Inclusive {
-                    start,
-                    end: start + 199,
-                }),
-            )
-            .await
-            .unwrap();
+        let across = ByteRange::Inclusive {
+            start,
+            end: start + 199,
+        };
+        h.wire.take();
+        let got = b.get("mp/obj", Some(across)).await.unwrap();
         assert_eq!(
             &got.bytes().await.unwrap()[..],
             &data[part - 100..part + 100]
         );
+        let gets = fetched(&h.wire.take());
+        assert_eq!(gets.len(), 1, "one GET for the range: {gets:?}");
+        assert!(
+            gets.iter()
+                .flatten()
+                .all(|(a, b)| b - a + 1 != PAYLOAD_NONCE_SIZE as u64),
+            "no salt GETs: {gets:?}"
+        );
+
+        // The same object with a header that does not carry the salts (as one of more
+        // than 128 parts, or written before the stanza): its first ranged read fetches
+        // and checks each part's salt.
+        let header = Header::from_metadata_value(&info.metadata["r2seal"]).unwrap();
+        let name = b.name_of("mp/obj");
+        let opened = Envelope::open(&header, std::slice::from_ref(&id), Some(&name)).unwrap();
+        assert_eq!(opened.part_salts().map(<[_]>::len), Some(3));
+        let old = opened
+            .rewrap(
+                &[id.to_recipient()],
+                Binding {
+                    name: Some(b.name_of("mp/old")),
+                    metadata: opened.metadata().cloned(),
+                    parts: opened.parts().copied(),
+                    part_salts: None,
+                },
+            )
+            .unwrap();
+        let planted = store::PutOptions {
+            metadata: BTreeMap::from([(
+                "r2seal".to_string(),
+                old.header().to_metadata_value().unwrap(),
+            )]),
+            ..Default::default()
+        };
+        h.store()
+            .put("mp/old", Bytes::from(stored.clone()), &planted)
+            .await
+            .unwrap();
+        h.wire.take();
+        let got = b.get("mp/old", Some(across)).await.unwrap();
+        assert_eq!(
+            &got.bytes().await.unwrap()[..],
+            &data[part - 100..part + 100]
+        );
+        let gets = fetched(&h.wire.take());
+        let salt_gets = gets
+            .iter()
+            .flatten()
+            .filter(|(a, b)| b - a + 1 == PAYLOAD_NONCE_SIZE as u64)
+            .count();
+        assert_eq!((gets.len(), salt_gets), (4, 3), "{gets:?}");
+        // A copy re-binds the header to its new name and keeps the salts in it.
+        b.copy("mp/obj", "mp/copy").await.unwrap();
+        h.wire.take();
+        let got = b.get("mp/copy", Some(across)).await.unwrap();
+        assert_eq!(
+            &got.bytes().await.unwrap()[..],
+            &data[part - 100..part + 100]
+        );
+        let gets = fetched(&h.wire.take());
+        assert_eq!(gets.len(), 1, "one GET for the copy's range: {gets:?}");
 
         // A header committing to the first attempt of part 2 over a body holding the
         // second: full and ranged reads both refuse it (SECURITY.md §9's former gap).

@@ -1119,6 +1119,53 @@ fn generate() {
             .comment("part 2 replaced by another upload attempt of part 2 (same plaintext, fresh salt): the header commits to the salts"),
         &replaced,
     );
+    // The same object as SealedBucket's uploads head it: the final header carries the
+    // part salts themselves (r2seal-salts, up to 128 parts), so a ranged read checks
+    // them without fetching them.
+    let salts: Vec<[u8; PAYLOAD_NONCE_SIZE]> = (0..5)
+        .map(|i| {
+            body[i * part_stored..][..PAYLOAD_NONCE_SIZE]
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    let with_salts = envelope
+        .rewrap(
+            &[sym.to_recipient()],
+            Binding {
+                parts: envelope.parts().copied(),
+                part_salts: Some(salts),
+                ..named()
+            },
+        )
+        .unwrap()
+        .into_header();
+    assert!(with_salts.stanzas.iter().any(|s| s.tag == "r2seal-salts"));
+    let salts_header = with_salts.to_metadata_value().unwrap();
+    out.write(
+        "success_parts_salts_in_header",
+        Vector::new("success", "metadata")
+            .with("header", salts_header.clone())
+            .identity(&sym)
+            .with("name", NAME)
+            .payload(&pt)
+            .with("parts", "5 1000 321")
+            .range(&pt, 990, 1010)
+            .range(&pt, 500, 2500)
+            .range(&pt, 4000, 4320)
+            .range(&pt, 0, 4320)
+            .comment("parts layout, 5 parts, with an r2seal-salts stanza: the parts' salts in part order, matching the r2seal-parts digest"),
+        &body,
+    );
+    out.write(
+        "corrupt_part_from_another_attempt_salts_in_header",
+        Vector::new("corrupt", "metadata")
+            .with("header", salts_header)
+            .identity(&sym)
+            .with("name", NAME)
+            .comment("as corrupt_part_from_another_attempt, under a header that carries the salts: the body's salt for part 2 is not the header's"),
+        &replaced,
+    );
 
     let pt = data(c + 1 + 10, 17);
     let (header, body) = seal_parts(std::slice::from_ref(&ra), none(), &pt, c + 1).unwrap();
@@ -1406,6 +1453,100 @@ fn generate() {
                 manual.x25519_stanza(&a),
                 Stanza { tag: "r2seal-parts".into(), args: vec!["01".into(), "5".into(), "5".into()], body: vec![0; 32] },
             ],
+            &pt,
+        ),
+    );
+    // r2seal-salts that the API will not write, under a valid MAC, over a real 2-part
+    // body (parts of 5 bytes) whose salts match the r2seal-parts digest: so only the
+    // check of the salts stanza itself can refuse the first two.
+    let keyed = Envelope::open(
+        &manual.header(vec![manual.x25519_stanza(&a)]),
+        std::slice::from_ref(&a),
+        None,
+    )
+    .unwrap();
+    let parts_pt = data(10, 23);
+    let (salt_1, part_1) = seal_part(&keyed, 1, &parts_pt[..5]);
+    let (salt_2, part_2) = seal_part(&keyed, 2, &parts_pt[5..]);
+    let parts_body = [part_1, part_2].concat();
+    let parts_stanza = Stanza {
+        tag: "r2seal-parts".into(),
+        args: vec!["2".into(), "5".into(), "5".into()],
+        body: sha256(&[salt_1, salt_2].concat()).to_vec(),
+    };
+    let salts_stanza = |salts: &[[u8; PAYLOAD_NONCE_SIZE]]| Stanza {
+        tag: "r2seal-salts".into(),
+        args: vec![],
+        body: salts.concat(),
+    };
+    let parts_file = |stanzas: Vec<Stanza>| {
+        let mut file = manual.header(stanzas).to_file_bytes();
+        file.extend_from_slice(&parts_body);
+        file
+    };
+    // The control: the same header and body with the right salts open.
+    out.write(
+        "success_parts_salts_in_header_file_form",
+        Vector::new("success", "file")
+            .with("age", "failure")
+            .identity(&a)
+            .payload(&parts_pt)
+            .with("parts", "2 5 5")
+            .range(&parts_pt, 3, 7)
+            .comment("a 2-part object built from first principles with r2seal-parts and r2seal-salts (plain age must refuse it: part keys are not age's payload key)"),
+        &parts_file(vec![
+            manual.x25519_stanza(&a),
+            parts_stanza.clone(),
+            salts_stanza(&[salt_1, salt_2]),
+        ]),
+    );
+    let mut salt_x = salt_2;
+    salt_x[0] ^= 0x01;
+    out.write(
+        "corrupt_salts_stanza_not_the_digest",
+        Vector::new("corrupt", "file")
+            .with("age", "failure")
+            .identity(&a)
+            .comment("r2seal-salts of the right length whose SHA-256 is not the r2seal-parts digest (one bit of salt 2 flipped), under a valid MAC, over a body that matches the digest: never trusted"),
+        &parts_file(vec![
+            manual.x25519_stanza(&a),
+            parts_stanza.clone(),
+            salts_stanza(&[salt_1, salt_x]),
+        ]),
+    );
+    out.write(
+        "corrupt_salts_stanza_reordered",
+        Vector::new("corrupt", "file")
+            .with("age", "failure")
+            .identity(&a)
+            .comment("r2seal-salts holding the right salts in the wrong order, under a valid MAC: the digest is over the salts in part order"),
+        &parts_file(vec![
+            manual.x25519_stanza(&a),
+            parts_stanza.clone(),
+            salts_stanza(&[salt_2, salt_1]),
+        ]),
+    );
+    out.write(
+        "malformed_salts_stanza_wrong_length",
+        Vector::new("malformed", "file")
+            .with("age", "failure")
+            .identity(&a)
+            .comment("r2seal-salts with one salt for a 2-part r2seal-parts, under a valid MAC"),
+        &parts_file(vec![
+            manual.x25519_stanza(&a),
+            parts_stanza,
+            salts_stanza(&[salt_1]),
+        ]),
+    );
+    out.write(
+        "malformed_salts_stanza_without_parts",
+        Vector::new("malformed", "file")
+            .with("age", "success")
+            .identity(&a)
+            .payload(&pt)
+            .comment("r2seal-salts without an r2seal-parts stanza, under a valid MAC (the payload is age's single stream)"),
+        &manual.file(
+            vec![manual.x25519_stanza(&a), salts_stanza(&[salt_1, salt_2])],
             &pt,
         ),
     );

@@ -7,6 +7,8 @@
 //! -> r2seal-name                      HMAC-SHA256(HKDF(fk, "", "r2seal/v1 name"), object key)
 //! -> r2seal-meta <salt>               AEAD(HKDF(fk, salt, "r2seal/v1 meta"), JSON metadata)
 //! -> r2seal-parts <n> <size> <last>   SHA-256 of the part salts (parts layout only)
+//! -> r2seal-salts                     the part salts themselves, in part order
+//!                                     (parts layout of at most 128 parts only)
 //! --- HMAC-SHA256(HKDF(fk, "", "header"), header up to "---")
 //! ```
 //! Nothing leaves [`Envelope::open`] until the header MAC has been checked under
@@ -31,6 +33,7 @@ use crate::Error;
 pub(crate) const NAME_TAG: &str = "r2seal-name";
 pub(crate) const META_TAG: &str = "r2seal-meta";
 pub(crate) const PARTS_TAG: &str = "r2seal-parts";
+pub(crate) const SALTS_TAG: &str = "r2seal-salts";
 /// Stanza types under this prefix are r2seal's. One this release does not know may
 /// change how the object must be read, so it is refused, never ignored.
 const R2SEAL_TAG_PREFIX: &str = "r2seal-";
@@ -38,6 +41,7 @@ const KNOWN_R2SEAL_TAGS: &[&str] = &[
     NAME_TAG,
     META_TAG,
     PARTS_TAG,
+    SALTS_TAG,
     crate::keys::passphrase::STANZA_TAG,
     "r2seal-sym",
 ];
@@ -95,6 +99,15 @@ pub struct PartsLayout {
 impl PartsLayout {
     /// Upper bound from S3 and R2.
     pub const MAX_PARTS: u32 = 10_000;
+
+    /// The most parts whose salts a final header carries (`r2seal-salts`), so that a
+    /// ranged read needs no GET per part to check them (SECURITY.md §3.6). With
+    /// `b = ⌈16n·4/3⌉` base64 characters, the stanza costs `16 + b + ⌊b/64⌋ + 1` bytes of
+    /// the metadata form: 2,790 for n = 128 (16 for the `-> r2seal-salts` line, 2,731 of
+    /// base64, 43 line ends; tested), a third of R2's 8,192-byte metadata limit, leaving
+    /// over 5,000 bytes for the rest of the header (recipients, name, sealed metadata,
+    /// parts stanza, MAC). A writer that would still overflow leaves the salts out.
+    pub const MAX_SALTS_IN_HEADER: u32 = 128;
 
     pub fn new(part_sizes: &[u64], salts: &[[u8; PAYLOAD_NONCE_SIZE]]) -> Result<Self, Error> {
         let bad = Error::Malformed;
@@ -196,6 +209,32 @@ impl PartsLayout {
         }
     }
 
+    fn salts_stanza(salts: &[[u8; PAYLOAD_NONCE_SIZE]]) -> Stanza {
+        Stanza {
+            tag: SALTS_TAG.to_owned(),
+            args: vec![],
+            body: salts.concat(),
+        }
+    }
+
+    /// The salts of an `r2seal-salts` stanza, refused unless they are exactly the
+    /// `count` salts this layout's digest commits to: the header MAC only says the
+    /// writer wrote them, not that they are the parts' salts.
+    fn salts_from_stanza(&self, stanza: &Stanza) -> Result<Vec<[u8; PAYLOAD_NONCE_SIZE]>, Error> {
+        if !stanza.args.is_empty()
+            || stanza.body.len() as u64 != self.count as u64 * PAYLOAD_NONCE_SIZE as u64
+        {
+            return Err(Error::Malformed("invalid r2seal-salts stanza"));
+        }
+        let salts: Vec<[u8; PAYLOAD_NONCE_SIZE]> = stanza
+            .body
+            .chunks_exact(PAYLOAD_NONCE_SIZE)
+            .map(|s| s.try_into().expect("exact chunks"))
+            .collect();
+        self.check_salts(&salts)?;
+        Ok(salts)
+    }
+
     fn from_stanza(stanza: &Stanza) -> Result<Self, Error> {
         let bad = || Error::Malformed("invalid r2seal-parts stanza");
         let [count, part_size, last_size] = &stanza.args[..] else {
@@ -230,6 +269,10 @@ pub struct Binding {
     pub name: Option<String>,
     pub metadata: Option<SealedMetadata>,
     pub parts: Option<PartsLayout>,
+    /// The parts' salts, in part order: with `parts` only, and matching its digest.
+    /// Written (`r2seal-salts`) only when the layout has at most
+    /// [`PartsLayout::MAX_SALTS_IN_HEADER`] parts; ignored above that.
+    pub part_salts: Option<Vec<[u8; PAYLOAD_NONCE_SIZE]>>,
 }
 
 /// An open (or freshly sealed) envelope: the file key and the header that wraps it.
@@ -242,6 +285,8 @@ pub struct Envelope {
     name_bound: bool,
     metadata: Option<SealedMetadata>,
     parts: Option<PartsLayout>,
+    /// The parts' salts from `r2seal-salts`, checked against `parts`' digest.
+    part_salts: Option<Vec<[u8; PAYLOAD_NONCE_SIZE]>>,
 }
 
 impl std::fmt::Debug for Envelope {
@@ -302,6 +347,19 @@ impl Envelope {
             parts.validate()?;
             stanzas.push(parts.to_stanza());
         }
+        let part_salts = match (&binding.parts, binding.part_salts) {
+            (_, None) => None,
+            (None, Some(_)) => return Err(Error::Malformed("part salts without a parts layout")),
+            (Some(parts), Some(salts)) => {
+                parts
+                    .check_salts(&salts)
+                    .map_err(|_| Error::Malformed("part salts that do not match the layout"))?;
+                (parts.count <= PartsLayout::MAX_SALTS_IN_HEADER).then_some(salts)
+            }
+        };
+        if let Some(salts) = &part_salts {
+            stanzas.push(PartsLayout::salts_stanza(salts));
+        }
         let mac = header_mac(&file_key, &stanzas);
         Ok(Envelope {
             file_key,
@@ -310,6 +368,7 @@ impl Envelope {
             name_bound: binding.name.is_some(),
             metadata: binding.metadata,
             parts: binding.parts,
+            part_salts,
         })
     }
 
@@ -348,6 +407,10 @@ impl Envelope {
             .map(|s| open_metadata(&file_key, s))
             .transpose()?;
         let parts = known.parts.map(PartsLayout::from_stanza).transpose()?;
+        let part_salts = match (&parts, known.salts) {
+            (Some(layout), Some(stanza)) => Some(layout.salts_from_stanza(stanza)?),
+            _ => None,
+        };
         Ok(Envelope {
             file_key,
             fresh: false,
@@ -355,6 +418,7 @@ impl Envelope {
             name_bound: known.name.is_some(),
             metadata,
             parts,
+            part_salts,
         })
     }
 
@@ -377,6 +441,12 @@ impl Envelope {
 
     pub fn parts(&self) -> Option<&PartsLayout> {
         self.parts.as_ref()
+    }
+
+    /// The parts' salts in part order, when the header carries them (`r2seal-salts`),
+    /// already checked against [`parts`](Self::parts)' digest.
+    pub fn part_salts(&self) -> Option<&[[u8; PAYLOAD_NONCE_SIZE]]> {
+        self.part_salts.as_deref()
     }
 
     pub fn is_name_bound(&self) -> bool {
@@ -417,7 +487,7 @@ impl Envelope {
         let mut owners = StanzaOwners::default();
         for stanza in &self.header.stanzas {
             match stanza.tag.as_str() {
-                NAME_TAG | META_TAG | PARTS_TAG => continue,
+                NAME_TAG | META_TAG | PARTS_TAG | SALTS_TAG => continue,
                 crate::keys::SYM_STANZA_TAG => {
                     match stanza.args.first().and_then(|id| id.parse::<KeyId>().ok()) {
                         Some(id) => {
@@ -454,6 +524,7 @@ struct KnownStanzas<'a> {
     name: Option<&'a Stanza>,
     meta: Option<&'a Stanza>,
     parts: Option<&'a Stanza>,
+    salts: Option<&'a Stanza>,
 }
 
 fn check_structure(header: &Header) -> Result<KnownStanzas<'_>, Error> {
@@ -461,12 +532,14 @@ fn check_structure(header: &Header) -> Result<KnownStanzas<'_>, Error> {
         name: None,
         meta: None,
         parts: None,
+        salts: None,
     };
     for stanza in &header.stanzas {
         let slot = match stanza.tag.as_str() {
             NAME_TAG => &mut known.name,
             META_TAG => &mut known.meta,
             PARTS_TAG => &mut known.parts,
+            SALTS_TAG => &mut known.salts,
             "scrypt" | crate::keys::passphrase::STANZA_TAG if header.stanzas.len() > 1 => {
                 // age's rule: a passphrase stanza must be the only one.
                 return Err(Error::Malformed("a passphrase stanza must be alone"));
@@ -484,6 +557,9 @@ fn check_structure(header: &Header) -> Result<KnownStanzas<'_>, Error> {
         if !name.args.is_empty() || name.body.len() != 32 {
             return Err(Error::Malformed("invalid r2seal-name stanza"));
         }
+    }
+    if known.salts.is_some() && known.parts.is_none() {
+        return Err(Error::Malformed("r2seal-salts without r2seal-parts"));
     }
     Ok(known)
 }
@@ -579,6 +655,7 @@ mod tests {
                 name: Some("a/b.json".into()),
                 metadata: Some(meta.clone()),
                 parts: None,
+                part_salts: None,
             },
         )
         .unwrap();
@@ -711,5 +788,190 @@ mod tests {
         assert!(huge.validate().is_err());
         assert_eq!(PartsLayout::from_stanza(&l.to_stanza()).unwrap(), l);
         assert!(canonical_decimal("01").is_none() && canonical_decimal("0") == Some(0));
+    }
+
+    fn salts(n: u32) -> Vec<[u8; 16]> {
+        (0..n)
+            .map(|i| {
+                let mut s = [0x5a; 16];
+                s[..4].copy_from_slice(&i.to_be_bytes());
+                s
+            })
+            .collect()
+    }
+
+    /// A parts envelope of `n` parts of 10 bytes, the final header given the salts.
+    fn parts_envelope(x: &Identity, n: u32) -> (Envelope, Vec<[u8; 16]>) {
+        let salts = salts(n);
+        let layout = PartsLayout::new(&vec![10; n as usize], &salts).unwrap();
+        let env = Envelope::seal(
+            &[x.to_recipient()],
+            Binding {
+                name: Some("k".into()),
+                parts: Some(layout),
+                part_salts: Some(salts.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (env, salts)
+    }
+
+    /// `env`'s header edited by `edit`, under a MAC that is valid for the edit.
+    fn remacked(env: &Envelope, edit: impl FnOnce(&mut Vec<Stanza>)) -> Header {
+        let mut h = env.header().clone();
+        edit(&mut h.stanzas);
+        h.mac = header_mac(&env.file_key, &h.stanzas);
+        h
+    }
+
+    #[test]
+    fn part_salts_round_trip_up_to_the_cap() {
+        let (x, s) = keys();
+        for n in [1, 3, PartsLayout::MAX_SALTS_IN_HEADER] {
+            let (env, salts) = parts_envelope(&x, n);
+            assert_eq!(env.part_salts(), Some(&salts[..]));
+            // Through the metadata form, as R2 stores it.
+            let value = env.header().to_metadata_value().unwrap();
+            let header = Header::from_metadata_value(&value).unwrap();
+            let opened = Envelope::open(&header, std::slice::from_ref(&x), Some("k")).unwrap();
+            assert_eq!(opened.part_salts(), Some(&salts[..]));
+            assert_eq!(opened.parts(), env.parts());
+            // A rewrap that carries them keeps them, and they are not a recipient.
+            let moved = opened
+                .rewrap(
+                    &[s.to_recipient()],
+                    Binding {
+                        parts: opened.parts().copied(),
+                        part_salts: opened.part_salts().map(<[_]>::to_vec),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let reopened = Envelope::open(moved.header(), std::slice::from_ref(&s), None).unwrap();
+            assert_eq!(reopened.part_salts(), Some(&salts[..]));
+            assert_eq!(reopened.stanza_owners(&[]).anonymous, 0);
+        }
+        // The arithmetic in MAX_SALTS_IN_HEADER's comment: 2,790 bytes for 128 salts.
+        let (env, _) = parts_envelope(&x, PartsLayout::MAX_SALTS_IN_HEADER);
+        let without = remacked(&env, |st| st.retain(|s| s.tag != SALTS_TAG));
+        assert_eq!(
+            env.header().to_metadata_value().unwrap().len()
+                - without.to_metadata_value().unwrap().len(),
+            2790
+        );
+    }
+
+    #[test]
+    fn more_parts_than_the_cap_carry_no_salts() {
+        let (x, _) = keys();
+        let (env, _) = parts_envelope(&x, PartsLayout::MAX_SALTS_IN_HEADER + 1);
+        assert_eq!(env.part_salts(), None);
+        assert!(!env.header().stanzas.iter().any(|s| s.tag == SALTS_TAG));
+        let opened = Envelope::open(env.header(), &[x], Some("k")).unwrap();
+        assert_eq!(opened.part_salts(), None);
+        assert_eq!(opened.parts().unwrap().count, 129);
+    }
+
+    #[test]
+    fn the_writer_refuses_salts_that_do_not_fit_the_layout() {
+        let (x, _) = keys();
+        let layout = PartsLayout::new(&[10, 10], &salts(2)).unwrap();
+        let seal = |parts, part_salts| {
+            Envelope::seal(
+                &[x.to_recipient()],
+                Binding {
+                    parts,
+                    part_salts,
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(matches!(
+            seal(None, Some(salts(2))),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            seal(Some(layout), Some(salts(3))),
+            Err(Error::Malformed(_))
+        ));
+        let mut other = salts(2);
+        other[1][15] ^= 1;
+        assert!(matches!(
+            seal(Some(layout), Some(other)),
+            Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn salts_that_do_not_match_the_digest_are_refused_under_a_valid_mac() {
+        let (x, _) = keys();
+        let (env, _) = parts_envelope(&x, 3);
+        let id = std::slice::from_ref(&x);
+        let salts_of =
+            |st: &mut Vec<Stanza>| -> usize { st.iter().position(|s| s.tag == SALTS_TAG).unwrap() };
+        // The control: re-MACing an unchanged header opens.
+        assert!(Envelope::open(&remacked(&env, |_| {}), id, Some("k")).is_ok());
+        // One salt changed: the length is right, the digest is not.
+        let h = remacked(&env, |st| {
+            let i = salts_of(st);
+            st[i].body[20] ^= 1;
+        });
+        assert_eq!(
+            Envelope::open(&h, id, Some("k")).err(),
+            Some(Error::Corrupt)
+        );
+        // Two salts swapped: the same set, in the wrong order.
+        let h = remacked(&env, |st| {
+            let i = salts_of(st);
+            let b = &mut st[i].body;
+            let first: [u8; 16] = b[..16].try_into().unwrap();
+            b.copy_within(16..32, 0);
+            b[16..32].copy_from_slice(&first);
+        });
+        assert_eq!(
+            Envelope::open(&h, id, Some("k")).err(),
+            Some(Error::Corrupt)
+        );
+        // Without the parts stanza they vouch for.
+        let h = remacked(&env, |st| st.retain(|s| s.tag != PARTS_TAG));
+        assert!(matches!(
+            Envelope::open(&h, id, Some("k")),
+            Err(Error::Malformed(_))
+        ));
+        // Not exactly count × 16 bytes: one salt missing, or one byte more.
+        for edit in [
+            (|b: &mut Vec<u8>| b.truncate(32)) as fn(&mut Vec<u8>),
+            |b| b.push(0),
+            |b| b.clear(),
+        ] {
+            let h = remacked(&env, |st| {
+                let i = salts_of(st);
+                edit(&mut st[i].body);
+            });
+            assert!(matches!(
+                Envelope::open(&h, id, Some("k")),
+                Err(Error::Malformed(_))
+            ));
+        }
+        // Arguments are not part of the stanza.
+        let h = remacked(&env, |st| {
+            let i = salts_of(st);
+            st[i].args.push("3".into());
+        });
+        assert!(matches!(
+            Envelope::open(&h, id, Some("k")),
+            Err(Error::Malformed(_))
+        ));
+        // Twice: the existing duplicate rule.
+        let h = remacked(&env, |st| {
+            let i = salts_of(st);
+            let dup = st[i].clone();
+            st.push(dup);
+        });
+        assert_eq!(
+            Envelope::open(&h, id, Some("k")).err(),
+            Some(Error::Malformed("duplicate r2seal stanza"))
+        );
     }
 }

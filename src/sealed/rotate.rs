@@ -26,10 +26,10 @@ use futures_util::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::{
-    key_ids, rewrapped_metadata, OpenState, PutOptions, Recipients, Res, SealedBucket, SealedError,
-    Source,
+    key_ids, rewrap_within_limit, rewrapped_metadata, OpenState, PutOptions, Recipients, Res,
+    SealedBucket, SealedError, Source,
 };
-use crate::format::header::{METADATA_KEY, R2_METADATA_LIMIT};
+use crate::format::header::METADATA_KEY;
 use crate::format::{Binding, Envelope};
 use crate::keys::{KeyId, Recipient};
 use crate::seal::{plaintext_len, PayloadOpener};
@@ -265,20 +265,17 @@ impl SealedBucket {
             error,
         };
         let metadata = rewrapped_metadata(envelope, &self.identities, target);
-        let rewrapped = envelope
-            .rewrap(
-                target,
-                Binding {
-                    name: Some(self.name_of(key)),
-                    metadata: Some(metadata),
-                    parts: envelope.parts().copied(),
-                },
-            )
-            .map_err(seal_err)?;
-        let value = rewrapped
-            .header()
-            .to_metadata_value_within(R2_METADATA_LIMIT)
-            .map_err(seal_err)?;
+        let value = rewrap_within_limit(
+            envelope,
+            target,
+            Binding {
+                name: Some(self.name_of(key)),
+                metadata: Some(metadata),
+                parts: envelope.parts().copied(),
+                part_salts: envelope.part_salts().map(<[_]>::to_vec),
+            },
+        )
+        .map_err(seal_err)?;
         // Other store metadata (none that r2seal writes) is kept as it is.
         let mut stored: BTreeMap<String, String> = info.metadata.clone();
         stored.insert(METADATA_KEY.to_string(), value.clone());

@@ -293,6 +293,7 @@ impl Sealer {
             name: Some(name.to_owned()),
             metadata: metadata_from_json(metadata)?,
             parts: None,
+            part_salts: None,
         };
         let envelope = Envelope::seal(&plan.recipients, binding).map_err(js_err)?;
         let header = envelope

@@ -362,6 +362,7 @@ fn summarize(header: &Header, form: &str, body_len: Option<u64>) -> Result<serde
             "r2seal-name" => json!({"type": "r2seal-name", "bound": true}),
             "r2seal-meta" => json!({"type": "r2seal-meta", "sealed_bytes": s.body.len()}),
             "r2seal-parts" => json!({"type": "r2seal-parts", "count": s.args.first(), "part_size": s.args.get(1), "last_size": s.args.get(2)}),
+            "r2seal-salts" => json!({"type": "r2seal-salts", "salts": s.body.len() / 16}),
             other => json!({"type": other, "args": s.args.len()}),
         })
         .collect();
@@ -424,6 +425,7 @@ fn print_summary(v: &serde_json::Value) {
                 s["part_size"].as_str().unwrap_or("?"),
                 s["last_size"].as_str().unwrap_or("?")
             ),
+            "r2seal-salts" => format!("{} part salts", s["salts"]),
             _ => "not used by r2seal (ignored)".to_owned(),
         };
         println!("  {:<14} {detail}", s["type"].as_str().unwrap_or_default());
