@@ -215,6 +215,13 @@ impl Inner {
         self.lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The key and part number of an upload's part.
+    fn check_part(&self, op: Op, key: &str, part_number: u32) -> Res<()> {
+        let bad = |m: &str| self.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
+        check_fs_key(key).map_err(bad)?;
+        check_part_number(part_number).map_err(bad)
+    }
+
     /// Make a written (and synced) temp file part `part_number` of upload `upload_id`,
     /// replacing an earlier attempt. Fails if the upload was aborted meanwhile (its
     /// directory is gone).
@@ -851,10 +858,7 @@ impl Store for FsStore {
         body: Bytes,
     ) -> Res<UploadedPart> {
         let op = Op::UploadPart;
-        let i = &self.inner;
-        let bad = |m: &str| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
-        check_fs_key(key).map_err(bad)?;
-        check_part_number(part_number).map_err(bad)?;
+        self.inner.check_part(op, key, part_number)?;
         let (k, id) = (key.to_string(), upload_id.to_string());
         self.blocking(op, key, move |i| {
             i.read_upload(op, &k, &id)?;
@@ -881,10 +885,7 @@ impl Store for FsStore {
     ) -> Res<UploadedPart> {
         use futures_util::StreamExt;
         let op = Op::UploadPart;
-        let i = &self.inner;
-        let bad = |m: &str| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
-        check_fs_key(key).map_err(bad)?;
-        check_part_number(part_number).map_err(bad)?;
+        self.inner.check_part(op, key, part_number)?;
         let (k, id) = (key.to_string(), upload_id.to_string());
         let mut tmp = self
             .blocking(op, key, move |i| {
@@ -902,7 +903,7 @@ impl Store for FsStore {
                 .next()
                 .await
                 .transpose()
-                .map_err(|e| part_body_error(i.loc(key), e))?;
+                .map_err(|e| part_body_error(self.inner.loc(key), e))?;
             let ended = next.is_none();
             if let Some(chunk) = next {
                 md5.update(&chunk);

@@ -465,6 +465,39 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// An UploadPart request for `len` body bytes, checked and addressed; the caller
+    /// adds the body.
+    fn part_request(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+    ) -> Res<aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder> {
+        let op = Op::UploadPart;
+        let full = self.check(op, key)?;
+        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
+        Ok(self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .part_number(part_number as i32)
+            .content_length(len as i64))
+    }
+
+    /// The part as uploaded: without its ETag the upload cannot be completed.
+    fn uploaded_part(&self, key: &str, part_number: u32, etag: Option<&str>) -> Res<UploadedPart> {
+        let etag = etag.map(str::to_string).ok_or_else(|| {
+            StoreError::new(Op::UploadPart, self.loc(key), ErrorKind::Other)
+                .with_detail("no ETag for the part")
+        })?;
+        Ok(UploadedPart { part_number, etag })
+    }
+}
+
 /// A streamed part as an http-body 1.x body. The error it yields is kept in `failure`
 /// as well, since the SDK reports it only as a dispatch failure. (`Mutex`: the SDK wants
 /// a `Sync` body; it is only ever polled through `&mut`.)
@@ -900,18 +933,9 @@ impl Store for S3Store {
         part_number: u32,
         body: Bytes,
     ) -> Res<UploadedPart> {
-        let op = Op::UploadPart;
-        let full = self.check(op, key)?;
-        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
-        let len = body.len() as i64;
+        let len = body.len() as u64;
         let mut request = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(full)
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .content_length(len)
+            .part_request(key, upload_id, part_number, len)?
             .body(SdkByteStream::from(body))
             .customize();
         if self.unsigned_payload {
@@ -920,12 +944,8 @@ impl Store for S3Store {
         let out = request
             .send()
             .await
-            .map_err(|e| map_err(op, self.loc(key), e))?;
-        let etag = out.e_tag().map(str::to_string).ok_or_else(|| {
-            // Without the part's ETag the upload cannot be completed.
-            StoreError::new(op, self.loc(key), ErrorKind::Other).with_detail("no ETag for the part")
-        })?;
-        Ok(UploadedPart { part_number, etag })
+            .map_err(|e| map_err(Op::UploadPart, self.loc(key), e))?;
+        self.uploaded_part(key, part_number, out.e_tag())
     }
 
     async fn upload_part_stream(
@@ -936,9 +956,7 @@ impl Store for S3Store {
         len: u64,
         body: PartBody,
     ) -> Res<UploadedPart> {
-        let op = Op::UploadPart;
-        let full = self.check(op, key)?;
-        check_part_number(part_number).map_err(|m| self.invalid(op, key, m))?;
+        let request = self.part_request(key, upload_id, part_number, len)?;
         let failure = Arc::new(Mutex::new(None));
         let body = StreamedBody {
             body: Mutex::new(exact_len(body, len)),
@@ -946,14 +964,7 @@ impl Store for S3Store {
         };
         // Content-Length is `len`: a body that fails or ends early leaves the server with
         // a short request, which it discards, and the SDK cannot retry a stream.
-        let out = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(full)
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .content_length(len as i64)
+        let out = request
             .body(SdkByteStream::from_body_1_x(body))
             .send()
             .await;
@@ -961,7 +972,7 @@ impl Store for S3Store {
         let failed = failure.lock().expect("not poisoned").take();
         let out = match (out, failed) {
             (Err(_), Some(e)) => return Err(part_body_error(self.loc(key), e)),
-            (Err(e), None) => return Err(map_err(op, self.loc(key), e)),
+            (Err(e), None) => return Err(map_err(Op::UploadPart, self.loc(key), e)),
             (Ok(_), Some(e)) => {
                 // Never seen (the server cannot answer a part it did not get whole), but
                 // a part whose body failed must not be reported as uploaded.
@@ -969,10 +980,7 @@ impl Store for S3Store {
             }
             (Ok(out), None) => out,
         };
-        let etag = out.e_tag().map(str::to_string).ok_or_else(|| {
-            StoreError::new(op, self.loc(key), ErrorKind::Other).with_detail("no ETag for the part")
-        })?;
-        Ok(UploadedPart { part_number, etag })
+        self.uploaded_part(key, part_number, out.e_tag())
     }
 
     async fn upload_part_copy(
