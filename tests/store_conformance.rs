@@ -873,6 +873,142 @@ mod cases {
         );
     }
 
+    /// `put_stream`: written only when the stream ends well after exactly `len` bytes; a
+    /// failed attempt leaves the key as it was (absent, or the earlier object).
+    pub async fn put_stream(s: &dyn Store) {
+        let body = pattern(MIN_PART_SIZE as usize + 12_345, 50);
+        let opts = PutOptions {
+            content_type: Some("application/x-test".into()),
+            metadata: BTreeMap::from([("mtime".to_string(), "1700000000".to_string())]),
+            ..Default::default()
+        };
+        let put = s
+            .put_stream(
+                "ps/big",
+                body.len() as u64,
+                part_stream(body.clone(), 65_536 + 7, None),
+                &opts,
+            )
+            .await
+            .expect("streamed put");
+        assert_eq!(put.etag, md5_etag(&body));
+        assert!(
+            get_bytes(s, "ps/big").await == body,
+            "streamed body differs"
+        );
+        let head = s.head("ps/big").await.expect("head");
+        assert_eq!(head.meta.size, body.len() as u64);
+        assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
+        assert_eq!(
+            head.metadata.get("mtime").map(String::as_str),
+            Some("1700000000")
+        );
+
+        let other = pattern(2 * MIN_PART_SIZE as usize, 51);
+        let cut = s
+            .put_stream(
+                "ps/big",
+                other.len() as u64,
+                part_stream(
+                    other.clone(),
+                    65_536,
+                    Some((MIN_PART_SIZE as usize, "cut by the test")),
+                ),
+                &PutOptions::default(),
+            )
+            .await
+            .expect_err("a stream that fails mid-way");
+        assert_eq!(cut.kind(), ErrorKind::InvalidRequest, "{cut}");
+        assert!(!cut.is_retryable(), "{cut}");
+        let source = std::error::Error::source(&cut).expect("the stream's error as source");
+        assert!(source.to_string().contains("cut by the test"), "{source}");
+        for (declared, sent) in [(1000u64, 600usize), (1000, 1500), (1000, 0)] {
+            for key in ["ps/big", "ps/new"] {
+                let e = s
+                    .put_stream(
+                        key,
+                        declared,
+                        part_stream(pattern(sent, 52), 256, None),
+                        &PutOptions::default(),
+                    )
+                    .await
+                    .expect_err("a body that is not its declared length");
+                assert_eq!(
+                    e.kind(),
+                    ErrorKind::InvalidRequest,
+                    "{declared} vs {sent}: {e}"
+                );
+            }
+        }
+        assert!(
+            get_bytes(s, "ps/big").await == body,
+            "a failed streamed put replaced the object"
+        );
+        assert_kind(
+            s.head("ps/new").await,
+            ErrorKind::NotFound,
+            "a failed streamed put created the object",
+        );
+        let empty = s
+            .put_stream(
+                "ps/empty",
+                0,
+                part_stream(Bytes::new(), 1, None),
+                &PutOptions::default(),
+            )
+            .await
+            .expect("empty streamed put");
+        assert_eq!(empty.etag, md5_etag(b""));
+        assert!(get_bytes(s, "ps/empty").await.is_empty());
+    }
+
+    /// Conditions on `put_stream` hold as on `put`: a refused one writes nothing.
+    pub async fn conditional_put_stream(s: &dyn Store) {
+        let (v1, v2) = (pattern(70_000, 53), pattern(80_000, 54));
+        let stream = |b: &Bytes| part_stream(b.clone(), 4096, None);
+        let e1 = s
+            .put_stream(
+                "cps/k",
+                v1.len() as u64,
+                stream(&v1),
+                &PutOptions::create_only(),
+            )
+            .await
+            .expect("create")
+            .etag;
+        assert_kind(
+            s.put_stream(
+                "cps/k",
+                v2.len() as u64,
+                stream(&v2),
+                &PutOptions::create_only(),
+            )
+            .await,
+            ErrorKind::PreconditionFailed,
+            "create over existing",
+        );
+        let if_match = |etag: &str| PutOptions {
+            if_match: Some(etag.to_string()),
+            ..Default::default()
+        };
+        let e2 = s
+            .put_stream("cps/k", v2.len() as u64, stream(&v2), &if_match(&e1))
+            .await
+            .expect("replace matching")
+            .etag;
+        assert_ne!(e1, e2);
+        assert_kind(
+            s.put_stream("cps/k", v1.len() as u64, stream(&v1), &if_match(&e1))
+                .await,
+            ErrorKind::PreconditionFailed,
+            "stale if_match",
+        );
+        assert!(
+            get_bytes(s, "cps/k").await == v2,
+            "a refused streamed put changed the object"
+        );
+    }
+
     /// `UploadPartCopy`: how objects over 5 GiB are copied, and rotated in place.
     pub async fn multipart_copy(s: &dyn Store) {
         let part = MIN_PART_SIZE as usize;
@@ -1256,6 +1392,8 @@ suite!(
         multipart_upload_stream,
         multipart_copy,
         conditional_puts,
+        put_stream,
+        conditional_put_stream,
     ]
 );
 
@@ -1273,13 +1411,18 @@ suite!(
         multipart_upload,
         multipart_upload_stream,
         multipart_copy,
+        put_stream,
     ]
 );
 
 #[cfg(feature = "s3")]
 // Not multipart_copy: moto ignores x-amz-copy-source-if-match on UploadPartCopy (Garage
 // enforces it, so the case runs there).
-suite!(s3_cond, s3_env::cond_harness, [conditional_puts]);
+suite!(
+    s3_cond,
+    s3_env::cond_harness,
+    [conditional_puts, conditional_put_stream]
+);
 
 #[test]
 fn fs_create_only_race() {

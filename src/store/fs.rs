@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
-    check_put_options, etag_eq, exact_len, part_body_error, ByteRange, CopyOptions, ErrorKind,
+    body_error, check_copy_range, check_headers, check_key, check_max_keys, check_part_number,
+    check_parts, check_put_options, etag_eq, exact_len, ByteRange, CopyOptions, ErrorKind,
     GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartBody,
     PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart, MIN_PART_SIZE,
 };
@@ -169,6 +169,58 @@ impl FsStore {
                 Err(StoreError::new(op, loc, ErrorKind::Other)
                     .with_detail(format!("worker task: {e}")))
             })
+    }
+
+    /// Write `body` (exactly `len` bytes) to `tmp` batch by batch on blocking threads and
+    /// sync it; returns it with its quoted MD5 ETag. An error drops `tmp`, which removes
+    /// the file.
+    async fn write_stream(
+        &self,
+        op: Op,
+        key: &str,
+        mut tmp: TempFile,
+        body: PartBody,
+        len: u64,
+    ) -> Res<(TempFile, String)> {
+        use futures_util::StreamExt;
+        let mut md5 = Md5::new();
+        let mut body = exact_len(body, len);
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0;
+        loop {
+            let next = body
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| body_error(op, self.inner.loc(key), e))?;
+            let ended = next.is_none();
+            if let Some(chunk) = next {
+                md5.update(&chunk);
+                batched += chunk.len();
+                batch.push(chunk);
+            }
+            if batched >= WRITE_BATCH || ended {
+                let pieces = std::mem::take(&mut batch);
+                batched = 0;
+                let k = key.to_string();
+                tmp = self
+                    .blocking(op, key, move |i| {
+                        for piece in &pieces {
+                            tmp.file()
+                                .write_all(piece)
+                                .map_err(|e| i.io_err(op, &k, e))?;
+                        }
+                        if ended {
+                            tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
+                        }
+                        Ok(tmp)
+                    })
+                    .await?;
+            }
+            if ended {
+                return Ok((tmp, format!("\"{}\"", hex(&md5.finalize()))));
+            }
+        }
     }
 }
 
@@ -572,6 +624,44 @@ impl Store for FsStore {
         .await
     }
 
+    /// Like `put`, with the body written to a temp file as it arrives (see
+    /// `write_stream`); conditions are checked at the end, under the write lock.
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        body: PartBody,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let op = Op::Put;
+        let i = &self.inner;
+        check_fs_key(key).map_err(|m| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m))?;
+        check_put_options(opts)
+            .map_err(|m| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m))?;
+        let k = key.to_string();
+        let tmp = self.blocking(op, key, move |i| i.temp_file(op, &k)).await?;
+        let (mut tmp, etag) = self.write_stream(op, key, tmp, body, len).await?;
+        let (key, opts) = (key.to_string(), opts.clone());
+        self.blocking(op, &key.clone(), move |i| {
+            let sc = Sidecar {
+                v: SIDECAR_VERSION,
+                etag: etag.clone(),
+                size: len,
+                ino: tmp.ino(),
+                content_type: opts.content_type.clone(),
+                cache_control: opts.cache_control.clone(),
+                metadata: opts.metadata.clone(),
+                modified_ms: to_ms(SystemTime::now()),
+            };
+            let sc_tmp = i.stage_sidecar(op, &key, &sc)?;
+            let _guard = i.write_lock();
+            i.check_conditions(op, &key, &opts)?;
+            i.commit(op, &key, Some(tmp), sc_tmp)?;
+            Ok(PutResult { etag })
+        })
+        .await
+    }
+
     async fn get(&self, key: &str, range: Option<ByteRange>, opts: &GetOptions) -> Res<GetResult> {
         let op = Op::Get;
         let i = &self.inner;
@@ -883,56 +973,18 @@ impl Store for FsStore {
         len: u64,
         body: PartBody,
     ) -> Res<UploadedPart> {
-        use futures_util::StreamExt;
         let op = Op::UploadPart;
         self.inner.check_part(op, key, part_number)?;
         let (k, id) = (key.to_string(), upload_id.to_string());
-        let mut tmp = self
+        let tmp = self
             .blocking(op, key, move |i| {
                 i.read_upload(op, &k, &id)?;
                 i.temp_file(op, &k)
             })
             .await?;
-        let mut md5 = Md5::new();
-        let mut body = exact_len(body, len);
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batched = 0;
-        loop {
-            // An error drops `tmp`, which removes the file.
-            let next = body
-                .next()
-                .await
-                .transpose()
-                .map_err(|e| part_body_error(self.inner.loc(key), e))?;
-            let ended = next.is_none();
-            if let Some(chunk) = next {
-                md5.update(&chunk);
-                batched += chunk.len();
-                batch.push(chunk);
-            }
-            if batched >= WRITE_BATCH || (ended && !batch.is_empty()) {
-                let pieces = std::mem::take(&mut batch);
-                batched = 0;
-                let k = key.to_string();
-                tmp = self
-                    .blocking(op, key, move |i| {
-                        for piece in &pieces {
-                            tmp.file()
-                                .write_all(piece)
-                                .map_err(|e| i.io_err(op, &k, e))?;
-                        }
-                        Ok(tmp)
-                    })
-                    .await?;
-            }
-            if ended {
-                break;
-            }
-        }
-        let etag = format!("\"{}\"", hex(&md5.finalize()));
+        let (tmp, etag) = self.write_stream(op, key, tmp, body, len).await?;
         let (k, id) = (key.to_string(), upload_id.to_string());
         self.blocking(op, key, move |i| {
-            tmp.sync().map_err(|e| i.io_err(op, &k, e))?;
             i.persist_part(op, &k, &id, part_number, tmp)?;
             Ok(UploadedPart { part_number, etag })
         })

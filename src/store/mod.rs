@@ -53,8 +53,9 @@ pub const DEFAULT_MAX_KEYS: u32 = 1000;
 /// An object body as it arrives: chunks of bytes, each possibly an error.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 
-/// A part body as the caller produces it, for [`Store::upload_part_stream`]: chunks of
-/// bytes, each possibly an error (which fails the upload of the part).
+/// A body as the caller produces it, for [`Store::put_stream`] and
+/// [`Store::upload_part_stream`]: chunks of bytes, each possibly an error (which fails the
+/// request, and stores nothing of it).
 pub type PartBody = BoxStream<'static, io::Result<Bytes>>;
 
 /// Options for a put (and for the object a multipart upload will create).
@@ -296,6 +297,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions)
         -> Result<PutResult, StoreError>;
 
+    /// [`put`](Self::put) from a stream of exactly `len` bytes, so that a large object
+    /// need not be held in memory. The object is written only if `body` ends without an
+    /// error after exactly `len` bytes; an error from `body`, or a body shorter or longer
+    /// than `len`, fails the call and leaves the key as it was. Such a failure is
+    /// [`ErrorKind::InvalidRequest`] and not retryable (the stream is spent), with the
+    /// body's own error as its source. Conditions work as for `put`.
+    ///
+    /// The default collects the stream and calls `put`, so that wrappers written before
+    /// this method existed keep working; both backends stream, and a wrapper should
+    /// forward it.
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        body: PartBody,
+        opts: &PutOptions,
+    ) -> Result<PutResult, StoreError> {
+        let collected = collect_exact(body, len, Op::Put, || location_in(self.url(), key)).await?;
+        self.put(key, collected.into(), opts).await
+    }
+
     /// Read an object, or a range of it, as a stream.
     async fn get(
         &self,
@@ -389,13 +411,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         len: u64,
         body: PartBody,
     ) -> Result<UploadedPart, StoreError> {
-        let location = || format!("{}/{key}", self.url().trim_end_matches('/'));
-        let mut collected = Vec::new();
-        let mut body = exact_len(body, len);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| part_body_error(location(), e))?;
-            collected.extend_from_slice(&chunk);
-        }
+        let collected =
+            collect_exact(body, len, Op::UploadPart, || location_in(self.url(), key)).await?;
         self.upload_part(key, upload_id, part_number, collected.into())
             .await
     }
@@ -775,7 +792,7 @@ impl Stream for ExactLen {
                 Some(Ok(chunk)) if chunk.len() as u64 > self.remaining => {
                     break io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "the part's body is longer than its declared length",
+                        "the body is longer than its declared length",
                     )
                 }
                 Some(Ok(chunk)) => {
@@ -790,7 +807,7 @@ impl Stream for ExactLen {
                     break io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
-                            "the part's body ended {} bytes short of its declared length",
+                            "the body ended {} bytes short of its declared length",
                             self.remaining
                         ),
                     )
@@ -808,11 +825,33 @@ impl Stream for ExactLen {
 }
 
 /// The failure of a part whose body failed (or was not its declared length).
-pub(crate) fn part_body_error(location: String, e: io::Error) -> StoreError {
-    StoreError::new(Op::UploadPart, location, ErrorKind::InvalidRequest)
-        .with_detail(format!("the part's body failed: {e}"))
+/// A streamed request whose body failed (`op`: [`Op::Put`] or [`Op::UploadPart`]).
+pub(crate) fn body_error(op: Op, location: String, e: io::Error) -> StoreError {
+    StoreError::new(op, location, ErrorKind::InvalidRequest)
+        .with_detail(format!("the body failed: {e}"))
         .with_retryable(false)
         .with_source(e)
+}
+
+/// `key` in the store at `url`, for messages.
+fn location_in(url: &str, key: &str) -> String {
+    format!("{}/{key}", url.trim_end_matches('/'))
+}
+
+/// The default streamed methods: `body`, checked to hold exactly `len` bytes, in memory.
+async fn collect_exact(
+    body: PartBody,
+    len: u64,
+    op: Op,
+    location: impl Fn() -> String,
+) -> Result<Vec<u8>, StoreError> {
+    let mut collected = Vec::new();
+    let mut body = exact_len(body, len);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| body_error(op, location(), e))?;
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ use bytes::Bytes;
 use zeroize::Zeroizing;
 
 use super::{
-    check_copy_range, check_headers, check_key, check_max_keys, check_part_number, check_parts,
-    check_put_options, exact_len, part_body_error, ByteRange, ContentRange, CopyOptions, ErrorKind,
+    body_error, check_copy_range, check_headers, check_key, check_max_keys, check_part_number,
+    check_parts, check_put_options, exact_len, ByteRange, ContentRange, CopyOptions, ErrorKind,
     ExactLen, GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op,
     PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
@@ -488,6 +488,28 @@ impl S3Store {
             .content_length(len as i64))
     }
 
+    /// The outcome of a request with a [`StreamedBody`]: the body's own error says more
+    /// than the SDK's "dispatch failure" around it.
+    fn settle_streamed<T, E>(
+        &self,
+        op: Op,
+        key: &str,
+        out: Result<T, SdkError<E>>,
+        failure: &Mutex<Option<io::Error>>,
+    ) -> Res<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let failed = failure.lock().expect("not poisoned").take();
+        match (out, failed) {
+            // `Ok` with a failed body is never seen (the server cannot answer a request
+            // it did not get whole), but such a request must not count as stored.
+            (_, Some(e)) => Err(body_error(op, self.loc(key), e)),
+            (Err(e), None) => Err(map_err(op, self.loc(key), e)),
+            (Ok(out), None) => Ok(out),
+        }
+    }
+
     /// The part as uploaded: without its ETag the upload cannot be completed.
     fn uploaded_part(&self, key: &str, part_number: u32, etag: Option<&str>) -> Res<UploadedPart> {
         let etag = etag.map(str::to_string).ok_or_else(|| {
@@ -498,12 +520,26 @@ impl S3Store {
     }
 }
 
-/// A streamed part as an http-body 1.x body. The error it yields is kept in `failure`
-/// as well, since the SDK reports it only as a dispatch failure. (`Mutex`: the SDK wants
-/// a `Sync` body; it is only ever polled through `&mut`.)
+/// A streamed body as an http-body 1.x body, sent with its exact Content-Length: a body
+/// that fails or ends early leaves the server with a short request, which it discards,
+/// and the SDK cannot retry a stream. The error it yields is kept in `failure` as well,
+/// since the SDK reports it only as a dispatch failure. (`Mutex`: the SDK wants a `Sync`
+/// body; it is only ever polled through `&mut`.)
 struct StreamedBody {
     body: Mutex<ExactLen>,
     failure: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl StreamedBody {
+    /// `body` of exactly `len` bytes for a request, and where its error will be.
+    fn new(body: PartBody, len: u64) -> (SdkByteStream, Arc<Mutex<Option<io::Error>>>) {
+        let failure = Arc::new(Mutex::new(None));
+        let body = StreamedBody {
+            body: Mutex::new(exact_len(body, len)),
+            failure: failure.clone(),
+        };
+        (SdkByteStream::from_body_1_x(body), failure)
+    }
 }
 
 impl http_body::Body for StreamedBody {
@@ -734,6 +770,37 @@ impl Store for S3Store {
         })
     }
 
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        body: PartBody,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let op = Op::Put;
+        let full = self.check(op, key)?;
+        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        let (body, failure) = StreamedBody::new(body, len);
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .content_length(len as i64)
+            .body(body)
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
+            .set_metadata(to_hash(&opts.metadata))
+            .set_if_match(opts.if_match.clone())
+            .set_if_none_match(opts.if_none_match.clone())
+            .send()
+            .await;
+        let out = self.settle_streamed(op, key, out, &failure)?;
+        Ok(PutResult {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
     async fn get(&self, key: &str, range: Option<ByteRange>, opts: &GetOptions) -> Res<GetResult> {
         let op = Op::Get;
         let full = self.check(op, key)?;
@@ -957,29 +1024,9 @@ impl Store for S3Store {
         body: PartBody,
     ) -> Res<UploadedPart> {
         let request = self.part_request(key, upload_id, part_number, len)?;
-        let failure = Arc::new(Mutex::new(None));
-        let body = StreamedBody {
-            body: Mutex::new(exact_len(body, len)),
-            failure: failure.clone(),
-        };
-        // Content-Length is `len`: a body that fails or ends early leaves the server with
-        // a short request, which it discards, and the SDK cannot retry a stream.
-        let out = request
-            .body(SdkByteStream::from_body_1_x(body))
-            .send()
-            .await;
-        // The body's own error says more than the SDK's "dispatch failure" around it.
-        let failed = failure.lock().expect("not poisoned").take();
-        let out = match (out, failed) {
-            (Err(_), Some(e)) => return Err(part_body_error(self.loc(key), e)),
-            (Err(e), None) => return Err(map_err(Op::UploadPart, self.loc(key), e)),
-            (Ok(_), Some(e)) => {
-                // Never seen (the server cannot answer a part it did not get whole), but
-                // a part whose body failed must not be reported as uploaded.
-                return Err(part_body_error(self.loc(key), e));
-            }
-            (Ok(out), None) => out,
-        };
+        let (body, failure) = StreamedBody::new(body, len);
+        let out = request.body(body).send().await;
+        let out = self.settle_streamed(Op::UploadPart, key, out, &failure)?;
         self.uploaded_part(key, part_number, out.e_tag())
     }
 
@@ -1252,50 +1299,68 @@ mod tests {
             .boxed()
     }
 
+    /// A streamed request of 3,000 bytes: a part, or a whole object.
+    fn send_streamed(
+        store: &S3Store,
+        rt: &tokio::runtime::Runtime,
+        part: bool,
+        body: PartBody,
+    ) -> Res<String> {
+        rt.block_on(async {
+            Ok(if part {
+                store
+                    .upload_part_stream("k", "u", 1, 3000, body)
+                    .await?
+                    .etag
+            } else {
+                store
+                    .put_stream("k", 3000, body, &PutOptions::default())
+                    .await?
+                    .etag
+            })
+        })
+    }
+
     #[test]
-    fn a_streamed_part_that_fails_reaches_the_server_short_and_once() {
-        let (url, seen) = stand_in(true);
-        let store = stand_in_store(&url);
-        let rt = rt();
-        let piece = || Ok(Bytes::from(vec![7u8; 1000]));
-        let ok = rt
-            .block_on(store.upload_part_stream(
-                "k",
-                "u",
-                1,
-                3000,
-                body_of(vec![piece(), piece(), piece()]),
-            ))
-            .expect("a whole body");
-        assert_eq!(ok.etag, "\"abc\"");
-        let cases: [(&str, Vec<io::Result<Bytes>>); 3] = [
-            (
-                "fails",
-                vec![piece(), Err(io::Error::other("client went away"))],
-            ),
-            ("ends short", vec![piece(), piece()]),
-            ("runs long", vec![piece(), piece(), piece(), piece()]),
-        ];
-        for (what, pieces) in cases {
-            let e = rt
-                .block_on(store.upload_part_stream("k", "u", 1, 3000, body_of(pieces)))
-                .expect_err(what);
-            assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{what}: {e}");
-            assert!(!e.is_retryable(), "{what}: {e}");
-        }
-        // Every failed body reached the server short of its Content-Length, once: a
-        // stream is not sent again.
-        let seen = settled(&seen, 4);
-        assert_eq!(seen.len(), 4, "{seen:?}");
-        assert_eq!(
-            seen[0],
-            Seen {
-                declared: 3000,
-                received: 3000
+    fn a_streamed_body_that_fails_reaches_the_server_short_and_once() {
+        for part in [true, false] {
+            let (url, seen) = stand_in(true);
+            let store = stand_in_store(&url);
+            let rt = rt();
+            let piece = || Ok(Bytes::from(vec![7u8; 1000]));
+            let ok = send_streamed(&store, &rt, part, body_of(vec![piece(), piece(), piece()]))
+                .expect("a whole body");
+            assert_eq!(ok, "\"abc\"");
+            let cases: [(&str, Vec<io::Result<Bytes>>); 3] = [
+                (
+                    "fails",
+                    vec![piece(), Err(io::Error::other("client went away"))],
+                ),
+                ("ends short", vec![piece(), piece()]),
+                ("runs long", vec![piece(), piece(), piece(), piece()]),
+            ];
+            for (what, pieces) in cases {
+                let e = send_streamed(&store, &rt, part, body_of(pieces)).expect_err(what);
+                assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{what}: {e}");
+                assert!(!e.is_retryable(), "{what}: {e}");
             }
-        );
-        for s in &seen[1..] {
-            assert!(s.declared == 3000 && s.received < 3000, "{seen:?}");
+            // Every failed body reached the server short of its Content-Length, once: a
+            // stream is not sent again.
+            let seen = settled(&seen, 4);
+            assert_eq!(seen.len(), 4, "part {part}: {seen:?}");
+            assert_eq!(
+                seen[0],
+                Seen {
+                    declared: 3000,
+                    received: 3000
+                }
+            );
+            for s in &seen[1..] {
+                assert!(
+                    s.declared == 3000 && s.received < 3000,
+                    "part {part}: {seen:?}"
+                );
+            }
         }
     }
 

@@ -379,6 +379,17 @@ impl Watched {
             .insert(key.to_string(), body);
     }
 
+    /// `body`, its bytes counted as uploaded as they pass.
+    fn counted(&self, body: PartBody) -> PartBody {
+        let up = self.up.clone();
+        body.inspect(move |chunk| {
+            if let Ok(b) = chunk {
+                up.fetch_add(b.len() as u64, Ordering::SeqCst);
+            }
+        })
+        .boxed()
+    }
+
     /// Runs `write` (ours, to `key`) with whatever interference is ordered for it.
     async fn write<T>(
         &self,
@@ -438,6 +449,21 @@ impl Store for Watched {
         });
         self.up.fetch_add(body.len() as u64, Ordering::SeqCst);
         self.write(key, self.inner.put(key, body, opts)).await
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        body: PartBody,
+        opts: &PutOptions,
+    ) -> Result<PutResult, StoreError> {
+        self.log(Call::Put {
+            key: key.into(),
+            len: len as usize,
+        });
+        let body = self.counted(body);
+        self.write(key, self.inner.put_stream(key, len, body, opts))
+            .await
     }
     async fn get(
         &self,
@@ -574,14 +600,7 @@ impl Store for Watched {
         body: PartBody,
     ) -> Result<UploadedPart, StoreError> {
         self.log(Call::UploadPart { len: len as usize });
-        let up = self.up.clone();
-        let body = body
-            .inspect(move |chunk| {
-                if let Ok(b) = chunk {
-                    up.fetch_add(b.len() as u64, Ordering::SeqCst);
-                }
-            })
-            .boxed();
+        let body = self.counted(body);
         self.inner
             .upload_part_stream(key, upload_id, part_number, len, body)
             .await
