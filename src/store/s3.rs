@@ -532,7 +532,7 @@ struct StreamedBody {
 
 impl StreamedBody {
     /// `body` of exactly `len` bytes for a request, and where its error will be.
-    fn new(body: PartBody, len: u64) -> (SdkByteStream, Arc<Mutex<Option<io::Error>>>) {
+    fn request_body(body: PartBody, len: u64) -> (SdkByteStream, Arc<Mutex<Option<io::Error>>>) {
         let failure = Arc::new(Mutex::new(None));
         let body = StreamedBody {
             body: Mutex::new(exact_len(body, len)),
@@ -780,7 +780,7 @@ impl Store for S3Store {
         let op = Op::Put;
         let full = self.check(op, key)?;
         check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
-        let (body, failure) = StreamedBody::new(body, len);
+        let (body, failure) = StreamedBody::request_body(body, len);
         let out = self
             .client
             .put_object()
@@ -1024,7 +1024,7 @@ impl Store for S3Store {
         body: PartBody,
     ) -> Res<UploadedPart> {
         let request = self.part_request(key, upload_id, part_number, len)?;
-        let (body, failure) = StreamedBody::new(body, len);
+        let (body, failure) = StreamedBody::request_body(body, len);
         let out = request.body(body).send().await;
         let out = self.settle_streamed(Op::UploadPart, key, out, &failure)?;
         self.uploaded_part(key, part_number, out.e_tag())
