@@ -32,6 +32,7 @@ impl Harness {
             ]))
             .with_identities(vec![Identity::Sym(id.clone())])
             .with_part_size(store::MIN_PART_SIZE)
+            .with_multipart_threshold(store::MIN_PART_SIZE)
     }
 
     fn named(&self, id: &SymKey) -> SealedBucket {

@@ -349,6 +349,8 @@ mod cases {
             r,
             "--part-size",
             "5",
+            "--multipart-threshold",
+            "5",
             "--json",
             &big_local,
             &c.url("big.bin"),

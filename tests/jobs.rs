@@ -382,6 +382,8 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
         "3",
         "--part-size",
         "5",
+        "--multipart-threshold",
+        "5",
         "--report",
         "report.json",
         &url,
@@ -442,6 +444,8 @@ fn migrate_in_place_rerun_verify_reverse_garage() {
         "--reverse",
         "--verify",
         "--part-size",
+        "5",
+        "--multipart-threshold",
         "5",
         &url,
     ]);
@@ -779,6 +783,7 @@ async fn migrate_with(
         MigrateOptions {
             reverse,
             part_size: Some(5 * MIB as u64),
+            multipart_threshold: Some(5 * MIB as u64),
             ..Default::default()
         },
     ));
@@ -1171,7 +1176,7 @@ fn sealed_etags(
         .collect()
 }
 
-/// `r2seal migrate --keyring RING --encrypt-names --part-size 5 ARGS`, then the same
+/// `r2seal migrate --keyring RING --encrypt-names --part-size 5 --multipart-threshold 5 ARGS`, then the same
 /// again: the rerun exits 0 with all `n` objects skipped for `reason`, and the sealed
 /// objects at `sealed` (each authenticated by `verify`) keep their ETags, which are
 /// returned.
@@ -1189,6 +1194,8 @@ fn migrate_names_twice(
         ring,
         "--encrypt-names",
         "--part-size",
+        "5",
+        "--multipart-threshold",
         "5",
     ];
     migrate.extend(args);
@@ -1396,6 +1403,8 @@ fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
             "4",
             "--part-size",
             "5",
+            "--multipart-threshold",
+            "5",
             "--retries",
             "6",
             "--report",
@@ -1456,6 +1465,15 @@ fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
     });
     // A clean rerun finishes the job.
     cli.env = direct;
-    cli.ok(&["migrate", "-r", &r, "--part-size", "5", &url]);
+    cli.ok(&[
+        "migrate",
+        "-r",
+        &r,
+        "--part-size",
+        "5",
+        "--multipart-threshold",
+        "5",
+        &url,
+    ]);
     rt.block_on(assert_sealed_originals(&root, &s, &tree, &identity));
 }

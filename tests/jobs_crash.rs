@@ -235,6 +235,8 @@ fn migrate_cmd(g: &Garage, dir: &std::path::Path, extra: &[&str]) -> Command {
             "4",
             "--part-size",
             "5",
+            "--multipart-threshold",
+            "5",
             "--retries",
             "8",
         ])

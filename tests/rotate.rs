@@ -47,6 +47,7 @@ impl Harness {
             .with_recipients(Recipients::fixed(to.to_vec()))
             .with_identities(ids.to_vec())
             .with_part_size(PART)
+            .with_multipart_threshold(PART)
     }
 }
 
@@ -344,7 +345,8 @@ mod cases {
         let (k1, k2) = (sym(), sym());
         let bucket = h
             .bucket(&[k1.to_recipient()], &[k1.clone(), k2.clone()])
-            .with_part_size(64 * MIB as u64);
+            .with_part_size(64 * MIB as u64)
+            .with_multipart_threshold(64 * MIB as u64);
         let block = Bytes::from(pattern(MIB, 5));
         let stream = futures_util::stream::iter((0..mib).map(move |_| Ok(block.clone())));
         bucket

@@ -45,6 +45,7 @@ impl Harness {
             .with_recipients(Recipients::fixed(vec![id.to_recipient()]))
             .with_identities(vec![id.clone()])
             .with_part_size(PART)
+            .with_multipart_threshold(PART)
     }
 }
 

@@ -877,9 +877,10 @@ impl S3 for Gateway {
             .take()
             .ok_or_else(|| s3_error!(InternalError, "the body ended without a digest"))?;
         let md5 = checksum::hex(&md5);
-        if put.parts > 0 {
-            // Sealed in parts of one stream: its header was written first, so the MD5
-            // is added now, by re-sealing the metadata onto the same body.
+        if put.md5.is_none() {
+            // Sealed as it streamed (in one request or in parts): its header was written
+            // first, so the MD5 is added now, by re-sealing the metadata onto the same
+            // body.
             bucket
                 .copy_with(
                     &input.key,

@@ -17,7 +17,9 @@ use md5::{Digest, Md5};
 
 use super::{Item, Outcome};
 use crate::format::header::METADATA_KEY;
-use crate::sealed::{self, SealedBucket, SealedError, DEFAULT_PART_SIZE};
+use crate::sealed::{
+    self, SealedBucket, SealedError, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
+};
 use crate::store::{self, GetOptions, Store, StoreError, UploadedPart, MIN_PART_SIZE};
 
 /// What a migration does.
@@ -34,9 +36,13 @@ pub struct MigrateOptions {
     /// [`Migrator::new`] must have a name key), read it back and authenticate it, and only
     /// then delete the object under its plaintext name (in place).
     pub encrypt_names: bool,
-    /// Objects larger than this go up as multipart uploads of parts this size (default
-    /// and minimum as for [`SealedBucket::with_part_size`]).
+    /// Parts of multipart uploads (default and minimum as for
+    /// [`SealedBucket::with_part_size`]). Unsealing (`reverse`) writes objects larger
+    /// than this as multipart uploads of parts this size.
     pub part_size: Option<u64>,
+    /// Sealing writes objects larger than this as multipart uploads, and smaller ones in
+    /// one request (default as for [`SealedBucket::with_multipart_threshold`]).
+    pub multipart_threshold: Option<u64>,
     /// The plaintext prefix migrated. With `reverse` under encrypted names the walk lists
     /// the stored form of its parent (SECURITY.md §3.10): names outside it are skipped.
     pub prefix: String,
@@ -64,6 +70,7 @@ pub struct Migrator {
     dest_keys: std::sync::OnceLock<Arc<DestinationKeys>>,
     opts: MigrateOptions,
     part_size: u64,
+    multipart_threshold: u64,
 }
 
 /// Reasons for skipping, as they appear in reports.
@@ -103,10 +110,15 @@ impl Migrator {
             }
             None => bucket,
         };
+        let multipart_threshold = opts
+            .multipart_threshold
+            .unwrap_or(DEFAULT_MULTIPART_THRESHOLD);
         dst_bucket = dst_bucket
             .with_part_size(part_size)
+            .with_multipart_threshold(multipart_threshold)
             .checked_multipart(true)
             .allow_plaintext(false);
+        let multipart_threshold = dst_bucket.multipart_threshold();
         Migrator {
             src,
             src_bucket,
@@ -115,6 +127,7 @@ impl Migrator {
             dest_keys: std::sync::OnceLock::new(),
             opts,
             part_size,
+            multipart_threshold,
         }
     }
 
@@ -243,7 +256,8 @@ impl Migrator {
             return Outcome::Done { bytes: size };
         }
         let read_etag = got.info.meta.etag.clone();
-        let (if_match, if_none_match) = self.conditions(&read_etag, size > self.part_size);
+        let (if_match, if_none_match) =
+            self.conditions(&read_etag, size > self.multipart_threshold);
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),

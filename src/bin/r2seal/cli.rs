@@ -342,15 +342,19 @@ pub struct PutArgs {
     /// Sealed user metadata KEY=VALUE; repeatable
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
-    /// Create only: fail if the object exists (If-None-Match: *; single-request puts)
+    /// Create only: fail if the object exists (If-None-Match: *; puts of one request)
     #[arg(long)]
     pub no_clobber: bool,
-    /// Replace only this version of the object (If-Match; single-request puts)
+    /// Replace only this version of the object (If-Match; puts of one request)
     #[arg(long, value_name = "ETAG")]
     pub if_match: Option<String>,
-    /// Multipart part size in MiB (at least 5; objects up to one part go in one request)
+    /// Multipart part size in MiB (at least 5)
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub part_size: u64,
+    /// Files larger than this (MiB) go up in parts; smaller ones in one streamed
+    /// request (stdin: up to one part)
+    #[arg(long, value_name = "MIB", default_value_t = 200)]
+    pub multipart_threshold: u64,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -582,9 +586,13 @@ pub struct MigrateArgs {
     /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one
     #[arg(long, conflicts_with = "reverse")]
     pub encrypt_names: bool,
-    /// Multipart part size in MiB (at least 5; larger objects go up in parts)
+    /// Multipart part size in MiB (at least 5)
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub part_size: u64,
+    /// Objects larger than this (MiB) are sealed in parts; smaller ones in one
+    /// streamed request (--reverse: objects larger than one part go up in parts)
+    #[arg(long, value_name = "MIB", default_value_t = 200)]
+    pub multipart_threshold: u64,
     #[command(flatten)]
     pub job: JobArgs,
 }

@@ -203,6 +203,7 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
         verify: args.verify,
         dry_run: args.job.dry_run,
         part_size: Some(args.part_size * 1024 * 1024),
+        multipart_threshold: Some(args.multipart_threshold * 1024 * 1024),
         encrypt_names: args.encrypt_names,
         prefix: target.key.clone(),
     };

@@ -454,7 +454,8 @@ pub fn put(args: PutArgs) -> Result<()> {
         let store = open_store(&target, args.remote.endpoint.as_deref()).await?;
         let bucket = sealed_bucket(store, &names)
             .with_recipients(recipients)
-            .with_part_size(args.part_size * 1024 * 1024);
+            .with_part_size(args.part_size * 1024 * 1024)
+            .with_multipart_threshold(args.multipart_threshold * 1024 * 1024);
         let json = args.remote.json;
         let results = stream::iter(jobs.into_iter().map(|(path, key)| {
             let (bucket, opts, target) = (bucket.clone(), opts.clone(), target.clone());
