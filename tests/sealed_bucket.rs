@@ -1080,6 +1080,145 @@ mod cases {
         assert_eq!(&b.get_bytes("f/keep").await.unwrap().1[..], b"original");
     }
 
+    /// Objects of known length above a part and up to the multipart threshold: one
+    /// streamed PutObject, and a source that fails or comes out the wrong length leaves
+    /// the key as it was.
+    pub async fn streamed_single_puts(h: &Harness) {
+        let id = sym();
+        let b = h.bucket(&id).with_multipart_threshold(4 * PART);
+        let len = 2 * PART as usize + 12_345;
+        let body = Bytes::from(pattern(len, 7));
+        // Odd piece sizes: the sealer's chunks do not line up with them.
+        let pieces = |body: &Bytes| -> Vec<std::io::Result<Bytes>> {
+            (0..body.len())
+                .step_by(300_001)
+                .map(|at| Ok(body.slice(at..(at + 300_001).min(body.len()))))
+                .collect()
+        };
+        h.wire.take();
+        let put = b
+            .put_stream(
+                "s/one",
+                futures_util::stream::iter(pieces(&body)),
+                Some(len as u64),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((put.parts, put.size), (0, len as u64));
+        assert_eq!(put.stored_size, payload_len(len as u64));
+        assert_eq!(
+            put.md5, None,
+            "a streamed put does not know the MD5 up front"
+        );
+        let calls = h.wire.take();
+        let writes: Vec<_> = calls.iter().filter(|c| c.is_write()).collect();
+        assert_eq!(
+            writes,
+            [&Call::Put {
+                key: "s/one".into(),
+                len: payload_len(len as u64) as usize
+            }],
+            "{calls:?}"
+        );
+        assert!(b.get_bytes("s/one").await.unwrap().1 == body);
+        let range = ByteRange::Inclusive {
+            start: CHUNK_SIZE as u64 - 10,
+            end: 3 * CHUNK_SIZE as u64 + 10,
+        };
+        let got = b
+            .get("s/one", Some(range))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(got[..] == body[CHUNK_SIZE - 10..=3 * CHUNK_SIZE + 10]);
+        // From a reader, too; above the threshold it goes multipart.
+        b.put_reader("s/two", &body[..], Some(len as u64), &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(!h
+            .wire
+            .take()
+            .iter()
+            .any(|c| matches!(c, Call::CreateMultipart { .. })));
+        let big = pattern(4 * PART as usize + 1, 8);
+        let put = b
+            .put("s/big", big.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        assert!(put.parts > 1, "{put:?}");
+        assert!(b.get_bytes("s/big").await.unwrap().1 == big);
+
+        // Failed sources over an existing object and onto a new key: nothing written.
+        let mut failing = pieces(&body);
+        failing.truncate(20);
+        failing.push(Err(std::io::Error::other("disk on fire")));
+        let short = pieces(&body.slice(..len - 1));
+        let long = pieces(&Bytes::from(pattern(len + 1, 7)));
+        for (what, source) in [("fails", failing), ("short", short), ("long", long)] {
+            for key in ["s/one", "s/new"] {
+                let e = b
+                    .put_stream(
+                        key,
+                        futures_util::stream::iter(source.iter().map(|r| match r {
+                            Ok(b) => Ok(b.clone()),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        })),
+                        Some(len as u64),
+                        &PutOptions::default(),
+                    )
+                    .await
+                    .unwrap_err();
+                assert!(matches!(e, SealedError::Io { .. }), "{what}: {e}");
+                if what == "fails" {
+                    assert!(e.to_string().contains("disk on fire"), "{e}");
+                } else {
+                    assert!(e.to_string().contains("changed size"), "{what}: {e}");
+                }
+            }
+        }
+        assert!(
+            b.get_bytes("s/one").await.unwrap().1 == body,
+            "a failed put replaced it"
+        );
+        assert!(b.head("s/new").await.unwrap_err().is_not_found());
+    }
+
+    /// A streamed single put carries its conditions to the server.
+    pub async fn conditional_streamed_puts(h: &Harness) {
+        let id = sym();
+        let b = h.bucket(&id).with_multipart_threshold(4 * PART);
+        let (v1, v2) = (
+            pattern(PART as usize + 1, 9),
+            pattern(PART as usize + 2, 10),
+        );
+        let first = b
+            .put("cs/a", v1.clone(), &PutOptions::create_only())
+            .await
+            .unwrap();
+        assert_eq!(first.parts, 0);
+        let e = b
+            .put("cs/a", v2.clone(), &PutOptions::create_only())
+            .await
+            .unwrap_err();
+        assert!(e.is_precondition_failed(), "{e}");
+        let stale = PutOptions {
+            if_match: Some("\"0123456789abcdef0123456789abcdef\"".into()),
+            ..Default::default()
+        };
+        let e = b.put("cs/a", v2.clone(), &stale).await.unwrap_err();
+        assert!(e.is_precondition_failed(), "{e}");
+        assert!(b.get_bytes("cs/a").await.unwrap().1 == v1);
+        let current = PutOptions {
+            if_match: Some(first.etag),
+            ..Default::default()
+        };
+        b.put("cs/a", v2.clone(), &current).await.unwrap();
+        assert!(b.get_bytes("cs/a").await.unwrap().1 == v2);
+    }
+
     pub async fn cleanup_aborts_stale_uploads(h: &Harness) {
         let id = sym();
         let b = h.bucket(&id);
@@ -1214,6 +1353,8 @@ suite!(
         cleanup_aborts_stale_uploads,
         rewrite_aborts_stale_uploads_of_its_key,
         conditional_puts,
+        streamed_single_puts,
+        conditional_streamed_puts,
     ]
 );
 
@@ -1237,11 +1378,16 @@ suite!(
         failures_write_nothing,
         cleanup_aborts_stale_uploads,
         rewrite_aborts_stale_uploads_of_its_key,
+        streamed_single_puts,
     ]
 );
 
 #[cfg(feature = "s3")]
-suite!(s3_cond, s3_env::cond, [conditional_puts]);
+suite!(
+    s3_cond,
+    s3_env::cond,
+    [conditional_puts, conditional_streamed_puts]
+);
 
 /// Servers configured but the backend not compiled in would silently test nothing.
 #[cfg(not(feature = "s3"))]
