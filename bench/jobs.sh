@@ -8,10 +8,12 @@
 #
 # Each round also seals a server-side copy of the source in place (`migrate URL`), timed
 # on its own. Workloads: SMALL × 4 KiB objects (--jobs 16 / --transfers 16) and LARGE × 64 MiB
-# objects (--jobs 4 / --transfers 4; r2seal with its default 16 MiB parts, 4 in flight
-# per object; rclone with its defaults). Runs alternate r2seal, rclone / rclone, r2seal
-# ROUNDS times each, each once Garage is idle; the table gives medians. Each run writes
-# to a fresh destination.
+# objects (--jobs 4 / --transfers 4; both tools with their defaults: one PUT per object,
+# under r2seal's 200 MiB multipart threshold and rclone's 200 MiB upload cutoff). The
+# large workload also runs a baseline in the same rounds: r2seal with
+# `--multipart-threshold 16` (16 MiB parts, 4 in flight per object; the default before
+# 2026-11-26). Runs alternate their order each round, ROUNDS times each, each once Garage
+# is idle; the tables give medians. Each run writes to a fresh destination.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -55,6 +57,10 @@ r2seal_run() { # r2seal_run small|large JOBS ROUND
 rclone_run() { # rclone_run small|large TRANSFERS ROUND
     rc copy --transfers "$2" "garage:$BUCKET/$RUN/src-$1" "crypt:$1-$3"
 }
+parts_run() { # parts_run large JOBS ROUND: the baseline, multipart as before 2026-11-26
+    "$R2SEAL" migrate --quiet --jobs "$2" -r "$RECIPIENT" --multipart-threshold 16 \
+        --to "s3://$BUCKET/$RUN/parts-$1-$3/" "s3://$BUCKET/$RUN/src-$1/"
+}
 inplace_run() { # inplace_run small|large JOBS ROUND: seal a copy of the source where it is
     "$R2SEAL" migrate --quiet --jobs "$2" -r "$RECIPIENT" "s3://$BUCKET/$RUN/inplace-$1-$3/"
 }
@@ -67,6 +73,9 @@ for w in small large; do
     for r in $(seq 1 "$ROUNDS"); do
         order="r2seal rclone"
         [ $((r % 2)) -eq 0 ] && order="rclone r2seal"
+        # Large objects also run the multipart baseline (same run, same server state).
+        [ "$w" = large ] && order="parts $order"
+        [ "$w" = large ] && [ $((r % 2)) -eq 0 ] && order="${order#parts } parts"
         for tool in $order; do
             bench_measure "${tool}_run" "$w" "$jobs" "$r"
             T[${tool}_${w}_$r]=$WALL C[${tool}_${w}_$r]=$CPU S[${tool}_${w}_$r]=$SERVER_CPU
@@ -81,6 +90,7 @@ for w in small large; do
         rc purge "garage:$BUCKET/$RUN/r2seal-$w-$r" 2>/dev/null || true
         rc purge "garage:$BUCKET/$RUN/inplace-$w-$r" 2>/dev/null || true
         rc purge "crypt:$w-$r" 2>/dev/null || true
+        rc purge "garage:$BUCKET/$RUN/parts-$w-$r" 2>/dev/null || true
     done
 done
 
@@ -93,7 +103,7 @@ vals() { # vals ARRAY KEY: the rounds' values
 args=()
 for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals T $k)"); done
 for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals C $k)" "$(vals S $k)"); done
-for k in inplace_small inplace_large; do args+=("$(vals T $k)" "$(vals C $k)" "$(vals S $k)"); done
+for k in inplace_small inplace_large parts_large; do args+=("$(vals T $k)" "$(vals C $k)" "$(vals S $k)"); done
 
 python3 - "$BENCH_LOOPBACK" "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
 import statistics, sys, datetime
@@ -118,6 +128,8 @@ print("|---|---|---|---|---|")
 for label, (rc_, rs, cc, cs) in [("small", cpu[0:4]), ("large", cpu[4:8])]:
     print(f"| {label} | {rc_:.2f} | {rs:.2f} | {cc:.2f} | {cs:.2f} |")
 inplace = [statistics.median(float(x) for x in a.split()) for a in sys.argv[17:23]]
+parts_runs = [float(x) for x in sys.argv[23].split()]
+parts = [statistics.median(float(x) for x in a.split()) for a in sys.argv[23:26]]
 print("\nIn place (`r2seal migrate URL` on a server-side copy of the same objects; no rclone "
       "equivalent), medians:\n")
 print("| workload | time | client CPU | Garage CPU |")
@@ -127,4 +139,12 @@ for label, work, unit, (t, c, g) in [
     (f"{large} x 64 MiB, 4 at once", large * 64, "MiB/s", inplace[3:6]),
 ]:
     print(f"| {label} | {t:.2f} s ({work / t:.0f} {unit}) | {c:.2f} s | {g:.2f} s |")
+t = statistics.median(runs[2])
+print("\nBaseline in the same run: the large objects as multipart uploads of 16 MiB parts "
+      "(`--multipart-threshold 16`, how r2seal wrote them before 2026-11-26), medians:\n")
+print("| workload | time | multipart / streamed single-PUT time | client CPU | Garage CPU | runs |")
+print("|---|---|---|---|---|---|")
+print(f"| {large} x 64 MiB, 4 at once | {parts[0]:.2f} s ({large * 64 / parts[0]:.0f} MiB/s) "
+      f"| **{parts[0] / t:.2f}x** | {parts[1]:.2f} s | {parts[2]:.2f} s "
+      f"| {' '.join(map(str, parts_runs))} |")
 PY
