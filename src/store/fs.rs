@@ -267,6 +267,34 @@ impl Inner {
         self.lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Make a written (and synced) temp file of `size` bytes the object `key`, with its
+    /// sidecar, if `opts`' conditions hold (checked under the write lock).
+    fn commit_put(
+        &self,
+        op: Op,
+        key: &str,
+        mut tmp: TempFile,
+        etag: String,
+        size: u64,
+        opts: &PutOptions,
+    ) -> Res<PutResult> {
+        let sc = Sidecar {
+            v: SIDECAR_VERSION,
+            etag: etag.clone(),
+            size,
+            ino: tmp.ino(),
+            content_type: opts.content_type.clone(),
+            cache_control: opts.cache_control.clone(),
+            metadata: opts.metadata.clone(),
+            modified_ms: to_ms(SystemTime::now()),
+        };
+        let sc_tmp = self.stage_sidecar(op, key, &sc)?;
+        let _guard = self.write_lock();
+        self.check_conditions(op, key, opts)?;
+        self.commit(op, key, Some(tmp), sc_tmp)?;
+        Ok(PutResult { etag })
+    }
+
     /// The key and part number of an upload's part.
     fn check_part(&self, op: Op, key: &str, part_number: u32) -> Res<()> {
         let bad = |m: &str| self.err(op, key, ErrorKind::InvalidRequest).with_detail(m);
@@ -605,21 +633,7 @@ impl Store for FsStore {
             let mut tmp = i.temp_file(op, &key)?;
             tmp.write_all_sync(&body)
                 .map_err(|e| i.io_err(op, &key, e))?;
-            let sc = Sidecar {
-                v: SIDECAR_VERSION,
-                etag: etag.clone(),
-                size: body.len() as u64,
-                ino: tmp.ino(),
-                content_type: opts.content_type.clone(),
-                cache_control: opts.cache_control.clone(),
-                metadata: opts.metadata.clone(),
-                modified_ms: to_ms(SystemTime::now()),
-            };
-            let sc_tmp = i.stage_sidecar(op, &key, &sc)?;
-            let _guard = i.write_lock();
-            i.check_conditions(op, &key, &opts)?;
-            i.commit(op, &key, Some(tmp), sc_tmp)?;
-            Ok(PutResult { etag })
+            i.commit_put(op, &key, tmp, etag, body.len() as u64, &opts)
         })
         .await
     }
@@ -640,24 +654,10 @@ impl Store for FsStore {
             .map_err(|m| i.err(op, key, ErrorKind::InvalidRequest).with_detail(m))?;
         let k = key.to_string();
         let tmp = self.blocking(op, key, move |i| i.temp_file(op, &k)).await?;
-        let (mut tmp, etag) = self.write_stream(op, key, tmp, body, len).await?;
+        let (tmp, etag) = self.write_stream(op, key, tmp, body, len).await?;
         let (key, opts) = (key.to_string(), opts.clone());
         self.blocking(op, &key.clone(), move |i| {
-            let sc = Sidecar {
-                v: SIDECAR_VERSION,
-                etag: etag.clone(),
-                size: len,
-                ino: tmp.ino(),
-                content_type: opts.content_type.clone(),
-                cache_control: opts.cache_control.clone(),
-                metadata: opts.metadata.clone(),
-                modified_ms: to_ms(SystemTime::now()),
-            };
-            let sc_tmp = i.stage_sidecar(op, &key, &sc)?;
-            let _guard = i.write_lock();
-            i.check_conditions(op, &key, &opts)?;
-            i.commit(op, &key, Some(tmp), sc_tmp)?;
-            Ok(PutResult { etag })
+            i.commit_put(op, &key, tmp, etag, len, &opts)
         })
         .await
     }

@@ -466,6 +466,30 @@ impl S3Store {
 }
 
 impl S3Store {
+    /// A PutObject request for `len` body bytes with `opts`' headers and conditions,
+    /// checked and addressed; the caller adds the body.
+    fn put_request(
+        &self,
+        key: &str,
+        len: u64,
+        opts: &PutOptions,
+    ) -> Res<aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder> {
+        let op = Op::Put;
+        let full = self.check(op, key)?;
+        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        Ok(self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .content_length(len as i64)
+            .set_content_type(opts.content_type.clone())
+            .set_cache_control(opts.cache_control.clone())
+            .set_metadata(to_hash(&opts.metadata))
+            .set_if_match(opts.if_match.clone())
+            .set_if_none_match(opts.if_none_match.clone()))
+    }
+
     /// An UploadPart request for `len` body bytes, checked and addressed; the caller
     /// adds the body.
     fn part_request(
@@ -742,21 +766,9 @@ impl Store for S3Store {
 
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Res<PutResult> {
         let op = Op::Put;
-        let full = self.check(op, key)?;
-        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
-        let len = body.len() as i64;
         let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .content_length(len)
+            .put_request(key, body.len() as u64, opts)?
             .body(SdkByteStream::from(body))
-            .set_content_type(opts.content_type.clone())
-            .set_cache_control(opts.cache_control.clone())
-            .set_metadata(to_hash(&opts.metadata))
-            .set_if_match(opts.if_match.clone())
-            .set_if_none_match(opts.if_none_match.clone())
             .customize();
         if self.unsigned_payload {
             request = request.disable_payload_signing();
@@ -777,25 +789,10 @@ impl Store for S3Store {
         body: PartBody,
         opts: &PutOptions,
     ) -> Res<PutResult> {
-        let op = Op::Put;
-        let full = self.check(op, key)?;
-        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        let request = self.put_request(key, len, opts)?;
         let (body, failure) = StreamedBody::request_body(body, len);
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .content_length(len as i64)
-            .body(body)
-            .set_content_type(opts.content_type.clone())
-            .set_cache_control(opts.cache_control.clone())
-            .set_metadata(to_hash(&opts.metadata))
-            .set_if_match(opts.if_match.clone())
-            .set_if_none_match(opts.if_none_match.clone())
-            .send()
-            .await;
-        let out = self.settle_streamed(op, key, out, &failure)?;
+        let out = request.body(body).send().await;
+        let out = self.settle_streamed(Op::Put, key, out, &failure)?;
         Ok(PutResult {
             etag: out.e_tag().unwrap_or_default().to_string(),
         })
