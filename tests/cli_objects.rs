@@ -595,6 +595,46 @@ fn no_clobber_refuses_to_replace() {
     let e = c.fail(&["put", "-r", r, "--no-clobber", &b, &c.url("k")]);
     assert!(e.contains("precondition failed"), "{e}");
     assert_eq!(c.run(&["cat", "-i", "key.txt", &c.url("k")]), b"first");
+    // A file above one part and under the multipart threshold goes up in one streamed
+    // request, which carries the condition; above the threshold it is refused up front.
+    let big = c.write("big.bin", &data(6 * MIB, 9));
+    let out = c.run(&[
+        "put",
+        "-r",
+        r,
+        "--part-size",
+        "5",
+        "--no-clobber",
+        "--json",
+        &big,
+        &c.url("big"),
+    ]);
+    assert_eq!(json_lines(&out)[0]["parts"], 0);
+    let e = c.fail(&[
+        "put",
+        "-r",
+        r,
+        "--part-size",
+        "5",
+        "--no-clobber",
+        &b,
+        &c.url("big"),
+    ]);
+    assert!(e.contains("precondition failed"), "{e}");
+    let e = c.fail(&[
+        "put",
+        "-r",
+        r,
+        "--part-size",
+        "5",
+        "--multipart-threshold",
+        "5",
+        "--no-clobber",
+        &big,
+        &c.url("big2"),
+    ]);
+    assert!(e.contains("multipart"), "{e}");
+    assert!(c.run(&["cat", "-i", "key.txt", &c.url("big")]) == data(6 * MIB, 9));
 }
 
 /// A file:// bucket is found from any key below it, so names stay stable.
