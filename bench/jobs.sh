@@ -5,6 +5,7 @@
 #
 #   bash bench/jobs.sh              # writes bench/out/jobs.md and prints it
 #   ROUNDS=3 SMALL=10000 LARGE=20 bash bench/jobs.sh
+#   WORKLOADS=large ROUNDS=5 bash bench/jobs.sh   # one workload only
 #
 # Each round also seals a server-side copy of the source in place (`migrate URL`), timed
 # on its own. Workloads: SMALL × 4 KiB objects (--jobs 16 / --transfers 16) and LARGE × 64 MiB
@@ -20,6 +21,9 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS="${ROUNDS:-3}"
 SMALL="${SMALL:-10000}"
 LARGE="${LARGE:-20}"
+WORKLOADS="${WORKLOADS:-small large}"
+case " $WORKLOADS " in *" small "*) ;; *) SMALL=0 ;; esac
+case " $WORKLOADS " in *" large "*) ;; *) LARGE=0 ;; esac
 
 # R2SEAL_BIN: a release binary built already (skips the build).
 if [ -z "${R2SEAL_BIN:-}" ]; then
@@ -67,7 +71,7 @@ inplace_run() { # inplace_run small|large JOBS ROUND: seal a copy of the source 
 
 mkdir -p bench/out
 declare -A T C S
-for w in small large; do
+for w in $WORKLOADS; do
     jobs=16
     [ "$w" = large ] && jobs=4
     for r in $(seq 1 "$ROUNDS"); do
@@ -97,7 +101,7 @@ done
 vals() { # vals ARRAY KEY: the rounds' values
     local -n a=$1
     local out=() r
-    for r in $(seq 1 "$ROUNDS"); do out+=("${a[${2}_$r]}"); done
+    for r in $(seq 1 "$ROUNDS"); do out+=("${a[${2}_$r]:-nan}"); done # nan: not run
     echo "${out[@]}"
 }
 args=()
@@ -106,7 +110,7 @@ for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals 
 for k in inplace_small inplace_large parts_large; do args+=("$(vals T $k)" "$(vals C $k)" "$(vals S $k)"); done
 
 python3 - "$BENCH_LOOPBACK" "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
-import statistics, sys, datetime
+import datetime, math, statistics, sys
 loopback = sys.argv.pop(1)
 small, large, rounds, cores = (int(x) for x in sys.argv[1:5])
 runs = [[float(x) for x in a.split()] for a in sys.argv[5:9]]
@@ -120,13 +124,16 @@ for label, work, unit, (a, b) in [
     (f"{large} x 64 MiB, 4 at once", large * 64, "MiB/s", runs[2:4]),
 ]:
     s, r = statistics.median(a), statistics.median(b)
+    if math.isnan(s):
+        continue
     print(f"| {label} | {s:.2f} s ({work / s:.0f} {unit}) | {r:.2f} s ({work / r:.0f} {unit}) "
           f"| **{r / s:.2f}x** | {' '.join(map(str, a))}; {' '.join(map(str, b))} |")
 print("\nCPU seconds per run (medians; Garage shares the machine's cores with the client):\n")
 print("| workload | r2seal client | Garage, r2seal run | rclone client | Garage, rclone run |")
 print("|---|---|---|---|---|")
 for label, (rc_, rs, cc, cs) in [("small", cpu[0:4]), ("large", cpu[4:8])]:
-    print(f"| {label} | {rc_:.2f} | {rs:.2f} | {cc:.2f} | {cs:.2f} |")
+    if not math.isnan(rc_):
+        print(f"| {label} | {rc_:.2f} | {rs:.2f} | {cc:.2f} | {cs:.2f} |")
 inplace = [statistics.median(float(x) for x in a.split()) for a in sys.argv[17:23]]
 parts_runs = [float(x) for x in sys.argv[23].split()]
 parts = [statistics.median(float(x) for x in a.split()) for a in sys.argv[23:26]]
@@ -138,8 +145,11 @@ for label, work, unit, (t, c, g) in [
     (f"{small:,} x 4 KiB, 16 at once", small, "obj/s", inplace[0:3]),
     (f"{large} x 64 MiB, 4 at once", large * 64, "MiB/s", inplace[3:6]),
 ]:
-    print(f"| {label} | {t:.2f} s ({work / t:.0f} {unit}) | {c:.2f} s | {g:.2f} s |")
+    if not math.isnan(t):
+        print(f"| {label} | {t:.2f} s ({work / t:.0f} {unit}) | {c:.2f} s | {g:.2f} s |")
 t = statistics.median(runs[2])
+if math.isnan(t):
+    sys.exit(0)
 print("\nBaseline in the same run: the large objects as multipart uploads of 16 MiB parts "
       "(`--multipart-threshold 16`, how r2seal wrote them before 2026-11-26), medians:\n")
 print("| workload | time | multipart / streamed single-PUT time | client CPU | Garage CPU | runs |")
