@@ -32,6 +32,19 @@ fi
 R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="bench-jobs-$$-$(date +%s)"
+
+# Garage frees the blocks of purged objects only some minutes later, so every copy a run
+# writes stays on disk until it ends: the source, then per round four copies of the
+# large objects (r2seal, the multipart baseline, rclone, the in-place copy) and the
+# in-place rewrite. A full disk stalled Garage mid-request once (5 rounds, 22 GiB).
+need_mib=$(((1 + 5 * ROUNDS) * LARGE * 64 + 2 * ROUNDS * SMALL * 5 / 1024 + 1024))
+if [ -n "${R2SEAL_SERVICES_DIR:-}" ]; then
+    free_mib=$(df -Pm "$R2SEAL_SERVICES_DIR" | awk 'NR == 2 {print $4}')
+    if [ "$free_mib" -lt "$need_mib" ]; then
+        echo "bench: about $need_mib MiB of disk needed for Garage's data, $free_mib MiB free; lower ROUNDS or LARGE" >&2
+        exit 1
+    fi
+fi
 bench_rclone_conf "$WORK/rclone.conf" "$BUCKET/$RUN/rclone"
 bench_at_exit "rc purge 'garage:$BUCKET/$RUN' 2>/dev/null"
 
