@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::environment::{
@@ -108,7 +108,16 @@ pub struct S3Options {
     pub credentials: Option<S3Credentials>,
     /// Named profile of the shared AWS config files.
     pub profile: Option<String>,
+    /// How long a streamed body may wait for the server to read on before its request
+    /// fails (default [`BODY_STALL_TIMEOUT`]).
+    pub body_stall_timeout: Option<Duration>,
 }
+
+/// A streamed body (a streamed put or part) whose request the server has left this long
+/// without reading on fails with a retryable [`ErrorKind::Network`] error, instead of
+/// holding the put forever (seen once with Garage on a full disk). Time spent waiting
+/// for the body's own input does not count.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A bucket, or a prefix inside one, over the S3 API.
 #[derive(Clone)]
@@ -124,6 +133,7 @@ pub struct S3Store {
     /// Send bodies as `UNSIGNED-PAYLOAD`: the transport already protects them (TLS, or
     /// loopback), so hashing each body once more for the signature only costs CPU.
     unsigned_payload: bool,
+    body_stall_timeout: Duration,
 }
 
 impl fmt::Debug for S3Store {
@@ -360,6 +370,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix,
             unsigned_payload: endpoint.as_deref().is_none_or(transport_protects_payload),
+            body_stall_timeout: opts.body_stall_timeout.unwrap_or(BODY_STALL_TIMEOUT),
             endpoint,
             region,
             path_style,
@@ -512,19 +523,34 @@ impl S3Store {
             .content_length(len as i64))
     }
 
-    /// The outcome of a request with a [`StreamedBody`]: the body's own error says more
-    /// than the SDK's "dispatch failure" around it.
-    fn settle_streamed<T, E>(
+    /// Sends a request with a [`StreamedBody`] watched by `watch`: a server that stops
+    /// reading the body fails it (see [`BODY_STALL_TIMEOUT`]), and the body's own error
+    /// says more than the SDK's "dispatch failure" around it.
+    async fn send_streamed<T, E>(
         &self,
         op: Op,
         key: &str,
-        out: Result<T, SdkError<E>>,
-        failure: &Mutex<Option<io::Error>>,
+        send: impl std::future::Future<Output = Result<T, SdkError<E>>>,
+        watch: &BodyWatch,
     ) -> Res<T>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let failed = failure.lock().expect("not poisoned").take();
+        use futures_util::future::{select, Either};
+        let stalled = watch.stalled(self.body_stall_timeout);
+        let out = match select(std::pin::pin!(send), std::pin::pin!(stalled)).await {
+            Either::Left((out, _)) => out,
+            // Dropping the request closes its connection.
+            Either::Right(((), _)) => {
+                return Err(
+                    StoreError::new(op, self.loc(key), ErrorKind::Network).with_detail(format!(
+                        "the server stopped reading the body for {} s",
+                        self.body_stall_timeout.as_secs_f32()
+                    )),
+                )
+            }
+        };
+        let failed = watch.failure.lock().expect("not poisoned").take();
         match (out, failed) {
             // `Ok` with a failed body is never seen (the server cannot answer a request
             // it did not get whole), but such a request must not count as stored.
@@ -546,23 +572,50 @@ impl S3Store {
 
 /// A streamed body as an http-body 1.x body, sent with its exact Content-Length: a body
 /// that fails or ends early leaves the server with a short request, which it discards,
-/// and the SDK cannot retry a stream. The error it yields is kept in `failure` as well,
-/// since the SDK reports it only as a dispatch failure. (`Mutex`: the SDK wants a `Sync`
-/// body; it is only ever polled through `&mut`.)
+/// and the SDK cannot retry a stream. (`Mutex`: the SDK wants a `Sync` body; it is only
+/// ever polled through `&mut`.)
 struct StreamedBody {
     body: Mutex<ExactLen>,
+    watch: BodyWatch,
+}
+
+/// What a [`StreamedBody`] tells the request that sends it.
+#[derive(Clone, Default)]
+struct BodyWatch {
+    /// The body's error, kept since the SDK reports it only as a dispatch failure.
     failure: Arc<Mutex<Option<io::Error>>>,
+    /// When the body last handed over a chunk, if the HTTP client has not asked for the
+    /// next one since: it asks once the connection took the chunk.
+    handed_over: Arc<Mutex<Option<Instant>>>,
+}
+
+impl BodyWatch {
+    /// Resolves once a chunk has waited `timeout` for the connection to take it.
+    async fn stalled(&self, timeout: Duration) {
+        loop {
+            let waited = self
+                .handed_over
+                .lock()
+                .expect("not poisoned")
+                .map(|t| t.elapsed());
+            match waited {
+                Some(w) if w >= timeout => return,
+                Some(w) => tokio::time::sleep(timeout - w).await,
+                None => tokio::time::sleep(timeout).await,
+            }
+        }
+    }
 }
 
 impl StreamedBody {
-    /// `body` of exactly `len` bytes for a request, and where its error will be.
-    fn request_body(body: PartBody, len: u64) -> (SdkByteStream, Arc<Mutex<Option<io::Error>>>) {
-        let failure = Arc::new(Mutex::new(None));
+    /// `body` of exactly `len` bytes for a request, and what watches it.
+    fn request_body(body: PartBody, len: u64) -> (SdkByteStream, BodyWatch) {
+        let watch = BodyWatch::default();
         let body = StreamedBody {
             body: Mutex::new(exact_len(body, len)),
-            failure: failure.clone(),
+            watch: watch.clone(),
         };
-        (SdkByteStream::from_body_1_x(body), failure)
+        (SdkByteStream::from_body_1_x(body), watch)
     }
 }
 
@@ -576,12 +629,21 @@ impl http_body::Body for StreamedBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
         use futures_util::StreamExt;
         let this = self.get_mut();
+        // Asked for more: the connection took what came before.
+        *this.watch.handed_over.lock().expect("not poisoned") = None;
         let body = this.body.get_mut().expect("not poisoned");
         match futures_util::ready!(body.poll_next_unpin(cx)) {
-            Some(Ok(chunk)) => Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+            Some(Ok(chunk)) => {
+                // Not after the last chunk: the client need not ask again once it has
+                // sent Content-Length bytes, and the server's answer may take a while.
+                if body.remaining() > 0 {
+                    *this.watch.handed_over.lock().expect("not poisoned") = Some(Instant::now());
+                }
+                Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+            }
             Some(Err(e)) => {
                 let shown = io::Error::new(e.kind(), e.to_string());
-                *this.failure.lock().expect("not poisoned") = Some(e);
+                *this.watch.failure.lock().expect("not poisoned") = Some(e);
                 Poll::Ready(Some(Err(shown)))
             }
             None => Poll::Ready(None),
@@ -790,9 +852,10 @@ impl Store for S3Store {
         opts: &PutOptions,
     ) -> Res<PutResult> {
         let request = self.put_request(key, len, opts)?;
-        let (body, failure) = StreamedBody::request_body(body, len);
-        let out = request.body(body).send().await;
-        let out = self.settle_streamed(Op::Put, key, out, &failure)?;
+        let (body, watch) = StreamedBody::request_body(body, len);
+        let out = self
+            .send_streamed(Op::Put, key, request.body(body).send(), &watch)
+            .await?;
         Ok(PutResult {
             etag: out.e_tag().unwrap_or_default().to_string(),
         })
@@ -1021,9 +1084,10 @@ impl Store for S3Store {
         body: PartBody,
     ) -> Res<UploadedPart> {
         let request = self.part_request(key, upload_id, part_number, len)?;
-        let (body, failure) = StreamedBody::request_body(body, len);
-        let out = request.body(body).send().await;
-        let out = self.settle_streamed(Op::UploadPart, key, out, &failure)?;
+        let (body, watch) = StreamedBody::request_body(body, len);
+        let out = self
+            .send_streamed(Op::UploadPart, key, request.body(body).send(), &watch)
+            .await?;
         self.uploaded_part(key, part_number, out.e_tag())
     }
 
@@ -1359,6 +1423,88 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A server that stops reading a streamed body mid-way fails the request, retryably,
+    /// instead of holding it (the body's input is quick here: only the server waits).
+    #[test]
+    fn a_server_that_stops_reading_fails_the_request() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    // The request head and a little of the body, then nothing.
+                    let mut buf = [0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf);
+                    std::thread::sleep(Duration::from_secs(60));
+                });
+            }
+        });
+        let opts = S3Options {
+            endpoint: Some(url),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            body_stall_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let rt = rt();
+        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        let len = 256 * 1024 * 1024;
+        let body = || -> PartBody {
+            use futures_util::StreamExt;
+            futures_util::stream::iter((0..256).map(|_| Ok(Bytes::from(vec![3u8; 1 << 20]))))
+                .boxed()
+        };
+        let (body, stream) = (body(), body());
+        for (what, result) in [
+            (
+                "put",
+                rt.block_on(async {
+                    let opts = PutOptions::default();
+                    let put = store.put_stream("k", len, body, &opts);
+                    tokio::time::timeout(Duration::from_secs(30), put).await
+                })
+                .map(|r| r.map(drop)),
+            ),
+            (
+                "part",
+                rt.block_on(async {
+                    let part = store.upload_part_stream("k", "u", 1, len, stream);
+                    tokio::time::timeout(Duration::from_secs(30), part).await
+                })
+                .map(|r| r.map(drop)),
+            ),
+        ] {
+            let e = result
+                .unwrap_or_else(|_| panic!("{what}: still waiting after 30 s"))
+                .expect_err(what);
+            assert_eq!(e.kind(), ErrorKind::Network, "{what}: {e}");
+            assert!(e.is_retryable(), "{what}: {e}");
+            assert!(
+                e.to_string().contains("stopped reading the body"),
+                "{what}: {e}"
+            );
+        }
+        // Waiting for the body's own input is not a stall.
+        let (url, _) = stand_in(true);
+        let opts = S3Options {
+            endpoint: Some(url),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            body_stall_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        };
+        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        use futures_util::StreamExt;
+        let slow = futures_util::stream::iter(0..3)
+            .then(|_| async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                Ok(Bytes::from(vec![5u8; 1000]))
+            })
+            .boxed();
+        rt.block_on(store.put_stream("k", 3000, slow, &PutOptions::default()))
+            .expect("a slow source is not a stalled server");
     }
 
     #[test]
