@@ -707,3 +707,96 @@ fn s3_errors_are_one_clear_line() {
     );
     assert!(!e.contains(&"0".repeat(64)));
 }
+
+/// A TCP proxy to `upstream` that cuts the first connection on which the client has sent
+/// more than `cut_after` bytes (once), and counts the connections it cut.
+fn cutting_proxy(
+    upstream: &str,
+    cut_after: usize,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cut = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(true));
+    let counted = cut.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                return;
+            };
+            let (mut client_r, mut server_w) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (armed, counted) = (armed.clone(), counted.clone());
+            // Client to server, cut once past `cut_after` bytes.
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                let mut sent = 0;
+                loop {
+                    let n = match client_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    sent += n;
+                    if sent > cut_after && armed.swap(false, Ordering::SeqCst) {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let _ = client_r.shutdown(Shutdown::Both);
+                        let _ = server_w.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server_w.shutdown(Shutdown::Write);
+            });
+            // Server to client.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (url, cut)
+}
+
+/// `r2seal put FILE` of a file that goes up in one streamed request (which the SDK
+/// cannot send again): the connection cut mid-body, the CLI puts the file again.
+#[test]
+fn put_of_a_file_is_sent_again_after_a_cut() {
+    let Some(c) = s3_ctx("put_retry") else {
+        return;
+    };
+    let endpoint = var("R2SEAL_TEST_S3_ENDPOINT").unwrap();
+    let (proxy, cut) = cutting_proxy(&endpoint, 2 * MIB);
+    let mut env = c.env.clone();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy));
+    let c = Ctx { env, ..c };
+    let big = data(6 * MIB, 11);
+    let local = c.write("big.bin", &big);
+    let out = c.run(&[
+        "put",
+        "-r",
+        &c.recipient,
+        "--part-size",
+        "5",
+        "--json",
+        &local,
+        &c.url("big.bin"),
+    ]);
+    assert_eq!(json_lines(&out)[0]["parts"], 0);
+    assert_eq!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the proxy never cut"
+    );
+    assert!(c.run(&["cat", "-i", "key.txt", &c.url("big.bin")]) == big);
+}

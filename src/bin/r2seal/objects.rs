@@ -32,6 +32,8 @@ use crate::local;
 
 /// Transfers at least this large get a progress line (when stderr is a terminal).
 const PROGRESS_MIN: u64 = 8 * 1024 * 1024;
+/// Further attempts at putting a local file after a failure a retry can help.
+const PUT_FILE_RETRIES: u32 = 3;
 
 /// One line, no cause chain: library errors already say what, where and why.
 pub(crate) fn flat(e: impl Display) -> anyhow::Error {
@@ -512,22 +514,34 @@ async fn put_one(
             (r, "-".to_string())
         }
         Some(p) => {
-            let file = tokio::fs::File::open(p)
-                .await
-                .with_context(|| format!("cannot open {}", p.display()))?;
-            let len = file
-                .metadata()
-                .await
-                .with_context(|| format!("cannot read {}", p.display()))?
-                .len();
-            let progress = Progress::start(format!("put {url}"), Some(len));
-            let reader = Counting {
-                inner: file,
-                progress: progress.done.clone(),
-            };
-            let r = bucket.put_reader(&key, reader, Some(len), opts).await;
-            progress.finish().await;
-            (r, p.display().to_string())
+            // A file can be read again: a put that failed in a way a retry can help (a
+            // streamed request, which the SDK cannot replay, cut by the network) is
+            // sent again, as the SDK does for requests from memory.
+            let mut attempt = 0;
+            loop {
+                let file = tokio::fs::File::open(p)
+                    .await
+                    .with_context(|| format!("cannot open {}", p.display()))?;
+                let len = file
+                    .metadata()
+                    .await
+                    .with_context(|| format!("cannot read {}", p.display()))?
+                    .len();
+                let progress = Progress::start(format!("put {url}"), Some(len));
+                let reader = Counting {
+                    inner: file,
+                    progress: progress.done.clone(),
+                };
+                let r = bucket.put_reader(&key, reader, Some(len), opts).await;
+                progress.finish().await;
+                match r {
+                    Err(e) if e.is_retryable() && attempt < PUT_FILE_RETRIES => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                    r => break (r, p.display().to_string()),
+                }
+            }
         }
     };
     let put = result.map_err(flat)?;
