@@ -588,7 +588,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The server does not implement this operation.
     Unsupported,
-    /// The endpoint could not be reached or did not answer in time.
+    /// The connection failed: the endpoint could not be reached, a connection broke, or
+    /// the server did not answer (or read a body) in time.
     Network,
     /// The server answered that it is overloaded or failing (429, 5xx).
     Unavailable,
@@ -607,7 +608,7 @@ impl ErrorKind {
             ErrorKind::InvalidCredentials => "invalid credentials",
             ErrorKind::InvalidRequest => "invalid request",
             ErrorKind::Unsupported => "not supported by this store",
-            ErrorKind::Network => "endpoint unreachable",
+            ErrorKind::Network => "network failure",
             ErrorKind::Unavailable => "service unavailable",
             ErrorKind::Other => "failed",
         }
@@ -988,7 +989,7 @@ mod tests {
             .with_detail("connection refused\n  (os error 111)");
         assert_eq!(
             e.to_string(),
-            "put s3://b/k: endpoint unreachable (retryable): connection refused (os error 111)"
+            "put s3://b/k: network failure (retryable): connection refused (os error 111)"
         );
         assert!(e.is_retryable());
     }

@@ -739,6 +739,12 @@ where
                 (ErrorKind::InvalidCredentials, false, detail)
             } else if d.is_user() {
                 (ErrorKind::InvalidRequest, false, detail)
+            } else if d.is_io() || d.is_timeout() {
+                (
+                    ErrorKind::Network,
+                    true,
+                    format!("endpoint unreachable: {detail}"),
+                )
             } else {
                 (ErrorKind::Network, true, detail)
             }
@@ -1266,7 +1272,9 @@ mod tests {
         assert!(e.is_retryable());
         let shown = e.to_string();
         assert!(
-            shown.starts_with("head s3://bucket/pre/some/key: endpoint unreachable (retryable)"),
+            shown.starts_with(
+                "head s3://bucket/pre/some/key: network failure (retryable): endpoint unreachable"
+            ),
             "{shown}"
         );
         assert!(!shown.contains(SECRET) && !format!("{e:?}").contains(SECRET));
