@@ -793,9 +793,10 @@ impl SealedBucket {
         self
     }
 
-    /// Objects of known length above this many plaintext bytes go multipart.
-    pub fn multipart_threshold(&self) -> u64 {
-        self.multipart_threshold
+    /// Whether a put of `len` plaintext bytes (known up front) goes multipart; conditions
+    /// on such a put need [`checked_multipart`](Self::checked_multipart).
+    pub fn goes_multipart(&self, len: u64) -> bool {
+        len > self.multipart_threshold
     }
 
     /// Objects whose stored size exceeds `limit` bytes are copied (`copy`, `rename`,
@@ -1047,15 +1048,16 @@ impl SealedBucket {
         let in_memory = self.part_size.min(threshold);
         let skey = self.stored_key_for_write(key)?;
         self.ensure_descriptor(key).await?;
-        if len.is_some_and(|n| n > threshold) && opts.refuses_multipart(self.checked_multipart) {
+        let multipart = len.is_some_and(|n| self.goes_multipart(n));
+        if multipart && opts.refuses_multipart(self.checked_multipart) {
             return Err(self.conditional_multipart(key));
         }
         if let Some(n) = len {
-            if n > in_memory && n <= threshold {
+            if n > in_memory && !multipart {
                 return self.put_single_stream(key, &skey, src, n, opts).await;
             }
             // Refuse before any write: sealing fails the same way whatever the body.
-            if n > threshold {
+            if multipart {
                 let _ = self.seal_envelope(key, Self::sealed_metadata(opts, Some(n), None))?;
             }
         }

@@ -74,6 +74,16 @@ fn plan(base: &[Recipient], add: &[Recipient], remove: &[KeyId], rekey: Rekey) -
     }
 }
 
+/// Objects sealed to `base` get `added` too (a rewrap: nothing is exposed).
+fn add_key(base: &Identity, added: &Identity) -> RotationPlan {
+    plan(
+        &[base.to_recipient()],
+        &[added.to_recipient()],
+        &[],
+        Rekey::Exposed,
+    )
+}
+
 fn open_error(e: &SealedError) -> Option<&Error> {
     e.format_error()
 }
@@ -112,12 +122,7 @@ mod cases {
                 .unwrap();
         }
         let rotator = h.bucket(&[], &[k1.clone(), k2.clone()]);
-        let p = plan(
-            &[k1.to_recipient()],
-            &[k2.to_recipient()],
-            &[],
-            Rekey::Exposed,
-        );
+        let p = add_key(&k1, &k2);
         h.wire.reset();
         let s = run_rotate(rotator.clone(), "add/", p.clone(), &cfg()).await;
         assert_eq!(
@@ -284,12 +289,7 @@ mod cases {
             .await
             .unwrap();
         h.wire.reset();
-        let p = plan(
-            &[k1.to_recipient()],
-            &[k2.to_recipient()],
-            &[],
-            Rekey::Exposed,
-        );
+        let p = add_key(&k1, &k2);
         let r = bucket.rotate("mp/big", &p, false).await.unwrap();
         assert_eq!(r.action, RotateAction::Rewrap);
         assert_eq!(h.wire.body_bytes(), 0, "multipart copy moves no body");
@@ -382,12 +382,7 @@ mod cases {
     pub async fn copy_conflicts(h: &Harness) {
         let (k1, k2) = (sym(), sym());
         let bucket = h.bucket(&[k1.to_recipient()], &[k1.clone(), k2.clone()]);
-        let p = plan(
-            &[k1.to_recipient()],
-            &[k2.to_recipient()],
-            &[],
-            Rekey::Exposed,
-        );
+        let p = add_key(&k1, &k2);
         for (key, when) in [
             ("cf/before", Interfere::Before("cf/before".into())),
             ("cf/after", Interfere::After("cf/after".into())),
@@ -560,12 +555,7 @@ mod cases {
             raw_keys.iter().all(|k| !k.contains("x.json")),
             "{raw_keys:?}"
         );
-        let p = plan(
-            &[k1.to_recipient()],
-            &[k2.to_recipient()],
-            &[],
-            Rekey::Exposed,
-        );
+        let p = add_key(&k1, &k2);
         let s = run_rotate(bucket.clone(), "en/a/", p, &cfg()).await;
         assert_eq!((s.report.done, s.report.failures), (2, 0), "{:?}", s.report);
         let k2_only = h
@@ -636,12 +626,7 @@ mod cases {
             .await
             .unwrap();
         let rotator = h.bucket(&[], &[k1.clone(), k2.clone()]);
-        let p = plan(
-            &[k1.to_recipient()],
-            &[k2.to_recipient()],
-            &[],
-            Rekey::Exposed,
-        );
+        let p = add_key(&k1, &k2);
         let s = run_rotate(rotator, "pt/", p, &cfg()).await;
         assert_eq!((s.rotation.rewrapped, s.rotation.rekeyed), (1, 0));
         let (info, _) = raw(&*h.store(), "pt/obj").await;

@@ -1479,7 +1479,13 @@ fn generate() {
         args: vec![],
         body: salts.concat(),
     };
-    let parts_file = |stanzas: Vec<Stanza>| {
+    // The 2-part body under a header of the X25519 stanza, r2seal-parts and these salts.
+    let parts_file = |salts: &[[u8; PAYLOAD_NONCE_SIZE]]| {
+        let stanzas = vec![
+            manual.x25519_stanza(&a),
+            parts_stanza.clone(),
+            salts_stanza(salts),
+        ];
         let mut file = manual.header(stanzas).to_file_bytes();
         file.extend_from_slice(&parts_body);
         file
@@ -1494,11 +1500,7 @@ fn generate() {
             .with("parts", "2 5 5")
             .range(&parts_pt, 3, 7)
             .comment("a 2-part object built from first principles with r2seal-parts and r2seal-salts (plain age must refuse it: part keys are not age's payload key)"),
-        &parts_file(vec![
-            manual.x25519_stanza(&a),
-            parts_stanza.clone(),
-            salts_stanza(&[salt_1, salt_2]),
-        ]),
+        &parts_file(&[salt_1, salt_2]),
     );
     let mut salt_x = salt_2;
     salt_x[0] ^= 0x01;
@@ -1508,11 +1510,7 @@ fn generate() {
             .with("age", "failure")
             .identity(&a)
             .comment("r2seal-salts of the right length whose SHA-256 is not the r2seal-parts digest (one bit of salt 2 flipped), under a valid MAC, over a body that matches the digest: never trusted"),
-        &parts_file(vec![
-            manual.x25519_stanza(&a),
-            parts_stanza.clone(),
-            salts_stanza(&[salt_1, salt_x]),
-        ]),
+        &parts_file(&[salt_1, salt_x]),
     );
     out.write(
         "corrupt_salts_stanza_reordered",
@@ -1520,11 +1518,7 @@ fn generate() {
             .with("age", "failure")
             .identity(&a)
             .comment("r2seal-salts holding the right salts in the wrong order, under a valid MAC: the digest is over the salts in part order"),
-        &parts_file(vec![
-            manual.x25519_stanza(&a),
-            parts_stanza.clone(),
-            salts_stanza(&[salt_2, salt_1]),
-        ]),
+        &parts_file(&[salt_2, salt_1]),
     );
     out.write(
         "malformed_salts_stanza_wrong_length",
@@ -1532,11 +1526,7 @@ fn generate() {
             .with("age", "failure")
             .identity(&a)
             .comment("r2seal-salts with one salt for a 2-part r2seal-parts, under a valid MAC"),
-        &parts_file(vec![
-            manual.x25519_stanza(&a),
-            parts_stanza,
-            salts_stanza(&[salt_1]),
-        ]),
+        &parts_file(&[salt_1]),
     );
     out.write(
         "malformed_salts_stanza_without_parts",

@@ -70,7 +70,6 @@ pub struct Migrator {
     dest_keys: std::sync::OnceLock<Arc<DestinationKeys>>,
     opts: MigrateOptions,
     part_size: u64,
-    multipart_threshold: u64,
 }
 
 /// Reasons for skipping, as they appear in reports.
@@ -118,7 +117,6 @@ impl Migrator {
             .with_multipart_threshold(multipart_threshold)
             .checked_multipart(true)
             .allow_plaintext(false);
-        let multipart_threshold = dst_bucket.multipart_threshold();
         Migrator {
             src,
             src_bucket,
@@ -127,7 +125,6 @@ impl Migrator {
             dest_keys: std::sync::OnceLock::new(),
             opts,
             part_size,
-            multipart_threshold,
         }
     }
 
@@ -257,7 +254,7 @@ impl Migrator {
         }
         let read_etag = got.info.meta.etag.clone();
         let (if_match, if_none_match) =
-            self.conditions(&read_etag, size > self.multipart_threshold);
+            self.conditions(&read_etag, self.dst_bucket.goes_multipart(size));
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),

@@ -502,8 +502,9 @@ fn location(url: &str, prefix: &str) -> String {
 }
 
 /// Delay before retry number `attempt + 1`: exponential, capped, with up to 50% jitter so
-/// that many workers hitting the same overloaded server do not retry in lockstep.
-fn backoff(attempt: u32) -> Duration {
+/// that many workers hitting the same overloaded server do not retry in lockstep. Also
+/// used by the CLI's `put` when it sends a file again.
+pub fn backoff(attempt: u32) -> Duration {
     let base = FIRST_BACKOFF
         .saturating_mul(1u32 << attempt.min(16))
         .min(MAX_BACKOFF);

@@ -536,8 +536,8 @@ async fn put_one(
                 progress.finish().await;
                 match r {
                     Err(e) if e.is_retryable() && attempt < PUT_FILE_RETRIES => {
+                        tokio::time::sleep(r2seal::jobs::backoff(attempt)).await;
                         attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                     }
                     r => break (r, p.display().to_string()),
                 }
