@@ -17,6 +17,12 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
 
+/// mimalloc, not glibc's malloc: the gateway and bucket jobs allocate per request (aws-sdk,
+/// hyper, s3s). Measured on 2,000 small uploads through the gateway: 15% less gateway CPU,
+/// 10% less wall time (README, Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
