@@ -43,7 +43,7 @@ use crate::descriptor::{
 use crate::format::envelope::PartsLayout;
 use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
 use crate::format::stream::{payload_len, PAYLOAD_NONCE_SIZE};
-use crate::format::{Binding, Envelope, SealedMetadata};
+use crate::format::{Binding, Envelope, FileKeyCache, SealedMetadata};
 use crate::keys::keyring::Keyring;
 use crate::keys::KeyId;
 use crate::keys::{Identity, Recipient};
@@ -494,6 +494,11 @@ pub struct SealedBucket {
     /// Salts of parts-layout objects, checked against their header's digest (shared by
     /// clones): concurrent and repeated ranged reads of one object fetch them once.
     checked_salts: Arc<std::sync::Mutex<HashMap<SaltsId, SaltsCell>>>,
+    /// File keys of envelopes already opened or sealed here (shared by clones), for
+    /// these identities only: `with_identities` starts a new cache.
+    file_keys: Arc<FileKeyCache>,
+    /// The identities' own recipients: a key sealed to one of them is remembered.
+    identity_recipients: Arc<[Recipient]>,
 }
 
 /// An object version's salts: (stored key, stored ETag, salts digest of its header).
@@ -512,6 +517,7 @@ impl fmt::Debug for SealedBucket {
             .field("part_size", &self.part_size)
             .field("allow_plaintext", &self.allow_plaintext)
             .field("names", &self.names.as_ref().map(|k| k.id()))
+            .field("cached_file_keys", &self.file_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -549,6 +555,8 @@ impl SealedBucket {
             descriptor_ok: Arc::default(),
             checked_multipart: false,
             checked_salts: Arc::default(),
+            file_keys: Arc::default(),
+            identity_recipients: Arc::from(Vec::new()),
         }
     }
 
@@ -764,7 +772,9 @@ impl SealedBucket {
 
     /// Open with these identities.
     pub fn with_identities(mut self, identities: Vec<Identity>) -> Self {
+        self.identity_recipients = identities.iter().map(Identity::to_recipient).collect();
         self.identities = identities.into();
+        self.file_keys = Arc::default();
         self
     }
 
@@ -978,6 +988,14 @@ impl SealedBucket {
             },
         )
         .map_err(seal_err)?;
+        // A HEAD or GET that follows (rclone HEADs every object it put) then skips the
+        // unwrap, when these identities could have done it.
+        if recipients
+            .iter()
+            .any(|r| self.identity_recipients.iter().any(|i| i.same_key(r)))
+        {
+            self.file_keys.remember(&envelope);
+        }
         let value = envelope
             .header()
             .to_metadata_value_within(R2_METADATA_LIMIT)
@@ -1343,8 +1361,13 @@ impl SealedBucket {
             error,
         };
         let header = Header::from_metadata_value(value).map_err(open_err)?;
-        let envelope = Envelope::open(&header, &self.identities, Some(&self.name_of(key)))
-            .map_err(open_err)?;
+        let envelope = Envelope::open_cached(
+            &header,
+            &self.identities,
+            Some(&self.name_of(key)),
+            &self.file_keys,
+        )
+        .map_err(open_err)?;
         Ok(Some(envelope))
     }
 

@@ -622,6 +622,60 @@ mod cases {
         assert!(!h.wire.take().iter().any(Call::is_write));
     }
 
+    /// A bucket remembers the file keys it sealed or opened (SECURITY.md §3.2), and they
+    /// open objects only for the identities that could have unwrapped them.
+    pub async fn remembered_keys_open_only_for_their_identities(h: &Harness) {
+        let cached = |b: &SealedBucket| {
+            let shown = format!("{b:?}");
+            let n = shown.split("cached_file_keys: ").nth(1).unwrap();
+            n[..n.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                .parse::<usize>()
+                .unwrap()
+        };
+        let (x, y) = (Identity::generate_x25519(), Identity::generate_x25519());
+        let b = h.bucket(&x);
+        b.put("c/a", pattern(100, 1), &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(cached(&b), 1, "remembered at seal time");
+        let clone = b.clone();
+        assert_eq!(clone.head("c/a").await.unwrap().size, 100);
+        assert_eq!(cached(&b), 1, "a hit, shared by clones");
+        // Other identities on a clone: a new cache, the old keys open nothing.
+        let e = b
+            .clone()
+            .with_identities(vec![y.clone()])
+            .head("c/a")
+            .await
+            .unwrap_err();
+        assert_eq!(open_error(&e), Some(&Error::NoMatchingIdentity), "{e}");
+        // Sealed to someone else, or write-only: nothing remembered, nothing opens.
+        let to_x = || Recipients::fixed(vec![x.to_recipient()]);
+        for (name, other) in [
+            ("c/w", SealedBucket::new(h.store()).with_recipients(to_x())),
+            (
+                "c/y",
+                SealedBucket::new(h.store())
+                    .with_recipients(to_x())
+                    .with_identities(vec![y.clone()]),
+            ),
+        ] {
+            other
+                .put(name, pattern(10, 2), &PutOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(cached(&other), 0, "{name}");
+            let e = other.get_bytes(name).await.unwrap_err();
+            assert_eq!(
+                open_error(&e),
+                Some(&Error::NoMatchingIdentity),
+                "{name}: {e}"
+            );
+            assert_eq!(&b.get_bytes(name).await.unwrap().1[..], &pattern(10, 2)[..]);
+        }
+        assert_eq!(cached(&b), 3, "opened with x, then remembered");
+    }
+
     pub async fn plaintext_objects(h: &Harness) {
         let id = sym();
         let b = h.bucket(&id);
@@ -1344,6 +1398,7 @@ suite!(
         name_binding,
         tampering_is_detected,
         wrong_keys_fail,
+        remembered_keys_open_only_for_their_identities,
         plaintext_objects,
         copy_and_rename_rebind_without_the_body,
         parts_uploads_in_any_order,
@@ -1370,6 +1425,7 @@ suite!(
         name_binding,
         tampering_is_detected,
         wrong_keys_fail,
+        remembered_keys_open_only_for_their_identities,
         plaintext_objects,
         copy_and_rename_rebind_without_the_body,
         parts_uploads_in_any_order,

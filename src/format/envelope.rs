@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::file_keys::{stanzas_id, FileKeyCache};
 use super::header::{write_mac_input, Header, Stanza};
 use super::stream::{StreamKey, PAYLOAD_NONCE_SIZE};
 use crate::keys::{Identity, KeyId, Recipient};
@@ -384,6 +385,35 @@ impl Envelope {
     ) -> Result<Envelope, Error> {
         let known = check_structure(header)?;
         let file_key = unwrap_file_key(header, identities)?;
+        Self::open_with_key(header, known, file_key, name)
+    }
+
+    /// [`Envelope::open`], taking the file key from `cache` when these recipient stanzas
+    /// were opened (or sealed) before with the same identities, and remembering it
+    /// there once the envelope opened. Every check but the unwrap still runs.
+    pub fn open_cached(
+        header: &Header,
+        identities: &[Identity],
+        name: Option<&str>,
+        cache: &FileKeyCache,
+    ) -> Result<Envelope, Error> {
+        let known = check_structure(header)?;
+        let id = stanzas_id(header);
+        if let Some(file_key) = cache.get(&id) {
+            return Self::open_with_key(header, known, file_key, name);
+        }
+        let file_key = unwrap_file_key(header, identities)?;
+        let envelope = Self::open_with_key(header, known, file_key, name)?;
+        cache.insert(id, &envelope.file_key);
+        Ok(envelope)
+    }
+
+    fn open_with_key(
+        header: &Header,
+        known: KnownStanzas<'_>,
+        file_key: FileKey,
+        name: Option<&str>,
+    ) -> Result<Envelope, Error> {
         let expected = header_mac(&file_key, &header.stanzas);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             &expected[..],
@@ -420,6 +450,10 @@ impl Envelope {
             parts,
             part_salts,
         })
+    }
+
+    pub(crate) fn file_key(&self) -> &FileKey {
+        &self.file_key
     }
 
     pub fn header(&self) -> &Header {

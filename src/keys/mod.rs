@@ -104,6 +104,19 @@ impl Recipient {
         }
     }
 
+    /// Whether `other` is the same key (what is sealed to one opens with the other's
+    /// identity).
+    pub fn same_key(&self, other: &Recipient) -> bool {
+        match (self, other) {
+            (Recipient::X25519(a), Recipient::X25519(b)) => a.to_string() == b.to_string(),
+            (Recipient::Sym(a), Recipient::Sym(b)) => bool::from(subtle::ConstantTimeEq::ct_eq(
+                &a.secret_bytes()[..],
+                &b.secret_bytes()[..],
+            )),
+            _ => false,
+        }
+    }
+
     /// Wraps `file_key` into this recipient's stanza.
     pub(crate) fn wrap(&self, file_key: &FileKey) -> Result<Stanza, Error> {
         match self {
