@@ -1477,3 +1477,85 @@ fn dropped_connections_are_retried_and_nothing_is_half_written_garage() {
     ]);
     rt.block_on(assert_sealed_originals(&root, &s, &tree, &identity));
 }
+
+/// `--reverse` writes an object larger than one part, up to the multipart threshold, in
+/// one PutObject streamed as it is opened; one that fails to authenticate part-way (a
+/// flipped byte near its end) writes nothing and stays sealed.
+#[test]
+fn reverse_streams_mid_sized_objects_in_one_put_and_writes_nothing_unauthenticated() {
+    rt().block_on(async {
+        let (fs, _dir) = support::fs_store();
+        let id = Identity::generate_x25519();
+        let sealer = SealedBucket::new(fs.clone())
+            .with_recipients(Recipients::fixed(vec![id.to_recipient()]))
+            .with_identities(vec![id.clone()]);
+        let (good, bad) = ("good.bin", "bad.bin");
+        for (key, seed) in [(good, 1), (bad, 2)] {
+            sealer
+                .put(key, data(7 * MIB, seed), &Default::default())
+                .await
+                .unwrap();
+        }
+        // Tamper with `bad` 6.5 MiB in: the opener fails after releasing most of it.
+        let (info, body) = raw(&*fs, bad).await;
+        let mut body = body.to_vec();
+        body[13 * MIB / 2] ^= 1;
+        let keep = store::PutOptions {
+            metadata: info.metadata.clone(),
+            ..Default::default()
+        };
+        fs.put(bad, Bytes::from(body.clone()), &keep).await.unwrap();
+
+        let wire = Arc::new(Watched::new(fs.clone()));
+        let m = Arc::new(Migrator::new(
+            SealedBucket::new(wire.clone()).with_identities(vec![id.clone()]),
+            None,
+            MigrateOptions {
+                reverse: true,
+                part_size: Some(5 * MIB as u64),
+                ..Default::default()
+            },
+        ));
+        let cfg = JobConfig {
+            jobs: 1,
+            max_retries: 0,
+            label: "migrate".into(),
+            ..Default::default()
+        };
+        let report = jobs::run(wire.clone(), "", &cfg, move |item| {
+            let m = m.clone();
+            async move { m.migrate_one(item).await }
+        })
+        .await;
+        assert_eq!((report.done, report.failures), (1, 1), "{report:?}");
+        let failed = report.entries.iter().find(|e| e.key == bad).unwrap();
+        let detail = failed.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("corrupt") || detail.contains("Corrupt"),
+            "{detail}"
+        );
+
+        let calls = wire.take();
+        let puts: Vec<&Call> = calls.iter().filter(|c| c.is_write()).collect();
+        assert_eq!(
+            puts,
+            [
+                &Call::Put {
+                    key: bad.into(),
+                    len: 7 * MIB
+                },
+                &Call::Put {
+                    key: good.into(),
+                    len: 7 * MIB
+                }
+            ],
+            "one streamed PutObject each, no multipart: {calls:?}"
+        );
+        let (info, got) = raw(&*fs, good).await;
+        assert!(!info.metadata.contains_key("r2seal"));
+        assert!(got == data(7 * MIB, 1), "good: the plaintext back");
+        let (info, got) = raw(&*fs, bad).await;
+        assert!(info.metadata.contains_key("r2seal"), "bad: still sealed");
+        assert!(got == body, "bad: untouched");
+    });
+}

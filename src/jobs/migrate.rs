@@ -37,11 +37,12 @@ pub struct MigrateOptions {
     /// then delete the object under its plaintext name (in place).
     pub encrypt_names: bool,
     /// Parts of multipart uploads (default and minimum as for
-    /// [`SealedBucket::with_part_size`]). Unsealing (`reverse`) writes objects larger
-    /// than this as multipart uploads of parts this size.
+    /// [`SealedBucket::with_part_size`]).
     pub part_size: Option<u64>,
-    /// Sealing writes objects larger than this as multipart uploads, and smaller ones in
-    /// one request (default as for [`SealedBucket::with_multipart_threshold`]).
+    /// Objects larger than this are written as multipart uploads (parts of `part_size`),
+    /// smaller ones in one request, sealed or (`reverse`) unsealed as they stream; up to
+    /// one part they are held in memory, so the SDK can retry the request (default as for
+    /// [`SealedBucket::with_multipart_threshold`]).
     pub multipart_threshold: Option<u64>,
     /// The plaintext prefix migrated. With `reverse` under encrypted names the walk lists
     /// the stored form of its parent (SECURITY.md §3.10): names outside it are skipped.
@@ -407,7 +408,7 @@ impl Migrator {
                 Err(e) => return Outcome::from_store_error(&e),
             }
         }
-        let multipart = size > self.part_size;
+        let multipart = self.dst_bucket.goes_multipart(size);
         let (if_match, if_none_match) = self.conditions(&got.head.etag, multipart);
         let put = store::PutOptions {
             content_type: got.head.content_type.clone(),
@@ -425,6 +426,9 @@ impl Migrator {
         let mut digest = Md5::new();
         let result = if multipart {
             self.put_plain_multipart(&dst_key, got.body, &put, &mut digest)
+                .await
+        } else if size > self.part_size {
+            self.put_plain_stream(&dst_key, size, got.body, &put, &mut digest)
                 .await
         } else {
             // The whole object authenticates before a single plaintext byte is written.
@@ -497,6 +501,47 @@ impl Migrator {
 
     /// Upload authenticated plaintext as a multipart upload, completed (conditionally, in
     /// place) only once the whole sealed object authenticated; aborted on any failure.
+    /// One PutObject of the plaintext as it is opened. The opener releases each chunk only
+    /// after its tag checked, and the final one only as the final chunk (its position
+    /// follows from the size), so the request reaches its length only once the whole
+    /// object authenticated; a failure before leaves it short and the server writes
+    /// nothing. The opener's own error is reported, not the store's account of the cut.
+    async fn put_plain_stream(
+        &self,
+        key: &str,
+        size: u64,
+        body: sealed::PlainStream,
+        put: &store::PutOptions,
+        digest: &mut Md5,
+    ) -> Result<(), SealedError> {
+        let seen = Arc::new(std::sync::Mutex::new((Md5::new(), None::<SealedError>)));
+        let tap = seen.clone();
+        let body = body
+            .map(move |item| {
+                let mut seen = tap.lock().expect("not poisoned");
+                match item {
+                    Ok(chunk) => {
+                        seen.0.update(&chunk);
+                        Ok(chunk)
+                    }
+                    Err(e) => {
+                        let shown = io::Error::other(e.to_string());
+                        seen.1 = Some(e);
+                        Err(shown)
+                    }
+                }
+            })
+            .boxed();
+        let result = self.dst_store().put_stream(key, size, body, put).await;
+        let (read, failure) = std::mem::take(&mut *seen.lock().expect("not poisoned"));
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        result?;
+        *digest = read;
+        Ok(())
+    }
+
     async fn put_plain_multipart(
         &self,
         key: &str,

@@ -589,8 +589,8 @@ pub struct MigrateArgs {
     /// Multipart part size in MiB (at least 5)
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub part_size: u64,
-    /// Objects larger than this (MiB) are sealed in parts; smaller ones in one
-    /// streamed request (--reverse: objects larger than one part go up in parts)
+    /// Objects larger than this (MiB) are written in parts; smaller ones in one
+    /// streamed request (sealed, or with --reverse unsealed, as they are read)
     #[arg(long, value_name = "MIB", default_value_t = 200)]
     pub multipart_threshold: u64,
     #[command(flatten)]
