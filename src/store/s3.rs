@@ -37,6 +37,7 @@ use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvi
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
@@ -108,16 +109,19 @@ pub struct S3Options {
     pub credentials: Option<S3Credentials>,
     /// Named profile of the shared AWS config files.
     pub profile: Option<String>,
-    /// How long a streamed body may wait for the server to read on before its request
-    /// fails (default [`BODY_STALL_TIMEOUT`]).
+    /// How long a streamed body may wait for the server to read on, or for its answer
+    /// once the body ended, before its request fails (default [`BODY_STALL_TIMEOUT`]).
     pub body_stall_timeout: Option<Duration>,
 }
 
 /// A streamed body (a streamed put or part) whose request the server has left this long
-/// without reading on fails with a retryable [`ErrorKind::Network`] error, instead of
-/// holding the put forever (seen once with Garage on a full disk). Time spent waiting
-/// for the body's own input does not count.
+/// without reading on, or without an answer once the body ended, fails with a retryable
+/// [`ErrorKind::Network`] error, instead of holding the put forever (seen once with
+/// Garage on a full disk). Time spent waiting for the body's own input does not count.
 pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The SDK's own stalled-stream grace period (its default), kept as the floor: a shorter
+/// stall timeout (tests) still lets a body's source pause this long.
+const SDK_GRACE_PERIOD: Duration = Duration::from_secs(5);
 
 /// A bucket, or a prefix inside one, over the S3 API.
 #[derive(Clone)]
@@ -348,12 +352,24 @@ impl S3Store {
             (None, None) => {}
         }
         let sdk = loader.load().await;
+        let body_stall_timeout = opts.body_stall_timeout.unwrap_or(BODY_STALL_TIMEOUT);
 
         let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
             .region(Region::new(region.clone()))
             .force_path_style(path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // The SDK's check fails a request whose body moves no byte for its grace
+            // period, 5 s by default: an upload whose source pauses (a gateway client on
+            // a slow link, a stalled source GET), or whose server takes that long to
+            // answer once the body ended. Given `BODY_STALL_TIMEOUT` instead, it remains
+            // the backstop for bodies from memory; streamed bodies are watched more
+            // precisely (`send_streamed`: only the server's stalls count).
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(body_stall_timeout.max(SDK_GRACE_PERIOD))
+                    .build(),
+            )
             .timeout_config(
                 aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
@@ -370,7 +386,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix,
             unsigned_payload: endpoint.as_deref().is_none_or(transport_protects_payload),
-            body_stall_timeout: opts.body_stall_timeout.unwrap_or(BODY_STALL_TIMEOUT),
+            body_stall_timeout,
             endpoint,
             region,
             path_style,
@@ -541,13 +557,17 @@ impl S3Store {
         let out = match select(std::pin::pin!(send), std::pin::pin!(stalled)).await {
             Either::Left((out, _)) => out,
             // Dropping the request closes its connection.
-            Either::Right(((), _)) => {
+            Either::Right((stall, _)) => {
+                let secs = self.body_stall_timeout.as_secs_f32();
+                let detail = match stall {
+                    Stall::Reading => format!("the server stopped reading the body for {secs} s"),
+                    Stall::Answer => {
+                        format!("the server did not answer within {secs} s of the body's end")
+                    }
+                };
                 return Err(
-                    StoreError::new(op, self.loc(key), ErrorKind::Network).with_detail(format!(
-                        "the server stopped reading the body for {} s",
-                        self.body_stall_timeout.as_secs_f32()
-                    )),
-                )
+                    StoreError::new(op, self.loc(key), ErrorKind::Network).with_detail(detail)
+                );
             }
         };
         let failed = watch.failure.lock().expect("not poisoned").take();
@@ -587,21 +607,33 @@ struct BodyWatch {
     /// When the body last handed over a chunk, if the HTTP client has not asked for the
     /// next one since: it asks once the connection took the chunk.
     handed_over: Arc<Mutex<Option<Instant>>>,
+    /// When the body handed over its last chunk. The client need not ask again after
+    /// Content-Length bytes, so from then on the wait for the connection to take it and
+    /// for the server's answer is measured from here.
+    ended: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How a streamed request stalled.
+enum Stall {
+    /// A chunk waited for the connection to take it.
+    Reading,
+    /// The body ended, and no answer came.
+    Answer,
 }
 
 impl BodyWatch {
-    /// Resolves once a chunk has waited `timeout` for the connection to take it.
-    async fn stalled(&self, timeout: Duration) {
+    /// Resolves once a chunk has waited `timeout` for the connection to take it, or
+    /// `timeout` passed since the body ended without an answer.
+    async fn stalled(&self, timeout: Duration) -> Stall {
+        let since =
+            |at: &Mutex<Option<Instant>>| at.lock().expect("not poisoned").map(|t| t.elapsed());
         loop {
-            let waited = self
-                .handed_over
-                .lock()
-                .expect("not poisoned")
-                .map(|t| t.elapsed());
-            match waited {
-                Some(w) if w >= timeout => return,
-                Some(w) => tokio::time::sleep(timeout - w).await,
-                None => tokio::time::sleep(timeout).await,
+            let (reading, answer) = (since(&self.handed_over), since(&self.ended));
+            match (reading, answer) {
+                (Some(w), _) if w >= timeout => return Stall::Reading,
+                (_, Some(w)) if w >= timeout => return Stall::Answer,
+                (Some(w), _) | (None, Some(w)) => tokio::time::sleep(timeout - w).await,
+                (None, None) => tokio::time::sleep(timeout).await,
             }
         }
     }
@@ -634,11 +666,14 @@ impl http_body::Body for StreamedBody {
         let body = this.body.get_mut().expect("not poisoned");
         match futures_util::ready!(body.poll_next_unpin(cx)) {
             Some(Ok(chunk)) => {
-                // Not after the last chunk: the client need not ask again once it has
-                // sent Content-Length bytes, and the server's answer may take a while.
-                if body.remaining() > 0 {
-                    *this.watch.handed_over.lock().expect("not poisoned") = Some(Instant::now());
-                }
+                // After the last chunk the client need not ask again: the wait for the
+                // answer is watched instead.
+                let slot = if body.remaining() > 0 {
+                    &this.watch.handed_over
+                } else {
+                    &this.watch.ended
+                };
+                *slot.lock().expect("not poisoned") = Some(Instant::now());
                 Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
             }
             Some(Err(e)) => {
@@ -1299,7 +1334,8 @@ mod tests {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
-                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(15)))
+                    .unwrap();
                 let mut buf = Vec::new();
                 let mut byte = [0u8; 1];
                 while !buf.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
@@ -1513,6 +1549,104 @@ mod tests {
             .boxed();
         rt.block_on(store.put_stream("k", 3000, slow, &PutOptions::default()))
             .expect("a slow source is not a stalled server");
+    }
+
+    /// A server that takes the whole body and then never answers fails the request too
+    /// (once the body ended, the client is no longer asked for more: only the wait for
+    /// the answer shows the stall).
+    #[test]
+    fn a_server_that_never_answers_fails_the_request() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let log = taken.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    // The head, the whole body, then silence with the connection open.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let declared: usize = String::from_utf8_lossy(&head)
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; declared];
+                    let whole = conn.read_exact(&mut body).is_ok();
+                    log.lock().unwrap().push((declared, whole));
+                    std::thread::sleep(Duration::from_secs(60));
+                });
+            }
+        });
+        let opts = S3Options {
+            endpoint: Some(url),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            body_stall_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let rt = rt();
+        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        for part in [false, true] {
+            let piece = || Ok(Bytes::from(vec![9u8; 1000]));
+            let body = body_of(vec![piece(), piece(), piece()]);
+            let started = Instant::now();
+            let e = rt
+                .block_on(async {
+                    let send = async {
+                        if part {
+                            store
+                                .upload_part_stream("k", "u", 1, 3000, body)
+                                .await
+                                .map(drop)
+                        } else {
+                            let opts = PutOptions::default();
+                            store.put_stream("k", 3000, body, &opts).await.map(drop)
+                        }
+                    };
+                    tokio::time::timeout(Duration::from_secs(30), send).await
+                })
+                .unwrap_or_else(|_| panic!("part {part}: still waiting after 30 s"))
+                .expect_err("no answer");
+            assert_eq!(e.kind(), ErrorKind::Network, "part {part}: {e}");
+            assert!(e.is_retryable(), "part {part}: {e}");
+            assert!(e.to_string().contains("did not answer"), "part {part}: {e}");
+            assert!(started.elapsed() < Duration::from_secs(20), "part {part}");
+        }
+        // The server had the whole body each time.
+        let taken = taken.lock().unwrap().clone();
+        assert_eq!(taken, [(3000, true), (3000, true)]);
+    }
+
+    /// A source that pauses for longer than the SDK's own stalled-stream grace period (5 s)
+    /// is waited for: a client uploading through the gateway over a slow link, a source
+    /// GET that stalls for a while. Only the server's stalls count (above).
+    #[test]
+    fn a_source_that_pauses_is_waited_for() {
+        use futures_util::StreamExt;
+        let (url, seen) = stand_in(true);
+        let store = stand_in_store(&url);
+        let rt = rt();
+        for part in [false, true] {
+            let paused = futures_util::stream::iter(0..3)
+                .then(|i| async move {
+                    if i == 1 {
+                        tokio::time::sleep(Duration::from_millis(6500)).await;
+                    }
+                    Ok(Bytes::from(vec![5u8; 1000]))
+                })
+                .boxed();
+            let etag = send_streamed(&store, &rt, part, paused)
+                .unwrap_or_else(|e| panic!("part {part}: a paused source failed: {e}"));
+            assert_eq!(etag, "\"abc\"");
+        }
+        assert_eq!(settled(&seen, 2).len(), 2);
     }
 
     #[test]
