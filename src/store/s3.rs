@@ -1336,17 +1336,7 @@ mod tests {
                 let Ok(mut conn) = conn else { return };
                 conn.set_read_timeout(Some(Duration::from_secs(15)))
                     .unwrap();
-                let mut buf = Vec::new();
-                let mut byte = [0u8; 1];
-                while !buf.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                    buf.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                let declared = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
+                let (head, declared) = read_head(&mut conn);
                 if head.contains("expect: 100-continue") {
                     let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
                 }
@@ -1367,6 +1357,34 @@ mod tests {
             }
         });
         (url, seen)
+    }
+
+    /// The next request head on `conn` (lowercased) and its declared Content-Length.
+    fn read_head(conn: &mut std::net::TcpStream) -> (String, usize) {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let declared = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        (head, declared)
+    }
+
+    /// A store on `url` whose streamed requests stall out after `timeout`.
+    fn stalling_store(rt: &tokio::runtime::Runtime, url: String, timeout: Duration) -> S3Store {
+        let opts = S3Options {
+            endpoint: Some(url),
+            credentials: Some(S3Credentials::new("GKtest", SECRET)),
+            body_stall_timeout: Some(timeout),
+            ..Default::default()
+        };
+        rt.block_on(S3Store::new("bucket", "", opts)).unwrap()
     }
 
     /// What the stand-in saw, once it logged `n` connections or a second passed.
@@ -1487,14 +1505,8 @@ mod tests {
                 });
             }
         });
-        let opts = S3Options {
-            endpoint: Some(url),
-            credentials: Some(S3Credentials::new("GKtest", SECRET)),
-            body_stall_timeout: Some(Duration::from_secs(1)),
-            ..Default::default()
-        };
         let rt = rt();
-        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        let store = stalling_store(&rt, url, Duration::from_secs(1));
         let len = 256 * 1024 * 1024;
         let body = || -> PartBody {
             use futures_util::StreamExt;
@@ -1533,13 +1545,7 @@ mod tests {
         }
         // Waiting for the body's own input is not a stall.
         let (url, _) = stand_in(true);
-        let opts = S3Options {
-            endpoint: Some(url),
-            credentials: Some(S3Credentials::new("GKtest", SECRET)),
-            body_stall_timeout: Some(Duration::from_millis(300)),
-            ..Default::default()
-        };
-        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        let store = stalling_store(&rt, url, Duration::from_millis(300));
         use futures_util::StreamExt;
         let slow = futures_util::stream::iter(0..3)
             .then(|_| async {
@@ -1567,17 +1573,7 @@ mod tests {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     // The head, the whole body, then silence with the connection open.
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                        head.push(byte[0]);
-                    }
-                    let declared: usize = String::from_utf8_lossy(&head)
-                        .to_ascii_lowercase()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
+                    let (_, declared) = read_head(&mut conn);
                     let mut body = vec![0u8; declared];
                     let whole = conn.read_exact(&mut body).is_ok();
                     log.lock().unwrap().push((declared, whole));
@@ -1585,14 +1581,8 @@ mod tests {
                 });
             }
         });
-        let opts = S3Options {
-            endpoint: Some(url),
-            credentials: Some(S3Credentials::new("GKtest", SECRET)),
-            body_stall_timeout: Some(Duration::from_secs(1)),
-            ..Default::default()
-        };
         let rt = rt();
-        let store = rt.block_on(S3Store::new("bucket", "", opts)).unwrap();
+        let store = stalling_store(&rt, url, Duration::from_secs(1));
         for part in [false, true] {
             let piece = || Ok(Bytes::from(vec![9u8; 1000]));
             let body = body_of(vec![piece(), piece(), piece()]);
