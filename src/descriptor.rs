@@ -238,7 +238,7 @@ impl Descriptor {
         out.into_bytes()
     }
 
-    /// Strict parse: the version line, a canonical JSON line (as [`to_bytes`] writes
+    /// Strict parse: the version line, a canonical JSON line (as [`to_bytes`](Self::to_bytes) writes
     /// it), then `mac` lines with distinct ids. Anything else is `Malformed` (another
     /// `r2seal-descriptor/…` version: `UnsupportedVersion`).
     pub fn parse(bytes: &[u8]) -> Result<Descriptor, Error> {

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! This module holds no cryptography and no S3 wire format: s3s verifies signatures
-//! (aws-chunked too) and speaks XML; [`SealedBucket`] seals and opens. What lives here is
+//! (aws-chunked too) and speaks XML; [`SealedBucket`](crate::sealed::SealedBucket) seals and opens. What lives here is
 //! the mapping between the two: plaintext sizes and ETags, client checksums verified
 //! against the plaintext, conditions mapped to the stored objects, and the state of
 //! multipart uploads (the pending envelope, kept in memory only).
