@@ -5,7 +5,8 @@
 #   bash bench/gateway.sh [ROUNDS]     # writes bench/out/gateway.md and prints it
 #
 # Workloads: one 256 MiB file, and 2,000 small files (a state tree: 200 dirs × 10 files of
-# 1-8 KiB), each copied up (`rclone copy`, to a fresh prefix) and back down. Direct and
+# 1-8 KiB), each copied up (`rclone copy`, to a fresh prefix) and back down; the small
+# tree is also synced again unchanged (`rclone sync`, a no-op). Direct and
 # gateway runs alternate within each round (which goes first alternates too); the table
 # gives medians over ROUNDS (default 3) and the ratio direct time ÷ gateway time
 # (throughput through the gateway relative to direct: 1.0 = as fast). Same rclone
@@ -67,6 +68,9 @@ measured() { # measured KEY CMD...: times CMD, with the CPU of rclone, the gatew
 one() { # one REMOTE WORKLOAD ROUND
     local remote="$1" w="$2" r="$3" dst="$BUCKET/$RUN/$1-$2-$3"
     measured "$remote-$w-up" rc copy "$WORK/$w" "$remote:$dst"
+    # The steady state of a state mirror: `rclone sync` again with nothing changed
+    # (listings, and a HEAD per object for its mtime).
+    [ "$w" = small ] && measured "$remote-$w-sync" rc sync "$WORK/$w" "$remote:$dst"
     measured "$remote-$w-down" rc copy "$remote:$dst" "$WORK/down-$remote-$w-$r"
     rm -rf "$WORK/down-$remote-$w-$r"
 }
@@ -85,9 +89,9 @@ mkdir -p bench/out
     echo "| workload | direct | through the gateway | direct ÷ gateway time | runs (direct; gateway) |"
     echo "|---|---|---|---|---|"
     for w in big small; do
-        for dir in up down; do
+        for dir in up down $([ "$w" = small ] && echo sync); do
             d="$(median "${T[garage-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
-            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
+            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $([ "$dir" = sync ] && echo "no-op sync" || echo "$dir")"
             echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |${T[garage-$w-$dir]};${T[gateway-$w-$dir]} |"
         done
     done
@@ -97,9 +101,9 @@ mkdir -p bench/out
     echo "| workload | direct | through the gateway |"
     echo "|---|---|---|"
     for w in big small; do
-        for dir in up down; do
+        for dir in up down $([ "$w" = small ] && echo sync); do
             k="$w-$dir"
-            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $dir"
+            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $([ "$dir" = sync ] && echo "no-op sync" || echo "$dir")"
             echo "| $label | $(median "${T[garage-$k-cpu]}") + $(median "${T[garage-$k-server]}") | $(median "${T[gateway-$k-cpu]}") + $(median "${T[gateway-$k-gateway]}") + $(median "${T[gateway-$k-server]}") |"
         done
     done
