@@ -62,7 +62,7 @@ pub const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// (plaintext bytes; rclone's default upload cutoff). Up to it, an object goes up in
 /// one PutObject: streamed when it is larger than a part, so memory stays bounded. One
 /// request instead of at least four (R2 bills each), with the put's conditions enforced
-/// by the server, and less work for it (README, Benchmarks).
+/// by the server, and less work for it (bench/README.md).
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 200 * 1024 * 1024;
 /// Largest multipart threshold: S3 and R2 take at most 5 GiB in one PutObject, and
 /// sealing adds 16 bytes per 64 KiB chunk; this leaves room to spare.
@@ -70,7 +70,7 @@ const MAX_SINGLE_PUT_PLAINTEXT: u64 = 5000 * 1024 * 1024;
 /// Default number of parts uploaded concurrently by one multipart upload.
 pub const DEFAULT_PART_CONCURRENCY: usize = 4;
 /// Bytes of sealed parts one upload keeps alive (in flight plus the one being
-/// filled); fewer parts fly at once when parts are large (README, Benchmarks).
+/// filled); fewer parts fly at once when parts are large (bench/README.md).
 const PUT_PART_MEMORY: usize = 80 * 1024 * 1024;
 /// Largest plaintext a ranged read opens at once: a bigger range is fetched in windows.
 const RANGE_WINDOW: u64 = 8 * 1024 * 1024;

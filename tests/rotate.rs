@@ -337,7 +337,7 @@ mod cases {
 
     /// The figure for README: body bytes through the client while rotating one big object.
     pub async fn bytes_moved_by_a_rewrap(h: &Harness) {
-        // 1 GiB was measured (README); CI uses 256 MiB on S3 to spare the shared server.
+        // 1 GiB was measured (bench/README.md); CI uses 256 MiB on S3 to spare the shared server.
         let mib: usize = std::env::var("R2SEAL_TEST_ROTATE_BIG_MIB")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -34,7 +34,7 @@ pub const MAX_PLAINTEXT_LEN: u64 = 1 << 60;
 ///
 /// Two implementations of the same AEAD (RFC 8439): RustCrypto's `chacha20poly1305`
 /// everywhere, and with the `ring` feature (native builds) ring's assembly, measured
-/// at twice the throughput here (README, Benchmarks). The vectors run on both and
+/// at twice the throughput here (bench/README.md). The vectors run on both and
 /// `tests::ring_and_rustcrypto_agree` checks they are interchangeable.
 pub struct StreamKey {
     #[cfg(not(feature = "ring"))]

@@ -19,7 +19,7 @@ use cli::{Cli, Command};
 
 /// mimalloc, not glibc's malloc: the gateway and bucket jobs allocate per request (aws-sdk,
 /// hyper, s3s). Measured on 2,000 small uploads through the gateway: 15% less gateway CPU,
-/// 10% less wall time (README, Benchmarks).
+/// 10% less wall time (bench/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
