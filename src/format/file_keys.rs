@@ -14,8 +14,9 @@
 //! generation becomes the old one and the previous old one is dropped. A hit in the old
 //! generation stays there: moving it up would fill the young one and turn the
 //! generations over on every pass of a client that re-reads the same tree (rclone
-//! `sync` HEADs every object each time), so a working set of up to twice a generation
-//! stays cached. Keys zeroize when dropped; nothing here prints them.
+//! `sync` HEADs every object each time). A tree of up to one generation stays cached
+//! for good, one of up to two until new keys fill the young generation. Keys zeroize
+//! when dropped; nothing here prints them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
