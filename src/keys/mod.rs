@@ -108,7 +108,7 @@ impl Recipient {
     /// identity).
     pub fn same_key(&self, other: &Recipient) -> bool {
         match (self, other) {
-            (Recipient::X25519(a), Recipient::X25519(b)) => a.to_string() == b.to_string(),
+            (Recipient::X25519(a), Recipient::X25519(b)) => a == b,
             (Recipient::Sym(a), Recipient::Sym(b)) => bool::from(subtle::ConstantTimeEq::ct_eq(
                 &a.secret_bytes()[..],
                 &b.secret_bytes()[..],

@@ -1359,6 +1359,22 @@ mod tests {
         (url, seen)
     }
 
+    /// A loopback server that hands each connection to `handle` on a thread of its own;
+    /// returns its URL.
+    fn serve_each(handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = Arc::new(handle);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let handle = handle.clone();
+                std::thread::spawn(move || handle(conn));
+            }
+        });
+        url
+    }
+
     /// The next request head on `conn` (lowercased) and its declared Content-Length.
     fn read_head(conn: &mut std::net::TcpStream) -> (String, usize) {
         use std::io::Read;
@@ -1492,18 +1508,11 @@ mod tests {
     #[test]
     fn a_server_that_stops_reading_fails_the_request() {
         use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                std::thread::spawn(move || {
-                    // The request head and a little of the body, then nothing.
-                    let mut buf = [0u8; 64 * 1024];
-                    let _ = conn.read(&mut buf);
-                    std::thread::sleep(Duration::from_secs(60));
-                });
-            }
+        let url = serve_each(|mut conn| {
+            // The request head and a little of the body, then nothing.
+            let mut buf = [0u8; 64 * 1024];
+            let _ = conn.read(&mut buf);
+            std::thread::sleep(Duration::from_secs(60));
         });
         let rt = rt();
         let store = stalling_store(&rt, url, Duration::from_secs(1));
@@ -1563,23 +1572,15 @@ mod tests {
     #[test]
     fn a_server_that_never_answers_fails_the_request() {
         use std::io::Read;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let taken = Arc::new(Mutex::new(Vec::new()));
         let log = taken.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    // The head, the whole body, then silence with the connection open.
-                    let (_, declared) = read_head(&mut conn);
-                    let mut body = vec![0u8; declared];
-                    let whole = conn.read_exact(&mut body).is_ok();
-                    log.lock().unwrap().push((declared, whole));
-                    std::thread::sleep(Duration::from_secs(60));
-                });
-            }
+        let url = serve_each(move |mut conn| {
+            // The head, the whole body, then silence with the connection open.
+            let (_, declared) = read_head(&mut conn);
+            let mut body = vec![0u8; declared];
+            let whole = conn.read_exact(&mut body).is_ok();
+            log.lock().unwrap().push((declared, whole));
+            std::thread::sleep(Duration::from_secs(60));
         });
         let rt = rt();
         let store = stalling_store(&rt, url, Duration::from_secs(1));
