@@ -33,10 +33,12 @@ R2SEAL="${R2SEAL_BIN:-$CARGO_TARGET_DIR/release/r2seal}"
 BUCKET="$R2SEAL_TEST_S3_BUCKET"
 RUN="bench-jobs-$$-$(date +%s)"
 
-# Garage frees the blocks of purged objects only some minutes later, so every copy a run
-# writes stays on disk until it ends: the source, then per round four copies of the
-# large objects (r2seal, the multipart baseline, rclone, the in-place copy) and the
-# in-place rewrite. A full disk stalled Garage mid-request once (5 rounds, 22 GiB).
+# Every copy a run writes stays until it ends (purged at exit): the source, then per
+# round four copies of the large objects (r2seal, the multipart baseline, rclone, the
+# in-place copy) and the in-place rewrite. Not purged between rounds: Garage deletes the
+# blocks of purged objects 10 minutes later (its BLOCK_GC_DELAY), in the middle of
+# whichever run is measured then, which `bench_settle` cannot see coming. A full disk
+# stalled Garage mid-request once (5 rounds, 22 GiB).
 need_mib=$(((1 + 5 * ROUNDS) * LARGE * 64 + 2 * ROUNDS * SMALL * 5 / 1024 + 1024))
 if [ -n "${R2SEAL_SERVICES_DIR:-}" ]; then
     free_mib=$(df -Pm "$R2SEAL_SERVICES_DIR" | awk 'NR == 2 {print $4}')
@@ -103,11 +105,6 @@ for w in $WORKLOADS; do
         bench_measure inplace_run "$w" "$jobs" "$r"
         T[inplace_${w}_$r]=$WALL C[inplace_${w}_$r]=$CPU S[inplace_${w}_$r]=$SERVER_CPU
         echo "r2seal in place $w round $r: $WALL s (CPU: $CPU s client, $SERVER_CPU s Garage)" >&2
-        # Keep the disk in check: drop this round's copies.
-        rc purge "garage:$BUCKET/$RUN/r2seal-$w-$r" 2>/dev/null || true
-        rc purge "garage:$BUCKET/$RUN/inplace-$w-$r" 2>/dev/null || true
-        rc purge "crypt:$w-$r" 2>/dev/null || true
-        rc purge "garage:$BUCKET/$RUN/parts-$w-$r" 2>/dev/null || true
     done
 done
 
