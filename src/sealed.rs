@@ -90,6 +90,25 @@ pub const PENDING_KEY: &str = "r2seal-pending";
 const SINGLE_PUT_AHEAD: usize = 2;
 /// Plaintext read from a source at a time.
 const READ_SIZE: usize = 1024 * 1024;
+
+/// Bodies larger than this are hashed and sealed on a blocking thread: a few milliseconds
+/// of work would otherwise hold up every other request on the async thread (the CLI runs
+/// one: `r2seal` bucket jobs spend less CPU per small object that way).
+const INLINE_WORK_LIMIT: usize = 256 * 1024;
+
+/// `work` on a blocking thread when `off_thread`, else right here.
+async fn run_cpu_work<T: Send + 'static>(
+    off_thread: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    if !off_thread {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)
+}
+
 /// A streamed get feeds the opener batches of about this many stored bytes.
 const OPEN_BATCH: usize = 1024 * 1024;
 
@@ -1130,16 +1149,33 @@ impl SealedBucket {
         opts: &PutOptions,
     ) -> Res<PutResult> {
         let size = plain.len() as u64;
-        let md5 = hex(&Md5::digest(&plain));
+        let off_thread = plain.len() > INLINE_WORK_LIMIT;
+        // Wiped however this ends: sealed, failed, or dropped while a blocking thread has it.
+        let plain = zeroize::Zeroizing::new(plain);
+        let io_err = |error| SealedError::Io {
+            location: self.location(key),
+            error,
+        };
+        let (plain, md5) = run_cpu_work(off_thread, move || {
+            let md5 = hex(&Md5::digest(&plain));
+            (plain, md5)
+        })
+        .await
+        .map_err(io_err)?;
         let (envelope, metadata) = self.seal_envelope(
             key,
             Self::sealed_metadata(opts, Some(size), Some(md5.clone())),
         )?;
-        let mut body = Vec::with_capacity(payload_len(size) as usize);
-        let mut sealer = PayloadSealer::new(&envelope);
-        sealer.update(&plain, &mut body);
-        sealer.finish(&mut body);
-        drop(zeroize::Zeroizing::new(plain));
+        let body = run_cpu_work(off_thread, move || {
+            let mut body = Vec::with_capacity(payload_len(size) as usize);
+            let mut sealer = PayloadSealer::new(&envelope);
+            sealer.update(&plain, &mut body);
+            sealer.finish(&mut body);
+            drop(plain);
+            body
+        })
+        .await
+        .map_err(io_err)?;
         let stored_size = body.len() as u64;
         let put = self
             .store

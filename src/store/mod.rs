@@ -38,6 +38,8 @@ use futures_util::TryStreamExt;
 pub mod fs;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "s3")]
+mod s3_endpoints;
 
 /// Smallest part S3 and R2 accept for every part of a multipart upload but the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;

@@ -53,6 +53,8 @@ use super::{
     PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
+use super::s3_endpoints::PerBucketEndpoints;
+
 type Res<T> = Result<T, StoreError>;
 
 /// Static credentials. `Debug` never shows the secret or the session token.
@@ -378,6 +380,7 @@ impl S3Store {
         if let Some(e) = &endpoint {
             conf = conf.endpoint_url(e);
         }
+        conf = conf.endpoint_resolver(PerBucketEndpoints::default());
         let client = Client::from_conf(conf.build());
         let scheme = if r2 { "r2" } else { "s3" };
         Ok(S3Store {

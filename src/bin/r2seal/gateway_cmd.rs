@@ -60,6 +60,8 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         secret_access_key: secret,
         max_part_size: args.max_part_size * 1024 * 1024,
     };
+    // A server: connections are served on every core (signature checks and the MD5 of
+    // each client body run on the async threads).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
