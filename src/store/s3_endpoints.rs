@@ -6,8 +6,9 @@
 //! keys in flight nearly every evaluation misses. S3's rules read neither the key, the
 //! prefix nor the copy source (the tests below check that for the configurations
 //! [`S3Store`](super::s3::S3Store) uses), so their result is cached by the other
-//! parameters. Measured on a small-object migration: the rules took 4–5% of the client's
-//! CPU.
+//! parameters. Measured on a small-object migration: `perf` put the rules at 4.3% of the
+//! client's CPU (plus the auth-scheme selection that runs them again), and the cache saved
+//! 1.9% of its instructions (callgrind).
 
 use std::sync::RwLock;
 

@@ -42,8 +42,8 @@ pub(crate) fn flat(e: impl Display) -> anyhow::Error {
 
 /// The commands' runtime: one thread for the requests. The heavy work (sealing and
 /// opening bodies, hashing large ones) goes to blocking threads, so a second async thread
-/// would mostly hand tasks back and forth: a small-object migration spent 20–25% more
-/// CPU with two (measured A/B, 3,000 × 4 KiB).
+/// would mostly hand tasks back and forth: small-object migrations spent 15–25% more
+/// client CPU with one async thread per core (A/B runs, 3,000 and 10,000 × 4 KiB).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
