@@ -90,11 +90,12 @@ pub const PENDING_KEY: &str = "r2seal-pending";
 const SINGLE_PUT_AHEAD: usize = 2;
 /// Plaintext read from a source at a time.
 const READ_SIZE: usize = 1024 * 1024;
-
-/// Bodies larger than this are hashed and sealed on a blocking thread: a few milliseconds
-/// of work would otherwise hold up every other request on the async thread (the CLI runs
-/// one: `r2seal` bucket jobs spend less CPU per small object that way).
+/// A body sent in one request is hashed and sealed on a blocking thread above this size:
+/// milliseconds of work would otherwise hold up every other request on the async thread
+/// (the CLI runs only one).
 const INLINE_WORK_LIMIT: usize = 256 * 1024;
+/// A streamed get feeds the opener batches of about this many stored bytes.
+const OPEN_BATCH: usize = 1024 * 1024;
 
 /// `work` on a blocking thread when `off_thread`, else right here.
 async fn run_cpu_work<T: Send + 'static>(
@@ -108,9 +109,6 @@ async fn run_cpu_work<T: Send + 'static>(
         .await
         .map_err(io::Error::other)
 }
-
-/// A streamed get feeds the opener batches of about this many stored bytes.
-const OPEN_BATCH: usize = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -1217,7 +1215,7 @@ impl SealedBucket {
                 if total > len {
                     break;
                 }
-                let sealing = tokio::task::spawn_blocking(move || {
+                let sealing = run_cpu_work(true, move || {
                     let mut out = Vec::with_capacity(batch + batch / 1024 + 64);
                     for chunk in &next {
                         sealer.update(chunk, &mut out);
@@ -1226,7 +1224,7 @@ impl SealedBucket {
                 });
                 let (sealed, read) =
                     futures_util::future::join(sealing, src.next_batch(READ_SIZE)).await;
-                let (s, out) = sealed.map_err(io::Error::other)?;
+                let (s, out) = sealed?;
                 sealer = s;
                 if tx.send(Ok(out.into())).await.is_err() {
                     return Ok(()); // the request ended: its error is the one to report

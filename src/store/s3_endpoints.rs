@@ -33,7 +33,7 @@ impl ResolveEndpoint for PerBucketEndpoints {
         if let Some(hit) = self.cached(params) {
             return EndpointFuture::ready(Ok(hit));
         }
-        let resolved = self.evaluate(params);
+        let resolved = evaluate(&self.rules, params);
         if let Ok(endpoint) = &resolved {
             let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() < MAX_ENTRIES && !cache.iter().any(|(p, _)| same_but_key(p, params)) {
@@ -52,15 +52,12 @@ impl PerBucketEndpoints {
             .find(|(p, _)| same_but_key(p, params))
             .map(|(_, e)| e.clone())
     }
+}
 
-    /// The rules themselves; the SDK's resolver evaluates synchronously.
-    fn evaluate(&self, params: &Params) -> Result<Endpoint, BoxError> {
-        futures_util::FutureExt::now_or_never(ResolveEndpoint::resolve_endpoint(
-            &self.rules,
-            params,
-        ))
+/// The rules themselves; the SDK's resolver evaluates synchronously.
+fn evaluate(rules: &DefaultResolver, params: &Params) -> Result<Endpoint, BoxError> {
+    futures_util::FutureExt::now_or_never(ResolveEndpoint::resolve_endpoint(rules, params))
         .unwrap_or_else(|| Err("the endpoint rules did not resolve at once".into()))
-    }
 }
 
 /// Equal in every parameter S3's rules read: all but the key, the prefix and the copy
@@ -158,11 +155,9 @@ mod tests {
             .expect("valid parameters")
     }
 
+    /// What a fresh resolver of the SDK's own answers.
     fn rules(p: &Params) -> Result<Endpoint, String> {
-        let resolver = DefaultResolver::new();
-        futures_util::FutureExt::now_or_never(ResolveEndpoint::resolve_endpoint(&resolver, p))
-            .expect("resolves at once")
-            .map_err(|e| e.to_string())
+        evaluate(&DefaultResolver::new(), p).map_err(|e| e.to_string())
     }
 
     #[test]
