@@ -7,8 +7,9 @@
 #
 # - Garage 2.5.0, single node (`garage server --single-node --default-bucket`): the main
 #   S3-compatible server. Exports R2SEAL_TEST_S3_ENDPOINT, R2SEAL_TEST_S3_BUCKET,
-#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION=auto. Metadata in sqlite
-#   (R2SEAL_GARAGE_DB_ENGINE=lmdb for Garage's other engine, e.g. to compare benchmarks).
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION=auto. Metadata in LMDB, Garage's
+#   default engine (R2SEAL_GARAGE_DB_ENGINE=sqlite for its other one; exported, so the
+#   benchmarks can say which they ran on).
 # - moto server: Garage accepts If-Match / If-None-Match on PutObject and ignores them, so
 #   the conditional-write tests run against moto, which enforces them (checked below on
 #   every start). Exports R2SEAL_TEST_S3_COND_ENDPOINT, R2SEAL_TEST_S3_COND_BUCKET,
@@ -163,6 +164,7 @@ r2seal_services_start() {
     _r2s_install_garage "$garage" "$cache/tools" || return 1
     # tests/jobs_crash.rs runs (and restarts) a Garage of its own from this binary.
     export R2SEAL_GARAGE_BIN="$garage"
+    export R2SEAL_GARAGE_DB_ENGINE="${R2SEAL_GARAGE_DB_ENGINE:-lmdb}"
 
     state="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-services.XXXXXX")" || return 1
     export R2SEAL_SERVICES_DIR="$state"
@@ -178,7 +180,7 @@ r2seal_services_start() {
         cat >"$state/garage/garage.toml" <<EOF
 metadata_dir = "$state/garage/meta"
 data_dir = "$state/garage/data"
-db_engine = "${R2SEAL_GARAGE_DB_ENGINE:-sqlite}"
+db_engine = "$R2SEAL_GARAGE_DB_ENGINE"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$rpc_port"
 rpc_public_addr = "127.0.0.1:$rpc_port"

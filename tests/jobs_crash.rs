@@ -60,10 +60,12 @@ impl Garage {
         let dir = tempfile::tempdir().unwrap();
         let (port, rpc) = (free_port(), free_port());
         let d = dir.path().display();
+        // The engine .ci/services.sh chose (Garage's default, LMDB, unless told otherwise).
+        let engine = std::env::var("R2SEAL_GARAGE_DB_ENGINE").unwrap_or_else(|_| "lmdb".into());
         std::fs::write(
             dir.path().join("garage.toml"),
             format!(
-                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"{engine}\"\n\
                  replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
                  rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
                  rpc_secret = \"{SECRET}\"\n\n[s3_api]\ns3_region = \"auto\"\n\
