@@ -118,5 +118,5 @@ mkdir -p bench/out
     done
     echo
     echo "Gateway peak RSS over the whole run: $(awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' /proc/$GW_PID/status)."
-    echo "Medians of $ROUNDS interleaved rounds ($BENCH_LOOPBACK); rclone $(rclone version | head -1 | awk '{print $2}'), Garage on loopback."
+    echo "Medians of $ROUNDS interleaved rounds ($BENCH_SETUP); rclone $(rclone version | head -1 | awk '{print $2}'), Garage on loopback."
 } | tee bench/out/gateway.md

@@ -119,14 +119,14 @@ for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals 
 for k in r2seal_small rclone_small r2seal_large rclone_large; do args+=("$(vals C $k)" "$(vals S $k)"); done
 for k in inplace_small inplace_large parts_large; do args+=("$(vals T $k)" "$(vals C $k)" "$(vals S $k)"); done
 
-python3 - "$BENCH_LOOPBACK" "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
+python3 - "$BENCH_SETUP" "$SMALL" "$LARGE" "$ROUNDS" "$(nproc)" "${args[@]}" <<'PY' | tee bench/out/jobs.md
 import datetime, math, statistics, sys
-loopback = sys.argv.pop(1)
+setup = sys.argv.pop(1)
 small, large, rounds, cores = (int(x) for x in sys.argv[1:5])
 runs = [[float(x) for x in a.split()] for a in sys.argv[5:9]]
 cpu = [statistics.median(float(x) for x in a.split()) for a in sys.argv[9:17]]
 print(f"# migrate vs rclone crypt ({datetime.date.today()}, {cores} cores, local Garage, "
-      f"{rounds} interleaved rounds, medians; {loopback})\n")
+      f"{rounds} interleaved rounds, medians; {setup})\n")
 print("| workload | r2seal migrate --to | rclone copy to crypt | rclone / r2seal time | runs (r2seal; rclone) |")
 print("|---|---|---|---|---|")
 for label, work, unit, (a, b) in [

@@ -36,18 +36,19 @@ export AWS_ENDPOINT_URL="$R2SEAL_TEST_S3_ENDPOINT" AWS_REGION="${AWS_REGION:-aut
 # delays by up to 40 ms: a 4 KiB GET took 45 ms here, 3.8 ms with this (1,000 B, stored
 # inline, and 100 KB took 4-5 ms either way). Both tools pay that per small GET, which
 # makes small-object runs wait on the server's latency, not on anyone's CPU.
-BENCH_LOOPBACK="loopback delayed ACKs: kernel default"
+BENCH_SETUP="loopback delayed ACKs: kernel default"
 if [ "${BENCH_QUICKACK:-0}" = 1 ]; then
     _bench_lo_route="$(ip route show table local 127.0.0.1 | head -1)"
     # shellcheck disable=SC2086 # the route's words are arguments
     ip route change $_bench_lo_route table local quickack 1 \
         || { echo "bench: BENCH_QUICKACK=1 needs root (ip route change)" >&2; exit 1; }
     bench_at_exit "ip route change $_bench_lo_route table local"
-    BENCH_LOOPBACK="loopback delayed ACKs: off (BENCH_QUICKACK=1)"
+    BENCH_SETUP="loopback delayed ACKs: off (BENCH_QUICKACK=1)"
 fi
 # Garage's metadata engine changes its CPU per request (~22 s against ~40 s for the small
-# migration, LMDB against SQLite), so every table says which one the run had.
-[ -z "${R2SEAL_GARAGE_DB_ENGINE:-}" ] || BENCH_LOOPBACK="$BENCH_LOOPBACK; Garage metadata in $R2SEAL_GARAGE_DB_ENGINE"
+# migration, LMDB against SQLite). BENCH_SETUP (loopback ACKs, engine) goes into the jobs
+# and gateway tables.
+[ -z "${R2SEAL_GARAGE_DB_ENGINE:-}" ] || BENCH_SETUP="$BENCH_SETUP; Garage metadata in $R2SEAL_GARAGE_DB_ENGINE"
 
 # Scratch space for the benchmark's files, removed at exit.
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/r2seal-bench.XXXXXX")"
