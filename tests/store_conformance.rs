@@ -1293,10 +1293,22 @@ mod s3_env {
         creds: S3Credentials,
         prefix: &str,
     ) -> Result<S3Store, StoreError> {
+        connect_with(endpoint, bucket, creds, prefix, false).await
+    }
+
+    /// `sdk_only`: GET, HEAD and PUT through aws-sdk-s3 too, not the direct path.
+    async fn connect_with(
+        endpoint: &str,
+        bucket: &str,
+        creds: S3Credentials,
+        prefix: &str,
+        sdk_only: bool,
+    ) -> Result<S3Store, StoreError> {
         let opts = S3Options {
             endpoint: Some(endpoint.to_string()),
             region: Some(var("AWS_REGION").unwrap_or_else(|| "auto".into())),
             credentials: Some(creds),
+            sdk_only,
             ..Default::default()
         };
         S3Store::new(bucket, prefix, opts).await
@@ -1328,12 +1340,13 @@ mod s3_env {
         cfg: Option<(String, String, S3Credentials)>,
         var: &str,
         case: &str,
+        sdk_only: bool,
     ) -> Option<Harness> {
         let Some((endpoint, bucket, creds)) = cfg else {
             return skip_or_fail(var, case);
         };
         let prefix = format!("r2seal-conformance/{}/{case}/", run_id());
-        let store = connect(&endpoint, &bucket, creds, &prefix)
+        let store = connect_with(&endpoint, &bucket, creds, &prefix, sdk_only)
             .await
             .expect("S3 store");
         Some(Harness {
@@ -1343,11 +1356,19 @@ mod s3_env {
     }
 
     pub async fn garage_harness(case: &str) -> Option<Harness> {
-        harness(garage(), "R2SEAL_TEST_S3_ENDPOINT", case).await
+        harness(garage(), "R2SEAL_TEST_S3_ENDPOINT", case, false).await
     }
 
     pub async fn cond_harness(case: &str) -> Option<Harness> {
-        harness(cond(), "R2SEAL_TEST_S3_COND_ENDPOINT", case).await
+        harness(cond(), "R2SEAL_TEST_S3_COND_ENDPOINT", case, false).await
+    }
+
+    pub async fn garage_sdk_harness(case: &str) -> Option<Harness> {
+        harness(garage(), "R2SEAL_TEST_S3_ENDPOINT", case, true).await
+    }
+
+    pub async fn cond_sdk_harness(case: &str) -> Option<Harness> {
+        harness(cond(), "R2SEAL_TEST_S3_COND_ENDPOINT", case, true).await
     }
 }
 
@@ -1414,6 +1435,27 @@ suite!(
 suite!(
     s3_cond,
     s3_env::cond_harness,
+    [conditional_puts, conditional_put_stream]
+);
+
+// GET, HEAD and PUT have two paths (`S3Options::sdk_only`); the suites above run the
+// direct one, these the SDK's.
+#[cfg(feature = "s3")]
+suite!(
+    s3_garage_sdk,
+    s3_env::garage_sdk_harness,
+    [
+        put_get_roundtrip,
+        ranged_get,
+        head_missing_and_delete,
+        put_stream
+    ]
+);
+
+#[cfg(feature = "s3")]
+suite!(
+    s3_cond_sdk,
+    s3_env::cond_sdk_harness,
     [conditional_puts, conditional_put_stream]
 );
 

@@ -39,6 +39,8 @@ pub mod fs;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "s3")]
+mod s3_direct;
+#[cfg(feature = "s3")]
 mod s3_endpoints;
 
 /// Smallest part S3 and R2 accept for every part of a multipart upload but the last.

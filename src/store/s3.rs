@@ -18,6 +18,10 @@
 //!   body cannot be hashed before it is sent, so it goes `UNSIGNED-PAYLOAD` (the bytes
 //!   are ciphertext, authenticated when read), and the SDK cannot replay it: a failed
 //!   attempt is not retried.
+//! - requests: GET, HEAD and PUT skip the SDK's request pipeline (`s3_direct`: same URL,
+//!   signer, credentials and retry policy, under half the client CPU per request); the
+//!   rest go through the SDK. [`S3Options::sdk_only`] or `R2SEAL_S3_SDK_ONLY=1` sends
+//!   everything through the SDK.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -40,10 +44,11 @@ use aws_sdk_s3::config::{
     StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use http::HeaderMap;
 use zeroize::Zeroizing;
 
 use super::{
@@ -53,6 +58,7 @@ use super::{
     PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
+use super::s3_direct::{chain, set_header, Direct, Failure, Payload};
 use super::s3_endpoints::PerBucketEndpoints;
 
 type Res<T> = Result<T, StoreError>;
@@ -114,6 +120,9 @@ pub struct S3Options {
     /// How long a streamed body may wait for the server to read on, or for its answer
     /// once the body ended, before its request fails (default [`BODY_STALL_TIMEOUT`]).
     pub body_stall_timeout: Option<Duration>,
+    /// Send GET, HEAD and PUT through aws-sdk-s3 too, as every other request, instead of
+    /// the leaner direct path (see `s3_direct`); also `R2SEAL_S3_SDK_ONLY=1`.
+    pub sdk_only: bool,
 }
 
 /// A streamed body (a streamed put or part) whose request the server has left this long
@@ -140,6 +149,9 @@ pub struct S3Store {
     /// loopback), so hashing each body once more for the signature only costs CPU.
     unsigned_payload: bool,
     body_stall_timeout: Duration,
+    /// GET, HEAD and PUT without the SDK's request pipeline (`s3_direct`), unless the
+    /// configuration needs the SDK for them.
+    direct: Option<Arc<Direct>>,
 }
 
 impl fmt::Debug for S3Store {
@@ -150,6 +162,7 @@ impl fmt::Debug for S3Store {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("path_style", &self.path_style)
+            .field("direct", &self.direct.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -382,6 +395,26 @@ impl S3Store {
         }
         conf = conf.endpoint_resolver(PerBucketEndpoints::default());
         let client = Client::from_conf(conf.build());
+        let sdk_only = opts.sdk_only
+            || match env("R2SEAL_S3_SDK_ONLY") {
+                Some(v) => {
+                    parse_bool(&v).ok_or_else(|| bad("R2SEAL_S3_SDK_ONLY must be 1 or 0"))?
+                }
+                None => false,
+            };
+        let direct = if sdk_only {
+            None
+        } else {
+            Direct::new(
+                bucket,
+                &region,
+                endpoint.as_deref(),
+                path_style,
+                sdk.credentials_provider(),
+                body_stall_timeout,
+            )
+            .map(Arc::new)
+        };
         let scheme = if r2 { "r2" } else { "s3" };
         Ok(S3Store {
             client,
@@ -393,6 +426,7 @@ impl S3Store {
             endpoint,
             region,
             path_style,
+            direct,
         })
     }
 
@@ -544,17 +578,14 @@ impl S3Store {
 
     /// Sends a request with a [`StreamedBody`] watched by `watch`: a server that stops
     /// reading the body fails it (see [`BODY_STALL_TIMEOUT`]), and the body's own error
-    /// says more than the SDK's "dispatch failure" around it.
-    async fn send_streamed<T, E>(
+    /// says more than the HTTP client's account of the request it broke.
+    async fn send_streamed<T>(
         &self,
         op: Op,
         key: &str,
-        send: impl std::future::Future<Output = Result<T, SdkError<E>>>,
+        send: impl std::future::Future<Output = Res<T>>,
         watch: &BodyWatch,
-    ) -> Res<T>
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
+    ) -> Res<T> {
         use futures_util::future::{select, Either};
         let stalled = watch.stalled(self.body_stall_timeout);
         let out = match select(std::pin::pin!(send), std::pin::pin!(stalled)).await {
@@ -578,9 +609,132 @@ impl S3Store {
             // `Ok` with a failed body is never seen (the server cannot answer a request
             // it did not get whole), but such a request must not count as stored.
             (_, Some(e)) => Err(body_error(op, self.loc(key), e)),
-            (Err(e), None) => Err(map_err(op, self.loc(key), e)),
-            (Ok(out), None) => Ok(out),
+            (out, None) => out,
         }
+    }
+
+    /// An SDK request's outcome as the store's.
+    async fn sdk<T, E>(
+        &self,
+        op: Op,
+        key: &str,
+        send: impl std::future::Future<Output = Result<T, SdkError<E>>>,
+    ) -> Res<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        send.await.map_err(|e| map_err(op, self.loc(key), e))
+    }
+
+    /// PutObject on the direct path: `opts`' headers and conditions, checked.
+    async fn direct_put(
+        &self,
+        direct: &Direct,
+        key: &str,
+        len: u64,
+        opts: &PutOptions,
+        payload: Payload,
+    ) -> Res<http::Response<hyper::body::Incoming>> {
+        let op = Op::Put;
+        let full = self.check(op, key)?;
+        check_put_options(opts).map_err(|m| self.invalid(op, key, m))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, len.into());
+        let mut set = |name, value: Option<&str>| set_header(&mut headers, name, value);
+        let set_all = (|| {
+            set(http::header::CONTENT_TYPE, opts.content_type.as_deref())?;
+            set(http::header::CACHE_CONTROL, opts.cache_control.as_deref())?;
+            set(http::header::IF_MATCH, opts.if_match.as_deref())?;
+            set(http::header::IF_NONE_MATCH, opts.if_none_match.as_deref())?;
+            for (k, v) in &opts.metadata {
+                let name =
+                    http::header::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes())
+                        .map_err(|_| {
+                            Failure::Request(format!("metadata key {k:?} is not a header name"))
+                        })?;
+                set(name, Some(v))?;
+            }
+            Ok(())
+        })();
+        let loc = || self.loc(key);
+        set_all.map_err(|f: Failure| f.into_store_error(op, loc()))?;
+        direct
+            .send(op, http::Method::PUT, &full, headers, payload)
+            .await
+            .map_err(|f| f.into_store_error(op, loc()))
+    }
+
+    /// GetObject on the direct path; the body's chunks each wait at most the stall
+    /// timeout, as the SDK's stalled-stream protection would.
+    async fn direct_get(
+        &self,
+        direct: &Direct,
+        key: &str,
+        full: &str,
+        range: Option<ByteRange>,
+        opts: &GetOptions,
+    ) -> Res<GetResult> {
+        let op = Op::Get;
+        let mut headers = HeaderMap::new();
+        let range_header = range.map(|r| r.to_header());
+        set_header(&mut headers, http::header::RANGE, range_header.as_deref())
+            .and_then(|()| {
+                set_header(
+                    &mut headers,
+                    http::header::IF_MATCH,
+                    opts.if_match.as_deref(),
+                )
+            })
+            .map_err(|f| f.into_store_error(op, self.loc(key)))?;
+        let resp = direct
+            .send(op, http::Method::GET, full, headers, Payload::Empty)
+            .await
+            .map_err(|f| f.into_store_error(op, self.loc(key)))?;
+        let length = header_str(resp.headers(), "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (served, size) =
+            match header_str(resp.headers(), "content-range").and_then(parse_content_range) {
+                Some((r, total)) => (Some(r), total),
+                None => (None, length),
+            };
+        let info = object_info(key, size, resp.headers());
+        let stall = self.body_stall_timeout;
+        let loc = self.loc(key);
+        let body = Box::pin(futures_util::stream::try_unfold(
+            (resp.into_body(), loc),
+            move |(mut body, loc)| async move {
+                use http_body_util::BodyExt;
+                loop {
+                    let frame = match tokio::time::timeout(stall, body.frame()).await {
+                        Ok(f) => f,
+                        Err(_) => {
+                            let detail = format!("the body stalled for {} s", stall.as_secs_f32());
+                            return Err(StoreError::new(Op::Get, loc, ErrorKind::Network)
+                                .with_detail(detail));
+                        }
+                    };
+                    match frame {
+                        None => return Ok(None),
+                        Some(Ok(frame)) => {
+                            if let Ok(chunk) = frame.into_data() {
+                                return Ok(Some((chunk, (body, loc))));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            return Err(StoreError::new(Op::Get, loc, ErrorKind::Network)
+                                .with_detail(chain(&e))
+                                .with_source(e))
+                        }
+                    }
+                }
+            },
+        ));
+        Ok(GetResult {
+            info,
+            range: served,
+            body,
+        })
     }
 
     /// The part as uploaded: without its ETag the upload cannot be completed.
@@ -644,12 +798,18 @@ impl BodyWatch {
 
 impl StreamedBody {
     /// `body` of exactly `len` bytes for a request, and what watches it.
-    fn request_body(body: PartBody, len: u64) -> (SdkByteStream, BodyWatch) {
+    fn new(body: PartBody, len: u64) -> (StreamedBody, BodyWatch) {
         let watch = BodyWatch::default();
         let body = StreamedBody {
             body: Mutex::new(exact_len(body, len)),
             watch: watch.clone(),
         };
+        (body, watch)
+    }
+
+    /// The same, as an SDK request's body.
+    fn request_body(body: PartBody, len: u64) -> (SdkByteStream, BodyWatch) {
+        let (body, watch) = StreamedBody::new(body, len);
         (SdkByteStream::from_body_1_x(body), watch)
     }
 }
@@ -716,6 +876,36 @@ fn to_btree(m: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
 
 fn to_hash(m: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
     (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What a GET or HEAD answer's headers say of the object (`size`: the whole object's).
+fn object_info(key: &str, size: u64, headers: &HeaderMap) -> ObjectInfo {
+    let text = |name| header_str(headers, name).map(str::to_string);
+    let last_modified = header_str(headers, "last-modified")
+        .and_then(|v| aws_sdk_s3::primitives::DateTime::from_str(v, DateTimeFormat::HttpDate).ok())
+        .and_then(|t| SystemTime::try_from(t).ok());
+    let metadata = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.as_str().strip_prefix("x-amz-meta-")?;
+            Some((name.to_string(), v.to_str().ok()?.to_string()))
+        })
+        .collect();
+    ObjectInfo {
+        meta: ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: text("etag").unwrap_or_default(),
+            last_modified,
+        },
+        content_type: text("content-type"),
+        cache_control: text("cache-control"),
+        metadata,
+    }
 }
 
 /// `bytes START-END/TOTAL` -> (range, total).
@@ -827,7 +1017,7 @@ fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn classify(op: Op, status: u16, code: &str) -> (ErrorKind, bool) {
+pub(super) fn classify(op: Op, status: u16, code: &str) -> (ErrorKind, bool) {
     use ErrorKind::*;
     match (status, code) {
         (_, "NoSuchBucket") => (NoSuchBucket, false),
@@ -872,6 +1062,18 @@ impl Store for S3Store {
 
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Res<PutResult> {
         let op = Op::Put;
+        if let Some(direct) = &self.direct {
+            let unsigned = self.unsigned_payload;
+            let len = body.len() as u64;
+            let resp = self
+                .direct_put(direct, key, len, opts, Payload::Bytes { body, unsigned })
+                .await?;
+            return Ok(PutResult {
+                etag: header_str(resp.headers(), "etag")
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
         let mut request = self
             .put_request(key, body.len() as u64, opts)?
             .body(SdkByteStream::from(body))
@@ -895,11 +1097,22 @@ impl Store for S3Store {
         body: PartBody,
         opts: &PutOptions,
     ) -> Res<PutResult> {
+        let op = Op::Put;
+        if let Some(direct) = &self.direct {
+            let (body, watch) = StreamedBody::new(body, len);
+            let payload = Payload::Stream(http_body_util::BodyExt::boxed(body));
+            let put = self.direct_put(direct, key, len, opts, payload);
+            let resp = self.send_streamed(op, key, put, &watch).await?;
+            return Ok(PutResult {
+                etag: header_str(resp.headers(), "etag")
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
         let request = self.put_request(key, len, opts)?;
         let (body, watch) = StreamedBody::request_body(body, len);
-        let out = self
-            .send_streamed(Op::Put, key, request.body(body).send(), &watch)
-            .await?;
+        let send = self.sdk(op, key, request.body(body).send());
+        let out = self.send_streamed(op, key, send, &watch).await?;
         Ok(PutResult {
             etag: out.e_tag().unwrap_or_default().to_string(),
         })
@@ -910,6 +1123,9 @@ impl Store for S3Store {
         let full = self.check(op, key)?;
         if let Some(r) = range {
             r.validate().map_err(|m| self.invalid(op, key, m))?;
+        }
+        if let Some(direct) = &self.direct {
+            return self.direct_get(direct, key, &full, range, opts).await;
         }
         let out = self
             .client
@@ -960,6 +1176,22 @@ impl Store for S3Store {
     async fn head(&self, key: &str) -> Res<ObjectInfo> {
         let op = Op::Head;
         let full = self.check(op, key)?;
+        if let Some(direct) = &self.direct {
+            let resp = direct
+                .send(
+                    op,
+                    http::Method::HEAD,
+                    &full,
+                    HeaderMap::new(),
+                    Payload::Empty,
+                )
+                .await
+                .map_err(|f| f.into_store_error(op, self.loc(key)))?;
+            let size = header_str(resp.headers(), "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return Ok(object_info(key, size, resp.headers()));
+        }
         let out = self
             .client
             .head_object()
@@ -1130,7 +1362,12 @@ impl Store for S3Store {
         let request = self.part_request(key, upload_id, part_number, len)?;
         let (body, watch) = StreamedBody::request_body(body, len);
         let out = self
-            .send_streamed(Op::UploadPart, key, request.body(body).send(), &watch)
+            .send_streamed(
+                Op::UploadPart,
+                key,
+                self.sdk(Op::UploadPart, key, request.body(body).send()),
+                &watch,
+            )
             .await?;
         self.uploaded_part(key, part_number, out.e_tag())
     }
@@ -1720,6 +1957,118 @@ mod tests {
             assert_eq!(
                 (s.region.as_str(), s.path_style, s.prefix()),
                 ("garage", true, "")
+            );
+        }
+    }
+
+    /// Both request paths for GET, HEAD and PUT (`sdk_only` false and true) against one
+    /// scripted server: transient answers are retried (3 attempts, as the SDK's standard
+    /// mode), final ones are not, and answers read the same.
+    #[test]
+    fn both_paths_retry_alike_and_read_answers_alike() {
+        use std::io::Write;
+        for sdk_only in [false, true] {
+            let log = Arc::new(Mutex::new(Vec::<String>::new()));
+            let seen = log.clone();
+            let url = serve_each(move |mut conn| {
+                let (head, declared) = read_head(&mut conn);
+                let mut body = vec![0u8; declared];
+                let _ = std::io::Read::read_exact(&mut conn, &mut body);
+                let line = head.lines().next().unwrap_or_default().to_string();
+                let n = {
+                    let mut log = seen.lock().unwrap();
+                    log.push(head.clone());
+                    log.iter().filter(|h| h.starts_with(&line)).count()
+                };
+                let answer: String = if line.starts_with("head") && n < 3 {
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into()
+                } else if line.starts_with("head") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\n\
+                     Last-Modified: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Type: text/plain\r\n\
+                     x-amz-meta-mtime: 1700000000\r\n\r\n"
+                        .into()
+                } else {
+                    let (status, code) = if line.starts_with("put") {
+                        ("412 Precondition Failed", "PreconditionFailed")
+                    } else {
+                        ("500 Internal Server Error", "InternalError")
+                    };
+                    let xml =
+                        format!("<Error><Code>{code}</Code><Message>m &amp; m</Message></Error>");
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            });
+            let rt = rt();
+            let opts = S3Options {
+                endpoint: Some(url),
+                credentials: Some(S3Credentials::new("GKtest", SECRET)),
+                sdk_only,
+                ..Default::default()
+            };
+            let store = rt.block_on(S3Store::new("bucket", "pre", opts)).unwrap();
+            assert_eq!(store.direct.is_some(), !sdk_only);
+            let (head, put, get) = rt.block_on(async {
+                let head = store.head("a b/ü").await.unwrap();
+                let put = store
+                    .put(
+                        "k",
+                        Bytes::from_static(b"hello"),
+                        &PutOptions::create_only(),
+                    )
+                    .await
+                    .unwrap_err();
+                let get = store
+                    .get("k", None, &GetOptions::default())
+                    .await
+                    .unwrap_err();
+                (head, put, get)
+            });
+            let at = format!("sdk_only={sdk_only}");
+            assert_eq!(head.meta.size, 5, "{at}");
+            assert_eq!(head.meta.etag, "\"e1\"", "{at}");
+            assert_eq!(head.content_type.as_deref(), Some("text/plain"), "{at}");
+            assert_eq!(
+                head.metadata.get("mtime").map(String::as_str),
+                Some("1700000000")
+            );
+            let modified = head.meta.last_modified.unwrap();
+            let secs = modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            assert_eq!(secs, 1_795_600_800, "{at}");
+            assert_eq!(put.kind(), ErrorKind::PreconditionFailed, "{at}");
+            assert!(!put.is_retryable(), "{at}");
+            assert_eq!(get.kind(), ErrorKind::Unavailable, "{at}");
+            assert!(get.is_retryable(), "{at}");
+            assert!(
+                get.to_string().ends_with("InternalError (HTTP 500): m & m"),
+                "{at}: {get}"
+            );
+
+            let log = log.lock().unwrap();
+            let count = |m: &str| log.iter().filter(|h| h.starts_with(m)).count();
+            assert_eq!(
+                (count("head"), count("put"), count("get")),
+                (3, 1, 3),
+                "{at}"
+            );
+            let head_req = log.iter().find(|h| h.starts_with("head")).unwrap();
+            assert!(
+                head_req.starts_with("head /bucket/pre/a%20b/%c3%bc "),
+                "{at}: {head_req}"
+            );
+            assert!(head_req.contains("credential=gktest/"), "{at}");
+            let put_req = log.iter().find(|h| h.starts_with("put")).unwrap();
+            assert!(put_req.contains("if-none-match: *"), "{at}: {put_req}");
+            // Loopback: the body is sent unsigned, as on the SDK path.
+            assert!(
+                put_req.contains("x-amz-content-sha256: unsigned-payload"),
+                "{at}"
             );
         }
     }
