@@ -21,11 +21,11 @@
 //! - TLS: rustls with the platform's roots; a 10 s connect timeout.
 //!
 //! Where a store's configuration falls outside this (an auth scheme other than SigV4, no
-//! credentials provider, no usable roots), the store keeps the SDK for everything.
+//! credentials provider, no usable roots, an HTTP proxy in the environment), the store
+//! keeps the SDK for everything.
 
 use std::fmt;
 use std::io;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -60,6 +60,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
 /// An error body longer than this is cut: only its `<Code>` and `<Message>` are read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Proxy settings the SDK's HTTP client reads from the environment.
+const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// A request's body, as far as signing and retrying it are concerned.
@@ -155,7 +164,9 @@ pub(crate) struct Direct {
     signing_name: String,
     signing_region: String,
     credentials: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
+    /// Async: one task asks the provider (a credential process, say) while the others
+    /// wait for its answer.
+    cached: tokio::sync::Mutex<Option<Credentials>>,
     /// How long a request from memory waits for the server's answer.
     answer_timeout: Duration,
 }
@@ -289,6 +300,14 @@ impl Direct {
         credentials: Option<SharedCredentialsProvider>,
         answer_timeout: Duration,
     ) -> Option<Direct> {
+        // The SDK's client honours these (since behavior version 2025-08-07); this path
+        // has no proxy support, so it steps aside.
+        if PROXY_VARIABLES
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        {
+            return None;
+        }
         let params = Params::builder()
             .bucket(bucket)
             .region(region)
@@ -326,7 +345,7 @@ impl Direct {
             signing_name,
             signing_region,
             credentials: credentials?,
-            cached: Mutex::new(None),
+            cached: tokio::sync::Mutex::new(None),
             answer_timeout,
         })
     }
@@ -337,17 +356,16 @@ impl Direct {
             c.expiry()
                 .is_none_or(|t| t > SystemTime::now() + CREDENTIALS_MARGIN)
         };
-        if let Some(c) = self.cached.lock().expect("not poisoned").as_ref() {
-            if fresh(c) {
-                return Ok(c.clone());
-            }
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| fresh(c)) {
+            return Ok(c.clone());
         }
         let c = self
             .credentials
             .provide_credentials()
             .await
             .map_err(|e| Failure::Credentials(chain(&e)))?;
-        *self.cached.lock().expect("not poisoned") = Some(c.clone());
+        *cached = Some(c.clone());
         Ok(c)
     }
 
@@ -566,6 +584,23 @@ mod tests {
             parse_error_body(b"<Code>Half"),
             (String::new(), String::new())
         );
+    }
+
+    proptest::proptest! {
+        // The error body comes from the server: any bytes give an answer, never a panic.
+        #[test]
+        fn any_error_body_parses(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                                 code in "[A-Za-z<>&;/]{0,12}") {
+            let _ = parse_error_body(&body);
+            let mut framed = b"<Error><Code>".to_vec();
+            framed.extend_from_slice(code.as_bytes());
+            framed.extend_from_slice(b"</Code>");
+            framed.extend_from_slice(&body);
+            let (parsed, _) = parse_error_body(&framed);
+            if !code.contains('<') && !code.contains('&') {
+                proptest::prop_assert_eq!(parsed, code.trim());
+            }
+        }
     }
 
     #[test]
