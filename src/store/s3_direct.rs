@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_sdk_s3::config::endpoint::{DefaultResolver, ResolveEndpoint};
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -46,6 +46,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::s3::classify;
+use super::s3_endpoints::store_params;
 use super::{ErrorKind, Op, StoreError};
 
 /// The body type every request is sent with: bytes from memory or a streamed body.
@@ -308,16 +309,7 @@ impl Direct {
         {
             return None;
         }
-        let params = Params::builder()
-            .bucket(bucket)
-            .region(region)
-            .set_endpoint(endpoint.map(str::to_string))
-            .force_path_style(path_style)
-            .use_fips(false)
-            .use_dual_stack(false)
-            .accelerate(false)
-            .build()
-            .ok()?;
+        let params = store_params(bucket, region, endpoint, path_style).ok()?;
         let resolved = futures_util::FutureExt::now_or_never(ResolveEndpoint::resolve_endpoint(
             &DefaultResolver::new(),
             &params,

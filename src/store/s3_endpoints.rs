@@ -54,6 +54,26 @@ impl PerBucketEndpoints {
     }
 }
 
+/// The rules' parameters for an [`S3Store`](super::s3::S3Store) configuration (what the
+/// SDK passes them, bar the key): what `s3_direct` resolves its URL from, and what the
+/// tests below check the cache against.
+pub(crate) fn store_params(
+    bucket: &str,
+    region: &str,
+    endpoint: Option<&str>,
+    path_style: bool,
+) -> Result<Params, BoxError> {
+    Ok(Params::builder()
+        .bucket(bucket)
+        .region(region)
+        .set_endpoint(endpoint.map(str::to_string))
+        .force_path_style(path_style)
+        .use_fips(false)
+        .use_dual_stack(false)
+        .accelerate(false)
+        .build()?)
+}
+
 /// The rules themselves; the SDK's resolver evaluates synchronously.
 fn evaluate(rules: &DefaultResolver, params: &Params) -> Result<Endpoint, BoxError> {
     futures_util::FutureExt::now_or_never(ResolveEndpoint::resolve_endpoint(rules, params))
@@ -109,16 +129,7 @@ mod tests {
     /// host, AWS with and without dots in the bucket name.
     fn configurations() -> Vec<Params> {
         let base = |bucket: &str, region: &str, endpoint: Option<&str>, path_style: bool| {
-            Params::builder()
-                .bucket(bucket)
-                .region(region)
-                .set_endpoint(endpoint.map(str::to_string))
-                .force_path_style(path_style)
-                .use_fips(false)
-                .use_dual_stack(false)
-                .accelerate(false)
-                .build()
-                .expect("valid parameters")
+            store_params(bucket, region, endpoint, path_style).expect("valid parameters")
         };
         vec![
             base("r2seal-test", "auto", Some("http://127.0.0.1:3900"), true),
