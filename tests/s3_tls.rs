@@ -2,7 +2,8 @@
 //! through aws-sdk-s3): the CLI talks to the test Garage through a TLS terminator whose
 //! certificate comes from a test CA (`tests/fixtures/tls`, valid until 2125), trusted
 //! through `SSL_CERT_FILE`, which both paths' root loading (rustls-native-certs) reads.
-//! An unrelated CA must fail the connection with a one-line error.
+//! An unrelated CA must fail the connection with a one-line error that does not call
+//! itself retryable.
 #![cfg(feature = "cli")]
 
 mod support;
@@ -144,6 +145,11 @@ fn both_request_paths_work_over_tls_and_refuse_an_unknown_issuer() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("invalid peer certificate") && stderr.lines().count() == 1,
+            "sdk_only={sdk_only}: {stderr}"
+        );
+        // A refused certificate is not a passing failure: no retry can mend it.
+        assert!(
+            stderr.contains("endpoint refused") && !stderr.contains("retryable"),
             "sdk_only={sdk_only}: {stderr}"
         );
         assert!(!refused.exists(), "sdk_only={sdk_only}: no output file");

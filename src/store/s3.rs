@@ -58,7 +58,7 @@ use super::{
     PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
-use super::s3_direct::{chain, set_header, Direct, Failure, Payload};
+use super::s3_direct::{chain, is_certificate_error, set_header, Direct, Failure, Payload};
 use super::s3_endpoints::PerBucketEndpoints;
 
 type Res<T> = Result<T, StoreError>;
@@ -965,6 +965,12 @@ where
             let detail = DisplayErrorContext(&err).to_string();
             if has_credentials_error(&err) {
                 (ErrorKind::InvalidCredentials, false, detail)
+            } else if is_certificate_error(&err) {
+                (
+                    ErrorKind::Network,
+                    false,
+                    format!("endpoint refused: {detail}"),
+                )
             } else if d.is_user() {
                 (ErrorKind::InvalidRequest, false, detail)
             } else if d.is_io() || d.is_timeout() {

@@ -92,6 +92,8 @@ pub(crate) enum Failure {
     },
     /// No answer: connection refused or cut, TLS, a timeout.
     Transport { detail: String, connect: bool },
+    /// The server's TLS certificate was refused: no retry can help.
+    Certificate(String),
     /// The credentials provider failed.
     Credentials(String),
     /// The request could not be built (a header the HTTP layer refuses).
@@ -134,6 +136,9 @@ impl Failure {
                     .with_retryable(true)
                     .with_detail(detail)
             }
+            Failure::Certificate(detail) => StoreError::new(op, location, ErrorKind::Network)
+                .with_retryable(false)
+                .with_detail(format!("endpoint refused: {detail}")),
             Failure::Credentials(detail) => {
                 StoreError::new(op, location, ErrorKind::InvalidCredentials)
                     .with_retryable(false)
@@ -149,7 +154,7 @@ impl Failure {
         match self {
             Failure::Status { status, code, .. } => classify(op, *status, code).1,
             Failure::Transport { .. } => true,
-            Failure::Credentials(_) | Failure::Request(_) => false,
+            Failure::Certificate(_) | Failure::Credentials(_) | Failure::Request(_) => false,
         }
     }
 }
@@ -247,6 +252,36 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// Whether `e` comes from a refused server certificate (unknown issuer, wrong name,
+/// expired, ...), which no retry can mend. rustls's error sits inside an `io::Error`,
+/// whose `source` skips the error it wraps, so an `io::Error` is opened instead.
+pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::Error as Tls;
+    let refused = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<Tls>(),
+            Some(
+                Tls::InvalidCertificate(_)
+                    | Tls::NoCertificatesPresented
+                    | Tls::UnsupportedNameType
+            )
+        )
+    };
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if refused(err) {
+            return true;
+        }
+        cur = match err.downcast_ref::<io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|i| i as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// A uniform fraction in [0, 1) for backoff jitter.
@@ -492,9 +527,15 @@ impl Direct {
                 }
             }
         };
-        let resp = resp.map_err(|e| Failure::Transport {
-            connect: e.is_connect(),
-            detail: chain(&e),
+        let resp = resp.map_err(|e| {
+            if is_certificate_error(&e) {
+                Failure::Certificate(chain(&e))
+            } else {
+                Failure::Transport {
+                    connect: e.is_connect(),
+                    detail: chain(&e),
+                }
+            }
         })?;
         let status = resp.status();
         if status.is_success() {
@@ -593,6 +634,19 @@ mod tests {
                 proptest::prop_assert_eq!(parsed, code.trim());
             }
         }
+    }
+
+    #[test]
+    fn refused_certificates_are_found_inside_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let handshake = io::Error::new(io::ErrorKind::InvalidData, tls);
+        // As aws-smithy-http-client nests it: an io::Error around the handshake's.
+        let nested = io::Error::other(handshake);
+        assert!(is_certificate_error(&nested));
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+        assert!(!is_certificate_error(&io::Error::other(refused)));
+        let other_tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(!is_certificate_error(&other_tls));
     }
 
     #[test]
