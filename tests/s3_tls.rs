@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -106,25 +107,22 @@ fn both_request_paths_work_over_tls_and_refuse_an_unknown_issuer() {
         .success();
 
     let prefix = support::fresh_prefix("s3_tls", "paths");
+    // `r2seal VERB -i KEY --endpoint ENDPOINT FROM TO`, trusting `ca`.
+    let transfer = |ca: &str, sdk_only: &str, verb: &str, from: &OsStr, to: &OsStr| {
+        let mut cmd = r2seal(ca, sdk_only);
+        cmd.args([verb, "-i"])
+            .arg(&key)
+            .args(["--endpoint", &endpoint])
+            .arg(from)
+            .arg(to);
+        cmd.assert()
+    };
     for sdk_only in ["0", "1"] {
         let url = format!("s3://{}/{prefix}{sdk_only}/in.bin", s3.bucket);
+        let url = OsStr::new(&url);
         let output = dir.path().join(format!("out-{sdk_only}.bin"));
-        r2seal("ca.pem", sdk_only)
-            .args(["put", "-i"])
-            .arg(&key)
-            .args(["--endpoint", &endpoint])
-            .arg(&input)
-            .arg(&url)
-            .assert()
-            .success();
-        r2seal("ca.pem", sdk_only)
-            .args(["get", "-i"])
-            .arg(&key)
-            .args(["--endpoint", &endpoint])
-            .arg(&url)
-            .arg(&output)
-            .assert()
-            .success();
+        transfer("ca.pem", sdk_only, "put", input.as_os_str(), url).success();
+        transfer("ca.pem", sdk_only, "get", url, output.as_os_str()).success();
         assert_eq!(
             std::fs::read(&output).unwrap(),
             std::fs::read(&input).unwrap(),
@@ -132,13 +130,7 @@ fn both_request_paths_work_over_tls_and_refuse_an_unknown_issuer() {
         );
 
         let refused = dir.path().join(format!("refused-{sdk_only}.bin"));
-        let out = r2seal("other-ca.pem", sdk_only)
-            .args(["get", "-i"])
-            .arg(&key)
-            .args(["--endpoint", &endpoint])
-            .arg(&url)
-            .arg(&refused)
-            .assert()
+        let out = transfer("other-ca.pem", sdk_only, "get", url, refused.as_os_str())
             .failure()
             .get_output()
             .clone();

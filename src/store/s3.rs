@@ -58,7 +58,9 @@ use super::{
     PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
-use super::s3_direct::{chain, is_certificate_error, set_header, Direct, Failure, Payload};
+use super::s3_direct::{
+    chain, encode_key, is_certificate_error, set_header, Direct, Failure, Payload,
+};
 use super::s3_endpoints::PerBucketEndpoints;
 
 type Res<T> = Result<T, StoreError>;
@@ -690,9 +692,7 @@ impl S3Store {
             .send(op, http::Method::GET, full, headers, Payload::Empty)
             .await
             .map_err(|f| f.into_store_error(op, self.loc(key)))?;
-        let length = header_str(resp.headers(), "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let length = content_length(resp.headers());
         let (served, size) =
             match header_str(resp.headers(), "content-range").and_then(parse_content_range) {
                 Some((r, total)) => (Some(r), total),
@@ -882,6 +882,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn content_length(headers: &HeaderMap) -> u64 {
+    header_str(headers, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A direct PUT's answer as the store's.
+fn put_result(resp: &http::Response<hyper::body::Incoming>) -> PutResult {
+    PutResult {
+        etag: header_str(resp.headers(), "etag")
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
 /// What a GET or HEAD answer's headers say of the object (`size`: the whole object's).
 fn object_info(key: &str, size: u64, headers: &HeaderMap) -> ObjectInfo {
     let text = |name| header_str(headers, name).map(str::to_string);
@@ -924,13 +939,7 @@ fn parse_content_range(v: &str) -> Option<(ContentRange, u64)> {
 /// Percent-encode a key for `x-amz-copy-source` (everything but unreserved and `/`).
 fn encode_copy_source(bucket: &str, key: &str) -> String {
     let mut out = format!("{bucket}/");
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    encode_key(&mut out, key);
     out
 }
 
@@ -945,16 +954,7 @@ where
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("");
             let message = se.err().message().unwrap_or("");
-            let (kind, retryable) = classify(op, status, code);
-            let detail = match (code, message) {
-                // "get s3://b/k: not found" says it all; keep codes that add something.
-                ("" | "NoSuchKey" | "NotFound", _) if kind == ErrorKind::NotFound => String::new(),
-                ("", "") => format!("HTTP {status}"),
-                (c, "") => format!("{c} (HTTP {status})"),
-                ("", m) => format!("HTTP {status}: {m}"),
-                (c, m) => format!("{c} (HTTP {status}): {m}"),
-            };
-            (kind, retryable, detail)
+            service_error(op, status, code, message)
         }
         SdkError::TimeoutError(_) => (
             ErrorKind::Network,
@@ -1023,6 +1023,26 @@ fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An error answer's kind, whether a retry can help, and the detail to show: its
+/// status, S3 error code and message (of both request paths).
+pub(super) fn service_error(
+    op: Op,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> (ErrorKind, bool, String) {
+    let (kind, retryable) = classify(op, status, code);
+    let detail = match (code, message) {
+        // "get s3://b/k: not found" says it all; keep codes that add something.
+        ("" | "NoSuchKey" | "NotFound", _) if kind == ErrorKind::NotFound => String::new(),
+        ("", "") => format!("HTTP {status}"),
+        (c, "") => format!("{c} (HTTP {status})"),
+        ("", m) => format!("HTTP {status}: {m}"),
+        (c, m) => format!("{c} (HTTP {status}): {m}"),
+    };
+    (kind, retryable, detail)
+}
+
 pub(super) fn classify(op: Op, status: u16, code: &str) -> (ErrorKind, bool) {
     use ErrorKind::*;
     match (status, code) {
@@ -1071,14 +1091,9 @@ impl Store for S3Store {
         if let Some(direct) = &self.direct {
             let unsigned = self.unsigned_payload;
             let len = body.len() as u64;
-            let resp = self
-                .direct_put(direct, key, len, opts, Payload::Bytes { body, unsigned })
-                .await?;
-            return Ok(PutResult {
-                etag: header_str(resp.headers(), "etag")
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            let payload = Payload::Bytes { body, unsigned };
+            let resp = self.direct_put(direct, key, len, opts, payload).await?;
+            return Ok(put_result(&resp));
         }
         let mut request = self
             .put_request(key, body.len() as u64, opts)?
@@ -1109,11 +1124,7 @@ impl Store for S3Store {
             let payload = Payload::Stream(http_body_util::BodyExt::boxed(body));
             let put = self.direct_put(direct, key, len, opts, payload);
             let resp = self.send_streamed(op, key, put, &watch).await?;
-            return Ok(PutResult {
-                etag: header_str(resp.headers(), "etag")
-                    .unwrap_or_default()
-                    .to_string(),
-            });
+            return Ok(put_result(&resp));
         }
         let request = self.put_request(key, len, opts)?;
         let (body, watch) = StreamedBody::request_body(body, len);
@@ -1193,9 +1204,7 @@ impl Store for S3Store {
                 )
                 .await
                 .map_err(|f| f.into_store_error(op, self.loc(key)))?;
-            let size = header_str(resp.headers(), "content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let size = content_length(resp.headers());
             return Ok(object_info(key, size, resp.headers()));
         }
         let out = self

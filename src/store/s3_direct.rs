@@ -45,7 +45,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::s3::classify;
+use super::s3::{classify, service_error};
 use super::s3_endpoints::store_params;
 use super::{ErrorKind, Op, StoreError};
 
@@ -108,17 +108,7 @@ impl Failure {
                 code,
                 message,
             } => {
-                let (kind, retryable) = classify(op, status, &code);
-                let detail = match (code.as_str(), message.as_str()) {
-                    // "get s3://b/k: not found" says it all; keep codes that add something.
-                    ("" | "NoSuchKey" | "NotFound", _) if kind == ErrorKind::NotFound => {
-                        String::new()
-                    }
-                    ("", "") => format!("HTTP {status}"),
-                    (c, "") => format!("{c} (HTTP {status})"),
-                    ("", m) => format!("HTTP {status}: {m}"),
-                    (c, m) => format!("{c} (HTTP {status}): {m}"),
-                };
+                let (kind, retryable, detail) = service_error(op, status, &code, &message);
                 let e = StoreError::new(op, location, kind).with_retryable(retryable);
                 if detail.is_empty() {
                     e
@@ -227,14 +217,17 @@ fn host_of(uri: &http::Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(&value).ok()
 }
 
-/// Percent-encode a key for the path: everything but unreserved characters and `/`
-/// (S3's greedy label, as the SDK encodes it).
-fn encode_key(out: &mut String, key: &str) {
+/// Percent-encode a key into `out`: everything but unreserved characters and `/` (S3's
+/// greedy label, as the SDK encodes the path; also the copy source's form).
+pub(crate) fn encode_key(out: &mut String, key: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
 }
