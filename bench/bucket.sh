@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Sealed bucket transfers vs plain aws-sdk-s3 vs rclone crypt, all against the same local
+# Sealed bucket transfers vs the same store unsealed vs rclone crypt, all against the same local
 # Garage (started by .ci/services.sh unless R2SEAL_TEST_S3_ENDPOINT is already set).
 #
 #   bash bench/bucket.sh            # writes bench/out/bucket.md and prints it
 #
 # - r2seal: the SealedBucket library (examples/bucket_bench.rs, mode "sealed"), plus the
 #   r2seal CLI for the 1 GiB peak-RSS rows.
-# - plain: the same store client (aws-sdk-s3 through r2seal::store), no sealing, same
+# - plain: the same store client (r2seal::store::s3, its direct GET/HEAD/PUT included), no sealing, same
 #   part size (16 MiB) and concurrency (4 parts, 16 objects in flight).
 # - rclone crypt: Debian's rclone, a crypt remote over an s3 remote on the same bucket,
 #   --transfers 16, default chunk settings.
@@ -89,7 +89,7 @@ ops() { python3 -c "print(f'{$1 / $2:.0f}')"; }
 {
     echo "# Sealed bucket benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, local Garage)"
     echo
-    echo "| workload | r2seal | plain aws-sdk-s3 | rclone crypt | r2seal / plain time | rclone / r2seal time |"
+    echo "| workload | r2seal | plain (same store, unsealed) | rclone crypt | r2seal / plain time | rclone / r2seal time |"
     echo "|---|---|---|---|---|---|"
     for w in large_put large_get; do
         s=${T[sealed_$w]} p=${T[plain_$w]} r=${T[rclone_$w]}
