@@ -122,6 +122,11 @@ status = "active"
 prefix = "archive/"
 keys = ["recovery"]
 EOF
+seed s3_responses range <<<'bytes 1048576-2097151/10485760'
+seed s3_responses error <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold &amp; so</Message><Resource>/b/k</Resource></Error>
+EOF
 printf '\x01\x05\x00\x00\x00\x00\x00\x00\x00\x02\x10\x27\x00\x00\x00\x00\x00\x00' | seed range_plan parts
 printf '\x00\x02\x50\x00\x01\x00\x00\x00\x00\x00\x02\x10\x00\x00\x00\x00\x00\x00\x00' | seed range_plan single
 

@@ -42,6 +42,8 @@ pub mod s3;
 mod s3_direct;
 #[cfg(feature = "s3")]
 mod s3_endpoints;
+#[doc(hidden)]
+pub mod wire;
 
 /// Smallest part S3 and R2 accept for every part of a multipart upload but the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -778,7 +780,8 @@ pub(crate) struct ExactLen {
 }
 
 impl ExactLen {
-    /// Bytes this stream has still to yield.
+    /// Bytes this stream has still to yield (the S3 store's stall watch reports it).
+    #[cfg(feature = "s3")]
     pub(crate) fn remaining(&self) -> u64 {
         self.remaining + self.held.as_ref().map_or(0, |b| b.len() as u64)
     }

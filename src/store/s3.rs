@@ -53,15 +53,16 @@ use zeroize::Zeroizing;
 
 use super::{
     body_error, check_copy_range, check_headers, check_key, check_max_keys, check_part_number,
-    check_parts, check_put_options, exact_len, ByteRange, ContentRange, CopyOptions, ErrorKind,
-    ExactLen, GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op,
-    PartBody, PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
+    check_parts, check_put_options, exact_len, ByteRange, CopyOptions, ErrorKind, ExactLen,
+    GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartBody,
+    PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart,
 };
 
 use super::s3_direct::{
     chain, encode_key, is_certificate_error, set_header, Direct, Failure, Payload,
 };
 use super::s3_endpoints::PerBucketEndpoints;
+use super::wire::parse_content_range;
 
 type Res<T> = Result<T, StoreError>;
 
@@ -921,19 +922,6 @@ fn object_info(key: &str, size: u64, headers: &HeaderMap) -> ObjectInfo {
         cache_control: text("cache-control"),
         metadata,
     }
-}
-
-/// `bytes START-END/TOTAL` -> (range, total).
-fn parse_content_range(v: &str) -> Option<(ContentRange, u64)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let r = ContentRange {
-        start: start.trim().parse().ok()?,
-        end: end.trim().parse().ok()?,
-    };
-    (r.start <= r.end).then_some(())?;
-    Some((r, total.trim().parse().ok()?))
 }
 
 /// Percent-encode a key for `x-amz-copy-source` (everything but unreserved and `/`).
@@ -2148,15 +2136,10 @@ mod tests {
     }
 
     #[test]
-    fn copy_source_and_content_range() {
+    fn copy_sources_are_percent_encoded() {
         assert_eq!(
             encode_copy_source("b", "p/a b+c%.txt"),
             "b/p/a%20b%2Bc%25.txt"
         );
-        assert_eq!(
-            parse_content_range("bytes 10-19/1000"),
-            Some((ContentRange { start: 10, end: 19 }, 1000))
-        );
-        assert_eq!(parse_content_range("bytes */1000"), None);
     }
 }

@@ -47,6 +47,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::s3::{classify, service_error};
 use super::s3_endpoints::store_params;
+use super::wire::parse_error_body;
 use super::{ErrorKind, Op, StoreError};
 
 /// The body type every request is sent with: bytes from memory or a streamed body.
@@ -292,30 +293,6 @@ fn backoff(attempt: u32) -> Duration {
         .saturating_mul(1 << (attempt - 1).min(16))
         .min(MAX_BACKOFF);
     cap.mul_f64(jitter())
-}
-
-/// `<Code>` and `<Message>` of an S3 XML error body (either may be missing).
-fn parse_error_body(body: &[u8]) -> (String, String) {
-    let text = String::from_utf8_lossy(body);
-    let field = |name: &str| {
-        let open = format!("<{name}>");
-        let close = format!("</{name}>");
-        text.find(&open)
-            .and_then(|i| {
-                let rest = &text[i + open.len()..];
-                rest.find(&close).map(|j| unescape_xml(rest[..j].trim()))
-            })
-            .unwrap_or_default()
-    };
-    (field("Code"), field("Message"))
-}
-
-fn unescape_xml(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 impl Direct {
@@ -592,41 +569,6 @@ mod tests {
         let mut s = String::new();
         encode_key(&mut s, "a b/ü/x+y?z=1&%~._-");
         assert_eq!(s, "a%20b/%C3%BC/x%2By%3Fz%3D1%26%25~._-");
-    }
-
-    #[test]
-    fn error_bodies_give_code_and_message() {
-        let body = b"<?xml version=\"1.0\"?><Error><Code>PreconditionFailed</Code>\
-            <Message>At least one of the pre-conditions you specified did not hold &amp; so</Message>\
-            <Resource>/b/k</Resource></Error>";
-        let (code, message) = parse_error_body(body);
-        assert_eq!(code, "PreconditionFailed");
-        assert_eq!(
-            message,
-            "At least one of the pre-conditions you specified did not hold & so"
-        );
-        assert_eq!(parse_error_body(b""), (String::new(), String::new()));
-        assert_eq!(
-            parse_error_body(b"<Code>Half"),
-            (String::new(), String::new())
-        );
-    }
-
-    proptest::proptest! {
-        // The error body comes from the server: any bytes give an answer, never a panic.
-        #[test]
-        fn any_error_body_parses(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
-                                 code in "[A-Za-z<>&;/]{0,12}") {
-            let _ = parse_error_body(&body);
-            let mut framed = b"<Error><Code>".to_vec();
-            framed.extend_from_slice(code.as_bytes());
-            framed.extend_from_slice(b"</Code>");
-            framed.extend_from_slice(&body);
-            let (parsed, _) = parse_error_body(&framed);
-            if !code.contains('<') && !code.contains('&') {
-                proptest::prop_assert_eq!(parsed, code.trim());
-            }
-        }
     }
 
     #[test]
