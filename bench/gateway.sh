@@ -6,7 +6,9 @@
 #
 # Workloads: one 256 MiB file, and 2,000 small files (a state tree: 200 dirs × 10 files of
 # 1-8 KiB), each copied up (`rclone copy`, to a fresh prefix) and back down; the small
-# tree is also synced again unchanged (`rclone sync`, a no-op). Direct and
+# tree is also synced again unchanged (`rclone sync`, a no-op). A second tree of the same
+# sizes is uploaded with `--s3-no-head` both ways (rclone then trusts the PUT's answer,
+# whose ETag the gateway makes the plaintext MD5, instead of a HEAD per file). Direct and
 # gateway runs alternate within each round (which goes first alternates too); the table
 # gives medians over ROUNDS (default 3) and the ratio direct time ÷ gateway time
 # (throughput through the gateway relative to direct: 1.0 = as fast). Same rclone
@@ -46,19 +48,19 @@ bench_rclone_conf --s3 "list_version = 2" "$WORK/rclone.conf" "$BUCKET/$RUN/cryp
 # (measured: 256 MiB direct, the same file again cost Garage 2.2-2.6 s, a fresh one
 # 2.6-3.2 s). A mirror uploads files because they changed.
 fresh_data() {
-    rm -rf "$WORK/big" "$WORK/small"
-    mkdir -p "$WORK/big" "$WORK/small"
+    rm -rf "$WORK/big" "$WORK/small" "$WORK/nohead"
+    mkdir -p "$WORK/big" "$WORK/small" "$WORK/nohead"
     head -c $((256 * 1024 * 1024)) /dev/urandom >"$WORK/big/file.bin"
-    python3 - "$WORK/small" <<'PY'
+    python3 - "$WORK/small" "$WORK/nohead" <<'PY'
 import os, random, sys
-root = sys.argv[1]
-rnd = random.Random(7)
-for d in range(200):
-    path = os.path.join(root, f"agent-{d:03}", "sessions")
-    os.makedirs(path)
-    for f in range(10):
-        with open(os.path.join(path, f"{f:02}.jsonl"), "wb") as fh:
-            fh.write(os.urandom(rnd.randint(1024, 8192)))
+for root in sys.argv[1:]:
+    rnd = random.Random(7)  # the same sizes in both trees, other bytes
+    for d in range(200):
+        path = os.path.join(root, f"agent-{d:03}", "sessions")
+        os.makedirs(path)
+        for f in range(10):
+            with open(os.path.join(path, f"{f:02}.jsonl"), "wb") as fh:
+                fh.write(os.urandom(rnd.randint(1024, 8192)))
 PY
 }
 
@@ -75,6 +77,10 @@ measured() { # measured KEY CMD...: times CMD, with the CPU of rclone, the gatew
 }
 one() { # one REMOTE WORKLOAD ROUND
     local remote="$1" w="$2" r="$3" dst="$BUCKET/$RUN/$1-$2-$3"
+    if [ "$w" = nohead ]; then
+        measured "$remote-$w-up" rc copy --s3-no-head "$WORK/$w" "$remote:$dst"
+        return
+    fi
     measured "$remote-$w-up" rc copy "$WORK/$w" "$remote:$dst"
     # The steady state of a state mirror: `rclone sync` again with nothing changed
     # (listings, and a HEAD per object for its mtime).
@@ -84,24 +90,32 @@ one() { # one REMOTE WORKLOAD ROUND
 }
 for r in $(seq "$ROUNDS"); do
     fresh_data
-    for w in big small; do
+    for w in big small nohead; do
         if [ $((r % 2)) -eq 1 ]; then order="garage gateway"; else order="gateway garage"; fi
         for remote in $order; do one "$remote" "$w" "$r"; echo "round $r $w $remote done" >&2; done
     done
 done
 # Correctness of what was measured: the last gateway round reads back what was written.
 rc check "$WORK/small" "gateway:$BUCKET/$RUN/gateway-small-$ROUNDS" >&2
+rc check "$WORK/nohead" "gateway:$BUCKET/$RUN/gateway-nohead-$ROUNDS" >&2
 
+dirs() { case "$1" in big) echo up down ;; small) echo up down sync ;; nohead) echo up ;; esac; }
+label() { # label WORKLOAD DIR
+    case "$1" in
+        big) echo "256 MiB file, $2" ;;
+        small) echo "2,000 files of 1-8 KiB, $([ "$2" = sync ] && echo "no-op sync" || echo "$2")" ;;
+        nohead) echo "2,000 files of 1-8 KiB, up with \`--s3-no-head\` both ways" ;;
+    esac
+}
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" $1; }
 mkdir -p bench/out
 {
     echo "| workload | direct | through the gateway | direct ÷ gateway time | runs (direct; gateway) |"
     echo "|---|---|---|---|---|"
-    for w in big small; do
-        for dir in up down $([ "$w" = small ] && echo sync); do
+    for w in big small nohead; do
+        for dir in $(dirs "$w"); do
             d="$(median "${T[garage-$w-$dir]}")"; g="$(median "${T[gateway-$w-$dir]}")"
-            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $([ "$dir" = sync ] && echo "no-op sync" || echo "$dir")"
-            echo "| $label | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |${T[garage-$w-$dir]};${T[gateway-$w-$dir]} |"
+            echo "| $(label "$w" "$dir") | ${d} s | ${g} s | **$(python3 -c "print(f'{$d / $g:.2f}')")×** |${T[garage-$w-$dir]};${T[gateway-$w-$dir]} |"
         done
     done
     echo
@@ -109,11 +123,10 @@ mkdir -p bench/out
     echo
     echo "| workload | direct | through the gateway |"
     echo "|---|---|---|"
-    for w in big small; do
-        for dir in up down $([ "$w" = small ] && echo sync); do
+    for w in big small nohead; do
+        for dir in $(dirs "$w"); do
             k="$w-$dir"
-            label="$([ "$w" = big ] && echo "256 MiB file" || echo "2,000 files of 1-8 KiB"), $([ "$dir" = sync ] && echo "no-op sync" || echo "$dir")"
-            echo "| $label | $(median "${T[garage-$k-cpu]}") + $(median "${T[garage-$k-server]}") | $(median "${T[gateway-$k-cpu]}") + $(median "${T[gateway-$k-gateway]}") + $(median "${T[gateway-$k-server]}") |"
+            echo "| $(label "$w" "$dir") | $(median "${T[garage-$k-cpu]}") + $(median "${T[garage-$k-server]}") | $(median "${T[gateway-$k-cpu]}") + $(median "${T[gateway-$k-gateway]}") + $(median "${T[gateway-$k-server]}") |"
         done
     done
     echo

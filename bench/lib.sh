@@ -107,10 +107,13 @@ secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 # CPU seconds (user + system) process PID has used so far; 0 if there is none.
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# Wait (at most 30 s) until the local Garage is idle: the background work a purge or a big
-# write leaves behind would otherwise be billed to whichever run comes next.
+# Write out dirty pages, then wait (at most 30 s) until the local Garage is idle: the
+# kernel's writeback of earlier steps' files (30 s after they were written, by default),
+# and the background work a purge or a big write leaves in Garage, would otherwise be
+# billed to whichever run comes next.
 bench_settle() {
     local pid="${R2SEAL_GARAGE_PID:-0}" a b
+    sync
     [ "$pid" != 0 ] || return 0
     for _ in $(seq 60); do
         a="$(proc_cpu "$pid")"
