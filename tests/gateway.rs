@@ -402,6 +402,47 @@ fn rclone_sync_of_a_state_tree_stores_only_ciphertext() {
     gw.assert_alive();
 }
 
+/// README recommends `no_head = true` for mirrors: rclone then trusts the PUT's answer,
+/// so that answer must carry the ETag rclone checks (the plaintext MD5), for bodies
+/// sealed in one piece and for those sealed as they stream (the 20 MiB file).
+#[test]
+fn rclone_without_head_after_put_gets_what_it_checks() {
+    let Some(up) = upstream() else { return };
+    if !have("rclone", "version") {
+        return;
+    }
+    let mut gw = Gateway::start(&up, &up.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = rclone_config(dir.path(), &gw);
+    let src = dir.path().join("state");
+    let files = state_tree(&src);
+    let prefix = unique("nohead");
+    let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
+
+    let first = run(rclone(&conf)
+        .args(["sync", "-v", "--s3-no-head"])
+        .arg(&src)
+        .arg(&remote));
+    assert_eq!(copied(&first), files.len(), "{first:?}");
+    let first_log = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        !first_log.contains("corrupted") && !first_log.contains("differ"),
+        "{first_log}"
+    );
+    let second = run(rclone(&conf)
+        .args(["sync", "-v", "--s3-no-head"])
+        .arg(&src)
+        .arg(&remote));
+    assert_eq!(copied(&second), 0, "{second:?}");
+    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
+    let raw = raw_objects(&up, &prefix);
+    assert_eq!(raw.len(), files.len());
+    assert!(raw
+        .values()
+        .all(|(bytes, meta)| meta.contains_key("r2seal") && !contains(bytes, b"MARKER")));
+    gw.assert_alive();
+}
+
 #[test]
 fn rclone_multipart_upload_opens_natively() {
     let Some(up) = upstream() else { return };
