@@ -324,49 +324,88 @@ fn copied(out: &Output) -> usize {
         .count()
 }
 
+/// A gateway in front of the upstream, an rclone config for it, and a state tree to sync
+/// to a fresh prefix (`gw:BUCKET/PREFIX`).
+struct StateSync {
+    gw: Gateway,
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    src: PathBuf,
+    files: Vec<(PathBuf, Vec<u8>)>,
+    prefix: String,
+    remote: String,
+}
+
+impl StateSync {
+    /// `None` (the test skips) without rclone.
+    fn start(up: &Upstream, label: &str) -> Option<StateSync> {
+        if !have("rclone", "version") {
+            return None;
+        }
+        let gw = Gateway::start(up, &up.endpoint);
+        let dir = tempfile::tempdir().unwrap();
+        let conf = rclone_config(dir.path(), &gw);
+        let src = dir.path().join("state");
+        let files = state_tree(&src);
+        let prefix = unique(label);
+        let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
+        Some(StateSync {
+            gw,
+            dir,
+            conf,
+            src,
+            files,
+            prefix,
+            remote,
+        })
+    }
+
+    /// `rclone sync -v [FLAGS] SRC REMOTE`, which must succeed.
+    fn sync(&self, flags: &[&str]) -> Output {
+        run(rclone(&self.conf)
+            .args(["sync", "-v"])
+            .args(flags)
+            .arg(&self.src)
+            .arg(&self.remote))
+    }
+}
+
 #[test]
 fn rclone_sync_of_a_state_tree_stores_only_ciphertext() {
     let Some(up) = upstream() else { return };
-    if !have("rclone", "version") {
+    let Some(mut t) = StateSync::start(&up, "rclone") else {
         return;
-    }
-    let mut gw = Gateway::start(&up, &up.endpoint);
-    let dir = tempfile::tempdir().unwrap();
-    let conf = rclone_config(dir.path(), &gw);
-    let src = dir.path().join("state");
-    let files = state_tree(&src);
-    let prefix = unique("rclone");
-    let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
+    };
 
-    let first = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
-    assert_eq!(copied(&first), files.len(), "{first:?}");
-    let second = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
+    let first = t.sync(&[]);
+    assert_eq!(copied(&first), t.files.len(), "{first:?}");
+    let second = t.sync(&[]);
     assert_eq!(
         copied(&second),
         0,
         "a second sync transfers nothing: {second:?}"
     );
-    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
+    run(rclone(&t.conf).arg("check").arg(&t.src).arg(&t.remote));
 
     // Plaintext sizes in listings, plaintext bytes back.
-    let listed = run(rclone(&conf).args(["ls"]).arg(&remote));
+    let listed = run(rclone(&t.conf).args(["ls"]).arg(&t.remote));
     let listed = String::from_utf8_lossy(&listed.stdout);
-    for (rel, body) in &files {
+    for (rel, body) in &t.files {
         let line = format!("{} {}", body.len(), rel.display());
         assert!(
             listed.lines().any(|l| l.trim() == line),
             "{line:?} not in {listed}"
         );
     }
-    let back = dir.path().join("back");
-    run(rclone(&conf).arg("copy").arg(&remote).arg(&back));
-    for (rel, body) in &files {
+    let back = t.dir.path().join("back");
+    run(rclone(&t.conf).arg("copy").arg(&t.remote).arg(&back));
+    for (rel, body) in &t.files {
         assert_eq!(&std::fs::read(back.join(rel)).unwrap(), body, "{rel:?}");
     }
 
     // The bucket holds none of the plaintext, and every object is sealed.
-    let raw = raw_objects(&up, &prefix);
-    assert_eq!(raw.len(), files.len());
+    let raw = raw_objects(&up, &t.prefix);
+    assert_eq!(raw.len(), t.files.len());
     for (key, (bytes, meta)) in &raw {
         assert!(meta.contains_key("r2seal"), "{key} is not sealed: {meta:?}");
         assert!(!contains(bytes, b"MARKER"), "{key} holds plaintext");
@@ -377,29 +416,30 @@ fn rclone_sync_of_a_state_tree_stores_only_ciphertext() {
             "{key}: readable metadata {meta:?}"
         );
     }
-    let (_, big) = files
+    let (_, big) = t
+        .files
         .iter()
         .find(|(r, _)| r.ends_with("model.bin"))
         .unwrap();
-    let model = &raw[&format!("{prefix}cache/model.bin")].0;
+    let model = &raw[&format!("{}cache/model.bin", t.prefix)].0;
     assert!(!contains(model, &big[5_000_000..5_000_064]));
 
     // rclone's mtime update: a metadata-replacing self-copy, re-sealed.
-    let touched = src.join("config.json");
+    let touched = t.src.join("config.json");
     let when = std::fs::File::options().write(true).open(&touched).unwrap();
     when.set_modified(SystemTime::now() - Duration::from_secs(86_400))
         .unwrap();
-    let third = run(rclone(&conf).args(["sync", "-v"]).arg(&src).arg(&remote));
+    let third = t.sync(&[]);
     assert_eq!(copied(&third), 0, "{third:?}");
     assert!(
         String::from_utf8_lossy(&third.stderr).contains("Updated modification time"),
         "{third:?}"
     );
-    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
-    let raw = raw_objects(&up, &format!("{prefix}config.json"));
+    run(rclone(&t.conf).arg("check").arg(&t.src).arg(&t.remote));
+    let raw = raw_objects(&up, &format!("{}config.json", t.prefix));
     let (bytes, meta) = raw.values().next().unwrap();
     assert!(meta.contains_key("r2seal") && !contains(bytes, b"MARKER"));
-    gw.assert_alive();
+    t.gw.assert_alive();
 }
 
 /// README recommends `no_head = true` for mirrors: rclone then trusts the PUT's answer,
@@ -408,39 +448,25 @@ fn rclone_sync_of_a_state_tree_stores_only_ciphertext() {
 #[test]
 fn rclone_without_head_after_put_gets_what_it_checks() {
     let Some(up) = upstream() else { return };
-    if !have("rclone", "version") {
+    let Some(mut t) = StateSync::start(&up, "nohead") else {
         return;
-    }
-    let mut gw = Gateway::start(&up, &up.endpoint);
-    let dir = tempfile::tempdir().unwrap();
-    let conf = rclone_config(dir.path(), &gw);
-    let src = dir.path().join("state");
-    let files = state_tree(&src);
-    let prefix = unique("nohead");
-    let remote = format!("gw:{}/{}", up.bucket, prefix.trim_end_matches('/'));
-
-    let first = run(rclone(&conf)
-        .args(["sync", "-v", "--s3-no-head"])
-        .arg(&src)
-        .arg(&remote));
-    assert_eq!(copied(&first), files.len(), "{first:?}");
-    let first_log = String::from_utf8_lossy(&first.stderr);
+    };
+    let first = t.sync(&["--s3-no-head"]);
+    assert_eq!(copied(&first), t.files.len(), "{first:?}");
+    let log = String::from_utf8_lossy(&first.stderr);
     assert!(
-        !first_log.contains("corrupted") && !first_log.contains("differ"),
-        "{first_log}"
+        !log.contains("corrupted") && !log.contains("differ"),
+        "{log}"
     );
-    let second = run(rclone(&conf)
-        .args(["sync", "-v", "--s3-no-head"])
-        .arg(&src)
-        .arg(&remote));
+    let second = t.sync(&["--s3-no-head"]);
     assert_eq!(copied(&second), 0, "{second:?}");
-    run(rclone(&conf).arg("check").arg(&src).arg(&remote));
-    let raw = raw_objects(&up, &prefix);
-    assert_eq!(raw.len(), files.len());
+    run(rclone(&t.conf).arg("check").arg(&t.src).arg(&t.remote));
+    let raw = raw_objects(&up, &t.prefix);
+    assert_eq!(raw.len(), t.files.len());
     assert!(raw
         .values()
         .all(|(bytes, meta)| meta.contains_key("r2seal") && !contains(bytes, b"MARKER")));
-    gw.assert_alive();
+    t.gw.assert_alive();
 }
 
 #[test]
