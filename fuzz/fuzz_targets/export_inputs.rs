@@ -8,7 +8,7 @@
 use std::path::Component;
 
 use libfuzzer_sys::fuzz_target;
-use r2seal::jobs::export::{format_mtime, local_path, parse_mtime, MANIFEST};
+use r2seal::jobs::export::{format_mtime, local_path, parse_mtime, MANIFEST, TEMP_PREFIX};
 use r2seal::jobs::Shard;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             let Component::Normal(name) = c else {
                 panic!("{text:?} -> {path:?}: {c:?} is not a plain name");
             };
-            assert!(!name.to_string_lossy().starts_with(".r2seal-tmp-"));
+            assert!(!name.to_string_lossy().starts_with(TEMP_PREFIX));
         }
         assert_ne!(path.to_str(), Some(MANIFEST));
     }

@@ -33,8 +33,8 @@ use crate::sealed::{PutOptions, SealedBucket};
 
 /// The manifest's file name at the top of an export directory.
 pub const MANIFEST: &str = ".r2seal-export.json";
-/// Prefix of temp files written next to their final name.
-const TEMP_PREFIX: &str = ".r2seal-tmp-";
+/// Prefix of temp files written next to their final name; no key maps to such a name.
+pub const TEMP_PREFIX: &str = ".r2seal-tmp-";
 /// Objects exported between two saves of the manifest (so a crash loses little).
 const SAVE_EVERY: u64 = 256;
 
