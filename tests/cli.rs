@@ -337,7 +337,7 @@ fn bad_inputs_give_one_line_errors() {
     )
     .unwrap();
     fs::write(dir.path().join("badkey.txt"), b"AGE-SECRET-KEY-1NOPE\n").unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["open", "-i", "key.txt", "plain.txt"], "not sealed"),
         (
             &["open", "-i", "key.txt", "v2.age"],
@@ -350,6 +350,16 @@ fn bad_inputs_give_one_line_errors() {
             "recipient",
         ),
         (&["seal", "plain.txt"], "no recipients"),
+        // The all-zero point: age's own wrap panics on it ("all-zero esk").
+        (
+            &[
+                "seal",
+                "-r",
+                "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z",
+                "plain.txt",
+            ],
+            "small order",
+        ),
     ];
     for (args, want) in cases {
         let out = r2seal(dir.path()).args(args).assert().failure().code(1);

@@ -47,6 +47,7 @@ pub struct Stanza {
 
 impl Stanza {
     /// age's own stanza type, for handing to age's identities.
+    #[cfg(any(test, not(feature = "aws-lc")))]
     pub(crate) fn to_age(&self) -> age_core::format::Stanza {
         age_core::format::Stanza {
             tag: self.tag.clone(),

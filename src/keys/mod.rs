@@ -7,6 +7,7 @@ pub mod files;
 pub mod keyring;
 pub mod passphrase;
 mod sym;
+mod x25519;
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,9 +88,14 @@ impl Recipient {
                 "post-quantum and tagged age recipients are not supported yet (see SECURITY.md §7)",
             ))
         } else if s.starts_with("age1") {
-            age::x25519::Recipient::from_str(s)
-                .map(Recipient::X25519)
-                .map_err(|_| Error::InvalidKey("not a valid age X25519 recipient"))
+            let recipient = age::x25519::Recipient::from_str(s)
+                .map_err(|_| Error::InvalidKey("not a valid age X25519 recipient"))?;
+            if x25519::is_small_order(&x25519::public_key(&recipient)) {
+                return Err(Error::InvalidKey(
+                    "not a usable age X25519 recipient: a point of small order",
+                ));
+            }
+            Ok(Recipient::X25519(recipient))
         } else if has_prefix_ignore_case(s, sym::SYM_KEY_PREFIX) {
             SymKey::parse(s).map(Recipient::Sym)
         } else {
@@ -120,15 +126,7 @@ impl Recipient {
     /// Wraps `file_key` into this recipient's stanza.
     pub(crate) fn wrap(&self, file_key: &FileKey) -> Result<Stanza, Error> {
         match self {
-            Recipient::X25519(r) => {
-                let (mut stanzas, _labels) = age::Recipient::wrap_file_key(r, file_key)
-                    .map_err(|_| Error::InvalidRecipients("age could not wrap the file key"))?;
-                // age's X25519 recipient always yields exactly one stanza.
-                stanzas
-                    .pop()
-                    .map(Stanza::from)
-                    .ok_or(Error::InvalidRecipients("empty stanza set"))
-            }
+            Recipient::X25519(r) => x25519::wrap(r, file_key),
             Recipient::Sym(k) => Ok(k.wrap(file_key)),
         }
     }
@@ -210,6 +208,9 @@ impl Identity {
     /// Tries to unwrap one stanza. `None`: not ours. `Some(Err)`: ours but invalid.
     pub(crate) fn unwrap(&self, stanza: &Stanza) -> Option<Result<FileKey, Error>> {
         match self {
+            #[cfg(feature = "aws-lc")]
+            Identity::X25519(i) => x25519::unwrap(i, stanza),
+            #[cfg(not(feature = "aws-lc"))]
             Identity::X25519(i) => age::Identity::unwrap_stanza(i, &stanza.to_age())
                 .map(|r| r.map_err(|_| Error::Malformed("invalid X25519 stanza"))),
             Identity::Sym(k) => k.unwrap(stanza),
