@@ -186,9 +186,11 @@ pub(crate) fn unwrap(
         return invalid();
     };
     // Not decrypting is not an error: the stanza may be for another recipient.
-    let file_key = Zeroizing::new(aead_decrypt(&key, 16, &stanza.body).ok()?);
-    let file_key: [u8; 16] = file_key[..].try_into().ok()?;
-    Some(Ok(FileKey::new(Box::new(file_key))))
+    let opened = Zeroizing::new(aead_decrypt(&key, 16, &stanza.body).ok()?);
+    // Straight into the key's own (zeroized) box: no copy left on the stack.
+    Some(Ok(FileKey::init_with_mut(|file_key| {
+        file_key.copy_from_slice(&opened)
+    })))
 }
 
 /// The identity's scalar: age does not expose it but through its text form.
