@@ -63,7 +63,7 @@ fn main() {
         .collect();
     let names: Vec<String> = (0..count).map(|i| binding(i).name.unwrap()).collect();
     let age_identity = match &identity {
-        Identity::X25519(i) => i,
+        Identity::X25519(i) => i.age(),
         Identity::Sym(_) => unreachable!("generated as X25519"),
     };
     let age_stanzas: Vec<age_core::format::Stanza> = sealed

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 pub use sym::SymKey;
 pub(crate) use sym::STANZA_TAG as SYM_STANZA_TAG;
+pub use x25519::X25519Identity;
 
 use crate::Error;
 
@@ -152,7 +153,7 @@ impl fmt::Debug for Recipient {
 /// Something that can open objects: an age X25519 identity or a symmetric key.
 #[derive(Clone)]
 pub enum Identity {
-    X25519(age::x25519::Identity),
+    X25519(X25519Identity),
     Sym(SymKey),
 }
 
@@ -162,7 +163,7 @@ impl Identity {
         let s = s.trim();
         if s.starts_with("AGE-SECRET-KEY-1") {
             age::x25519::Identity::from_str(s)
-                .map(Identity::X25519)
+                .map(|i| Identity::X25519(X25519Identity::new(i)))
                 .map_err(|_| Error::InvalidKey("not a valid age identity"))
         } else if has_prefix_ignore_case(s, sym::SYM_KEY_PREFIX) {
             SymKey::parse(s).map(Identity::Sym)
@@ -180,12 +181,12 @@ impl Identity {
     }
 
     pub fn generate_x25519() -> Identity {
-        Identity::X25519(age::x25519::Identity::generate())
+        Identity::X25519(X25519Identity::new(age::x25519::Identity::generate()))
     }
 
     pub fn to_recipient(&self) -> Recipient {
         match self {
-            Identity::X25519(i) => Recipient::X25519(i.to_public()),
+            Identity::X25519(i) => Recipient::X25519(i.age().to_public()),
             Identity::Sym(k) => Recipient::Sym(k.clone()),
         }
     }
@@ -199,7 +200,7 @@ impl Identity {
     pub fn to_secret_string(&self) -> zeroize::Zeroizing<String> {
         match self {
             Identity::X25519(i) => {
-                zeroize::Zeroizing::new(i.to_string().expose_secret().to_owned())
+                zeroize::Zeroizing::new(i.age().to_string().expose_secret().to_owned())
             }
             Identity::Sym(k) => k.to_secret_string(),
         }
@@ -208,11 +209,7 @@ impl Identity {
     /// Tries to unwrap one stanza. `None`: not ours. `Some(Err)`: ours but invalid.
     pub(crate) fn unwrap(&self, stanza: &Stanza) -> Option<Result<FileKey, Error>> {
         match self {
-            #[cfg(feature = "aws-lc")]
             Identity::X25519(i) => x25519::unwrap(i, stanza),
-            #[cfg(not(feature = "aws-lc"))]
-            Identity::X25519(i) => age::Identity::unwrap_stanza(i, &stanza.to_age())
-                .map(|r| r.map_err(|_| Error::Malformed("invalid X25519 stanza"))),
             Identity::Sym(k) => k.unwrap(stanza),
         }
     }

@@ -140,18 +140,69 @@ fn wrap_key(share: &[u8; 32], public: &[u8; 32], shared: &[u8]) -> Zeroizing<[u8
     Zeroizing::new(age_core::primitives::hkdf(&salt, LABEL, shared))
 }
 
+/// An age X25519 identity, with what the native unwrap needs made once when the
+/// identity is loaded, not for every stanza it tries: aws-lc's key (deriving it costs a
+/// scalar multiplication) and the public key, part of every wrap key's salt.
+#[derive(Clone)]
+pub struct X25519Identity {
+    age: age::x25519::Identity,
+    #[cfg(feature = "aws-lc")]
+    native: std::sync::Arc<NativeIdentity>,
+}
+
+impl std::fmt::Debug for X25519Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("X25519Identity(<redacted>)")
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+struct NativeIdentity {
+    private: aws_lc_rs::agreement::PrivateKey,
+    public: [u8; 32],
+}
+
+impl X25519Identity {
+    pub(crate) fn new(age: age::x25519::Identity) -> X25519Identity {
+        X25519Identity {
+            #[cfg(feature = "aws-lc")]
+            native: std::sync::Arc::new(NativeIdentity::of(&age)),
+            age,
+        }
+    }
+
+    /// The `age` crate's identity.
+    pub fn age(&self) -> &age::x25519::Identity {
+        &self.age
+    }
+}
+
+#[cfg(feature = "aws-lc")]
+impl NativeIdentity {
+    fn of(identity: &age::x25519::Identity) -> NativeIdentity {
+        use aws_lc_rs::agreement::{PrivateKey, X25519};
+        let secret = secret_key(identity);
+        let private = PrivateKey::from_private_key(&X25519, secret.as_ref())
+            .expect("any 32 bytes are an X25519 private key");
+        let public = private
+            .compute_public_key()
+            .expect("an X25519 key has a public key")
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        NativeIdentity { private, public }
+    }
+}
+
 /// Unwraps an age X25519 stanza with `identity`, with the `age` crate's rules and
 /// answers: `None` for another type or a stanza this identity cannot decrypt (it may be
 /// someone else's: X25519 stanzas are anonymous); `Some(Err)` for an invalid one (not
 /// exactly one argument of canonical base64 for 32 bytes, a body other than 32 bytes,
 /// or an all-zero shared secret).
 #[cfg(feature = "aws-lc")]
-pub(crate) fn unwrap(
-    identity: &age::x25519::Identity,
-    stanza: &Stanza,
-) -> Option<Result<FileKey, Error>> {
+pub(crate) fn unwrap(identity: &X25519Identity, stanza: &Stanza) -> Option<Result<FileKey, Error>> {
     use age_core::primitives::aead_decrypt;
-    use aws_lc_rs::agreement::{agree, PrivateKey, UnparsedPublicKey, X25519};
+    use aws_lc_rs::agreement::{agree, UnparsedPublicKey, X25519};
     use base64::{prelude::BASE64_STANDARD_NO_PAD, Engine};
 
     if stanza.tag != TAG {
@@ -170,15 +221,10 @@ pub(crate) fn unwrap(
     if stanza.body.len() != 32 {
         return invalid();
     }
-    let secret = secret_key(identity);
-    let Ok(private) = PrivateKey::from_private_key(&X25519, secret.as_ref()) else {
-        return invalid();
-    };
-    let public = private.compute_public_key().ok()?;
-    let public: &[u8; 32] = public.as_ref().try_into().ok()?;
+    let NativeIdentity { private, public } = &*identity.native;
     // aws-lc refuses an all-zero shared secret: age's `InvalidHeader` for it.
     let Ok(key) = agree(
-        &private,
+        private,
         UnparsedPublicKey::new(&X25519, share),
         (),
         |shared| Ok(wrap_key(share, public, shared)),
@@ -191,6 +237,12 @@ pub(crate) fn unwrap(
     Some(Ok(FileKey::init_with_mut(|file_key| {
         file_key.copy_from_slice(&opened)
     })))
+}
+
+#[cfg(not(feature = "aws-lc"))]
+pub(crate) fn unwrap(identity: &X25519Identity, stanza: &Stanza) -> Option<Result<FileKey, Error>> {
+    age::Identity::unwrap_stanza(&identity.age, &stanza.to_age())
+        .map(|r| r.map_err(|_| Error::Malformed("invalid X25519 stanza")))
 }
 
 /// The identity's scalar: age does not expose it but through its text form.
@@ -403,7 +455,7 @@ mod tests {
             ).unwrap();
             let mut stanza = Stanza::from(stanzas.pop().unwrap());
             spoilt(&mut stanza, how, &junk, &bytes);
-            let ours = answer(unwrap(&identity, &stanza));
+            let ours = answer(unwrap(&X25519Identity::new(identity.clone()), &stanza));
             let ages = answer(age::Identity::unwrap_stanza(&identity, &stanza.to_age()));
             prop_assert_eq!(&ours, &ages);
             if how == 0 {
@@ -411,7 +463,7 @@ mod tests {
             }
             let other = age::x25519::Identity::generate();
             prop_assert_eq!(
-                answer(unwrap(&other, &stanza)),
+                answer(unwrap(&X25519Identity::new(other.clone()), &stanza)),
                 answer(age::Identity::unwrap_stanza(&other, &stanza.to_age()))
             );
         }
