@@ -1603,7 +1603,9 @@ mod tests {
     }
 
     /// A loopback server that hands each connection to `handle` on a thread of its own;
-    /// returns its URL.
+    /// returns its URL. A handler that answers once and hangs up must say
+    /// `Connection: close`: otherwise the client may send its next request on the pooled
+    /// connection just as it closes, and that attempt fails unseen by the handler.
     fn serve_each(handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1984,9 +1986,10 @@ mod tests {
                     log.iter().filter(|h| h.starts_with(&line)).count()
                 };
                 let answer: String = if line.starts_with("head") && n < 3 {
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into()
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .into()
                 } else if line.starts_with("head") {
-                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\n\
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\nConnection: close\r\n\
                      Last-Modified: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Type: text/plain\r\n\
                      x-amz-meta-mtime: 1700000000\r\n\r\n"
                         .into()
@@ -1999,7 +2002,8 @@ mod tests {
                     let xml =
                         format!("<Error><Code>{code}</Code><Message>m &amp; m</Message></Error>");
                     format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{xml}",
                         xml.len()
                     )
                 };
