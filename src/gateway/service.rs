@@ -604,6 +604,143 @@ fn part_range(head: &ObjectHead, number: i32) -> S3Result<(Option<ByteRange>, Op
     }
 }
 
+/// A client's part number for an upload, within S3's 1..=10,000.
+fn upload_part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=store::MAX_PARTS).contains(n))
+        .ok_or_else(|| s3_error!(InvalidArgument, "part number must be 1 to 10000"))
+}
+
+/// A part of `len` plaintext bytes must still fit the upstream's part limit sealed.
+fn check_part_len(len: u64) -> S3Result<()> {
+    if crate::format::stream::payload_len(len) > store::MAX_PART_SIZE {
+        return Err(s3_error!(
+            EntityTooLarge,
+            "a part sealed must fit the upstream's 5 GiB part limit"
+        ));
+    }
+    Ok(())
+}
+
+/// The bucket and key of a copy source (access points and versions are not served).
+fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id: None,
+        } => Ok((bucket, key)),
+        CopySource::Bucket { .. } => Err(s3_error!(NotImplemented, "versioned copy sources")),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "copy from an access point or outpost"
+        )),
+    }
+}
+
+/// `x-amz-copy-source-range`: `bytes=first-last`, both given (S3 takes no other form).
+fn copy_source_range(v: &str) -> S3Result<ByteRange> {
+    // Digits only: `u64::from_str` would also take a sign.
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let parsed = v
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((number(a)?, number(b)?)))
+        .filter(|(start, end)| start <= end);
+    match parsed {
+        Some((start, end)) => Ok(ByteRange::Inclusive { start, end }),
+        None => Err(s3_error!(
+            InvalidArgument,
+            "x-amz-copy-source-range must be bytes=first-last"
+        )),
+    }
+}
+
+/// The `x-amz-copy-source-if-*` conditions on the source's plaintext view: any that
+/// does not hold fails the copy with 412.
+fn check_copy_source(
+    head: &ObjectHead,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    if if_match.is_some_and(|c| !matches(c, head)) {
+        return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
+    }
+    if if_none_match.is_some_and(|c| matches(c, head)) {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "x-amz-copy-source-if-none-match"
+        ));
+    }
+    let seconds = |t: &Timestamp| time::OffsetDateTime::from(t.clone()).unix_timestamp();
+    if let Some(m) = head.last_modified.map(time::OffsetDateTime::from) {
+        let m = m.unix_timestamp();
+        if if_modified_since.is_some_and(|t| m <= seconds(t)) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "x-amz-copy-source-if-modified-since"
+            ));
+        }
+        if if_unmodified_since.is_some_and(|t| m > seconds(t)) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "x-amz-copy-source-if-unmodified-since"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A source object's plaintext as the body of a copy: its MD5 is taken as it passes,
+/// and a failure to read or open the source is kept, to be answered as itself rather
+/// than as a client's short body.
+struct SourceBody(Arc<Mutex<(Md5, Option<SealedError>)>>);
+
+impl SourceBody {
+    fn new(
+        body: PlainStream,
+    ) -> (
+        futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+        Self,
+    ) {
+        let state = Arc::new(Mutex::new((Md5::new(), None)));
+        let seen = state.clone();
+        let body = body
+            .map(move |item| {
+                let mut seen = seen.lock().expect("not poisoned");
+                match item {
+                    Ok(chunk) => {
+                        seen.0.update(&chunk);
+                        Ok(chunk)
+                    }
+                    Err(e) => {
+                        let shown = io::Error::other(e.to_string());
+                        seen.1 = Some(e);
+                        Err(shown)
+                    }
+                }
+            })
+            .boxed();
+        (body, SourceBody(state))
+    }
+
+    /// The plaintext's MD5, or the source's failure.
+    fn check(self) -> S3Result<[u8; 16]> {
+        let (md5, failure) = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
+        match failure {
+            Some(e) => Err(sealed_error(&e, Ctx::Object)),
+            None => Ok(md5.finalize().into()),
+        }
+    }
+}
+
 fn check_part_request(part_number: Option<i32>, range: Option<&Range>) -> S3Result<()> {
     if part_number.is_some() && range.is_some() {
         return Err(s3_error!(
@@ -974,17 +1111,7 @@ impl S3 for Gateway {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        let CopySource::Bucket {
-            bucket: src_bucket,
-            key: src_key,
-            version_id,
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copy from an access point"));
-        };
-        if version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "versioned copy sources"));
-        }
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let dst = self.bucket(&input.bucket).await?;
         let src = self.bucket(src_bucket).await?;
         let replace = input
@@ -995,36 +1122,13 @@ impl S3 for Gateway {
             .head(src_key)
             .await
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
-        if let Some(c) = &input.copy_source_if_match {
-            if !matches(c, &src_head) {
-                return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
-            }
-        }
-        if let Some(c) = &input.copy_source_if_none_match {
-            if matches(c, &src_head) {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "x-amz-copy-source-if-none-match"
-                ));
-            }
-        }
-        let modified = src_head.last_modified.map(time::OffsetDateTime::from);
-        if let (Some(t), Some(m)) = (&input.copy_source_if_modified_since, modified) {
-            if m.unix_timestamp() <= time::OffsetDateTime::from(t.clone()).unix_timestamp() {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "x-amz-copy-source-if-modified-since"
-                ));
-            }
-        }
-        if let (Some(t), Some(m)) = (&input.copy_source_if_unmodified_since, modified) {
-            if m.unix_timestamp() > time::OffsetDateTime::from(t.clone()).unix_timestamp() {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "x-amz-copy-source-if-unmodified-since"
-                ));
-            }
-        }
+        check_copy_source(
+            &src_head,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
         let mut replace_opts = replace.then(|| {
             put_options(
                 input.content_type.clone(),
@@ -1047,7 +1151,7 @@ impl S3 for Gateway {
             opts.metadata
                 .insert(super::ETAG_KEY.to_string(), tag.clone());
         }
-        let same_bucket = &**src_bucket == input.bucket.as_str();
+        let same_bucket = src_bucket == input.bucket.as_str();
         if same_bucket {
             dst.copy_with(
                 src_key,
@@ -1076,10 +1180,10 @@ impl S3 for Gateway {
                 ..Default::default()
             });
             let size = got.head.size;
-            let body = got.body.map_err(|e| io::Error::other(e.to_string()));
-            dst.put_stream(&input.key, body, Some(size), &opts)
-                .await
-                .map_err(|e| sealed_error(&e, Ctx::Object))?;
+            let (body, source) = SourceBody::new(got.body);
+            let put = dst.put_stream(&input.key, body, Some(size), &opts).await;
+            source.check()?;
+            put.map_err(|e| sealed_error(&e, Ctx::Object))?;
         }
         let head = dst
             .head(&input.key)
@@ -1142,20 +1246,14 @@ impl S3 for Gateway {
         let trailers = req.trailing_headers;
         let input = req.input;
         let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
-        let number = u32::try_from(input.part_number)
-            .ok()
-            .filter(|n| (1..=store::MAX_PARTS).contains(n))
-            .ok_or_else(|| s3_error!(InvalidArgument, "part number must be 1 to 10000"))?;
+        let number = upload_part_number(input.part_number)?;
         let bucket = self.bucket(&input.bucket).await?;
         let body = input.body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, io::Error>>())
         });
         let len = body_len(&body, input.content_length, &headers);
-        if len.is_some_and(|n| crate::format::stream::payload_len(n) > store::MAX_PART_SIZE) {
-            return Err(s3_error!(
-                EntityTooLarge,
-                "a part sealed must fit the upstream's 5 GiB part limit"
-            ));
+        if let Some(len) = len {
+            check_part_len(len)?;
         }
         let declared = declared(
             input.content_md5,
@@ -1198,6 +1296,74 @@ impl S3 for Gateway {
             .insert(number, (part, md5));
         Ok(S3Response::new(UploadPartOutput {
             e_tag: etag(checksum::hex(&md5)),
+            ..Default::default()
+        }))
+    }
+
+    /// A part copied from an object's plaintext (`aws s3 cp` between keys does this for
+    /// objects past its multipart threshold): read and opened through the gateway, then
+    /// sealed as this upload's part. The copy-source conditions are checked on the
+    /// object actually read.
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        let upload = self.upload(&input.upload_id, &input.bucket, &input.key)?;
+        let number = upload_part_number(input.part_number)?;
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+        let range = input
+            .copy_source_range
+            .as_deref()
+            .map(copy_source_range)
+            .transpose()?;
+        let src = self.bucket(src_bucket).await?;
+        let dst = self.bucket(&input.bucket).await?;
+        let got = src
+            .get(src_key, range)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Object))?;
+        check_copy_source(
+            &got.head,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        // S3 copies only a range inside the source, never a shortened one.
+        let len = match (range, got.range) {
+            (Some(ByteRange::Inclusive { start, end }), Some(r))
+                if r.start == start && r.end == end =>
+            {
+                r.len()
+            }
+            (Some(_), _) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "x-amz-copy-source-range is not inside the source object of {} bytes",
+                    got.head.size
+                ))
+            }
+            (None, _) => got.head.size,
+        };
+        check_part_len(len)?;
+        let (body, source) = SourceBody::new(got.body);
+        let part = dst
+            .upload_sealed_part_stream(&upload.parts_upload, number, len, body)
+            .await;
+        let md5 = source.check()?;
+        let part = part.map_err(|e| sealed_error(&e, Ctx::Upload))?;
+        upload
+            .parts
+            .lock()
+            .expect("not poisoned")
+            .insert(number, (part, md5));
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: etag(checksum::hex(&md5)),
+                last_modified: timestamp(Some(SystemTime::now())),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }
@@ -1434,6 +1600,37 @@ mod tests {
         .collect();
         let kept = user_metadata(Some(from_client));
         assert_eq!(kept.keys().collect::<Vec<_>>(), ["mtime"]);
+    }
+
+    #[test]
+    fn copy_source_ranges_take_only_first_and_last() {
+        assert_eq!(
+            copy_source_range("bytes=0-0").unwrap(),
+            ByteRange::Inclusive { start: 0, end: 0 }
+        );
+        assert_eq!(
+            copy_source_range("bytes=5000000-10242879").unwrap(),
+            ByteRange::Inclusive {
+                start: 5_000_000,
+                end: 10_242_879
+            }
+        );
+        for bad in [
+            "bytes=5-4",
+            "bytes=5-",
+            "bytes=-5",
+            "bytes=+1-2",
+            "bytes=1-+2",
+            "bytes=1-2-3",
+            "bytes=1-2,4-5",
+            "bytes= 1-2",
+            "bytes=99999999999999999999-1",
+            "items=1-2",
+            "",
+        ] {
+            let e = copy_source_range(bad).expect_err(bad);
+            assert_eq!(e.code(), &S3ErrorCode::InvalidArgument, "{bad}");
+        }
     }
 
     #[test]
