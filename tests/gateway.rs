@@ -885,6 +885,73 @@ fn aws_cli_lists_from_markers_and_reads_parts() {
         .arg(&s3));
 }
 
+/// Bucket-level requests are answered from the upstream: `aws s3 ls` and `rclone lsd`
+/// list its buckets, and a bucket's location and versioning status are the upstream's.
+#[test]
+fn bucket_level_requests_answer_as_the_upstream() {
+    let Some(up) = upstream() else { return };
+    if !have("aws", "--version") {
+        return;
+    }
+    let gw = Gateway::start(&up, &up.endpoint);
+    let ls = run(aws(&gw).args(["s3", "ls"]));
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.lines().any(|l| l.ends_with(&format!(" {}", up.bucket))),
+        "{ls}"
+    );
+    let (rt, _) = raw_store(&up);
+    let raw = rt
+        .block_on(S3Store::new(
+            &up.bucket,
+            "",
+            S3Options {
+                endpoint: Some(up.endpoint.clone()),
+                credentials: Some(S3Credentials::new(&up.access, &up.secret)),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let location = rt.block_on(raw.bucket_location()).unwrap();
+    let versioning = rt.block_on(raw.bucket_versioning()).unwrap();
+    let api = |op: &str, bucket: &str| {
+        let mut c = aws(&gw);
+        c.args(["s3api", op, "--bucket", bucket]);
+        c
+    };
+    let got = json(&run(&mut api("get-bucket-location", &up.bucket)));
+    assert_eq!(
+        got["LocationConstraint"].as_str(),
+        location.as_deref(),
+        "{got}"
+    );
+    let got = run(&mut api("get-bucket-versioning", &up.bucket));
+    let status = (!got.stdout.is_empty()).then(|| json(&got)["Status"].clone());
+    assert_eq!(
+        status.as_ref().and_then(|s| s.as_str()),
+        versioning.as_deref(),
+        "{status:?}"
+    );
+    let out = api("get-bucket-location", "r2seal-no-such-bucket")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("NoSuchBucket"),
+        "{err}"
+    );
+    if have("rclone", "version") {
+        let dir = tempfile::tempdir().unwrap();
+        let config = rclone_config(dir.path(), &gw);
+        let lsd = run(rclone(&config).args(["lsd", "gw:"]));
+        let lsd = String::from_utf8_lossy(&lsd.stdout);
+        assert!(
+            lsd.lines().any(|l| l.ends_with(&format!(" {}", up.bucket))),
+            "{lsd}"
+        );
+    }
+}
+
 /// `aws s3 cp` between keys copies an object past its 8 MiB threshold in parts
 /// (UploadPartCopy); by hand, a part copied from a range of the source, its conditions,
 /// and a range the source does not have.

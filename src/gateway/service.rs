@@ -21,7 +21,7 @@ use crate::sealed::{
     SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
-use crate::store::{self, ByteRange, ErrorKind, Store};
+use crate::store::{self, ByteRange, ErrorKind};
 
 /// The S3 service: bucket names pass through to the upstream.
 pub struct Gateway {
@@ -30,7 +30,8 @@ pub struct Gateway {
     identities: Vec<Identity>,
     name_key: Option<crate::names::NameKey>,
     max_part_size: u64,
-    buckets: tokio::sync::Mutex<HashMap<String, SealedBucket>>,
+    /// By name: the sealed view, and the upstream store for bucket-level requests.
+    buckets: tokio::sync::Mutex<HashMap<String, (SealedBucket, S3Store)>>,
     /// Multipart uploads in progress, by upstream upload id. Their file keys live only
     /// here: a restart forgets them and their uploads answer NoSuchUpload.
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
@@ -114,6 +115,11 @@ impl Gateway {
     }
 
     async fn bucket(&self, name: &str) -> S3Result<SealedBucket> {
+        Ok(self.upstream_bucket(name).await?.0)
+    }
+
+    /// A bucket's sealed view and its upstream store, opened on first use.
+    async fn upstream_bucket(&self, name: &str) -> S3Result<(SealedBucket, S3Store)> {
         let mut buckets = self.buckets.lock().await;
         if let Some(b) = buckets.get(name) {
             return Ok(b.clone());
@@ -121,8 +127,7 @@ impl Gateway {
         let store = S3Store::new(name, "", self.upstream.clone())
             .await
             .map_err(|e| store_error(&e, Ctx::Bucket))?;
-        let store: Arc<dyn Store> = Arc::new(store);
-        let mut bucket = SealedBucket::new(store)
+        let mut bucket = SealedBucket::new(Arc::new(store.clone()))
             .with_recipients(self.recipients.clone())
             .with_identities(self.identities.clone())
             // The migration window: plaintext objects stay readable; writes are sealed.
@@ -130,8 +135,8 @@ impl Gateway {
         if let Some(k) = &self.name_key {
             bucket = bucket.with_name_key(k.clone());
         }
-        buckets.insert(name.to_string(), bucket.clone());
-        Ok(bucket)
+        buckets.insert(name.to_string(), (bucket.clone(), store.clone()));
+        Ok((bucket, store))
     }
 
     fn upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<Arc<Upload>> {
@@ -806,6 +811,64 @@ impl S3 for Gateway {
             .await
             .map_err(|e| store_error(&e, Ctx::Bucket))?;
         Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    /// The upstream's buckets (`aws s3 ls`, `rclone lsd`): bucket names pass through,
+    /// so every bucket the upstream credentials see is one a client can use.
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let prefix = req.input.prefix;
+        let buckets = crate::store::s3::list_buckets(&self.upstream)
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?
+            .into_iter()
+            .filter(|b| prefix.as_deref().is_none_or(|p| b.name.starts_with(p)))
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: timestamp(b.created),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            prefix,
+            ..Default::default()
+        }))
+    }
+
+    /// The upstream bucket's answer (clients may sign for any region: the gateway checks
+    /// signatures with the region they name).
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let (_, store) = self.upstream_bucket(&req.input.bucket).await?;
+        let location = store
+            .bucket_location()
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: location.map(BucketLocationConstraint::from),
+        }))
+    }
+
+    /// The upstream bucket's status (rclone asks before `purge`). The gateway itself
+    /// serves only current versions.
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let (_, store) = self.upstream_bucket(&req.input.bucket).await?;
+        let status = store
+            .bucket_versioning()
+            .await
+            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status: status.map(BucketVersioningStatus::from),
+            ..Default::default()
+        }))
     }
 
     /// Buckets are created upstream; an existing one is reported as created (rclone

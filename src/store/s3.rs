@@ -300,104 +300,15 @@ impl S3Store {
             format!("{prefix}/")
         };
 
-        let endpoint = match opts.endpoint.clone().or_else(Self::env_endpoint) {
-            Some(e) => Some(e),
-            None => env("R2_ACCOUNT_ID")
-                .map(|a| r2_endpoint(&a))
-                .transpose()
-                .map_err(bad)?,
-        };
-        if let Some(e) = &endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(bad("endpoint must start with http:// or https://"));
-            }
-        }
-        let r2 = endpoint.as_deref().is_some_and(is_r2_endpoint);
-        let path_style = match opts.path_style {
-            Some(p) => p,
-            None => match env("R2SEAL_PATH_STYLE") {
-                Some(v) => parse_bool(&v).ok_or_else(|| bad("R2SEAL_PATH_STYLE must be 1 or 0"))?,
-                None => endpoint.is_some() && !r2,
-            },
-        };
-
-        // Only environment and profile sources: the default chains end by probing the EC2
-        // instance metadata service, which only makes sense when talking to AWS itself.
-        let region = match (&opts.region, r2) {
-            (Some(r), _) => r.clone(),
-            (None, true) => "auto".to_string(),
-            (None, false) => {
-                let mut profile_region = ProfileFileRegionProvider::builder();
-                if let Some(p) = &opts.profile {
-                    profile_region = profile_region.profile_name(p);
-                }
-                RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
-                    .or_else(profile_region.build())
-                    .region()
-                    .await
-                    .map_or_else(|| "auto".to_string(), |r| r.to_string())
-            }
-        };
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
-        if let Some(p) = &opts.profile {
-            loader = loader.profile_name(p);
-        }
-        match (&opts.credentials, &endpoint) {
-            (Some(c), _) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    c.access_key_id.clone(),
-                    c.secret_access_key.as_str(),
-                    c.session_token.as_ref().map(|t| t.to_string()),
-                    None,
-                    "r2seal",
-                ));
-            }
-            (None, Some(_)) => {
-                let mut profile_creds = ProfileFileCredentialsProvider::builder();
-                if let Some(p) = &opts.profile {
-                    profile_creds = profile_creds.profile_name(p);
-                }
-                loader = loader.credentials_provider(
-                    CredentialsProviderChain::first_try(
-                        "environment",
-                        EnvironmentVariableCredentialsProvider::new(),
-                    )
-                    .or_else("profile", profile_creds.build()),
-                );
-            }
-            // AWS itself: the full default chain (SSO-less), instance roles included.
-            (None, None) => {}
-        }
-        let sdk = loader.load().await;
-        let body_stall_timeout = opts.body_stall_timeout.unwrap_or(BODY_STALL_TIMEOUT);
-
-        let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .region(Region::new(region.clone()))
-            .force_path_style(path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            // The SDK's check fails a request whose body moves no byte for its grace
-            // period, 5 s by default: an upload whose source pauses (a gateway client on
-            // a slow link, a stalled source GET), or whose server takes that long to
-            // answer once the body ended. Given `BODY_STALL_TIMEOUT` instead, it remains
-            // the backstop for bodies from memory; streamed bodies are watched more
-            // precisely (`send_streamed`: only the server's stalls count).
-            .stalled_stream_protection(
-                StalledStreamProtectionConfig::enabled()
-                    .grace_period(body_stall_timeout.max(SDK_GRACE_PERIOD))
-                    .build(),
-            )
-            .timeout_config(
-                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .build(),
-            );
-        if let Some(e) = &endpoint {
-            conf = conf.endpoint_url(e);
-        }
-        conf = conf.endpoint_resolver(PerBucketEndpoints::default());
-        let client = Client::from_conf(conf.build());
+        let Connection {
+            client,
+            sdk,
+            endpoint,
+            region,
+            r2,
+            path_style,
+            body_stall_timeout,
+        } = connect(&opts, &shown).await?;
         let sdk_only = opts.sdk_only
             || match env("R2SEAL_S3_SDK_ONLY") {
                 Some(v) => {
@@ -431,6 +342,34 @@ impl S3Store {
             path_style,
             direct,
         })
+    }
+
+    /// The bucket's region as GetBucketLocation answers it; `None` is S3's empty answer
+    /// (us-east-1).
+    pub async fn bucket_location(&self) -> Res<Option<String>> {
+        let out = self
+            .client
+            .get_bucket_location()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| map_err(Op::Head, self.loc(""), e))?;
+        Ok(out
+            .location_constraint()
+            .map(|c| c.as_str().to_string())
+            .filter(|c| !c.is_empty()))
+    }
+
+    /// The bucket's versioning status (`Enabled`, `Suspended`), `None` if never enabled.
+    pub async fn bucket_versioning(&self) -> Res<Option<String>> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| map_err(Op::Head, self.loc(""), e))?;
+        Ok(out.status().map(|s| s.as_str().to_string()))
     }
 
     /// A ListObjectsV2 page from `continuation`, or else after `start_after` (a full key).
@@ -853,6 +792,163 @@ impl http_body::Body for StreamedBody {
         let remaining = self.body.lock().expect("not poisoned").remaining();
         http_body::SizeHint::with_exact(remaining)
     }
+}
+
+/// A bucket the credentials can see, as ListBuckets reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketEntry {
+    pub name: String,
+    pub created: Option<SystemTime>,
+}
+
+/// Every bucket `opts`' credentials can see (ListBuckets, all pages).
+pub async fn list_buckets(opts: &S3Options) -> Res<Vec<BucketEntry>> {
+    let shown = "the account's buckets";
+    let conn = connect(opts, shown).await?;
+    let mut buckets = Vec::new();
+    let mut token = None;
+    loop {
+        let page = conn
+            .client
+            .list_buckets()
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| map_err(Op::List, shown.to_string(), e))?;
+        buckets.extend(page.buckets().iter().filter_map(|b| {
+            Some(BucketEntry {
+                name: b.name()?.to_string(),
+                created: to_system_time(b.creation_date()),
+            })
+        }));
+        match page.continuation_token().filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t.to_string()),
+            None => return Ok(buckets),
+        }
+    }
+}
+
+/// An SDK client for `opts`, and what the request paths need to know of its configuration.
+struct Connection {
+    client: Client,
+    sdk: aws_config::SdkConfig,
+    endpoint: Option<String>,
+    region: String,
+    r2: bool,
+    path_style: bool,
+    body_stall_timeout: Duration,
+}
+
+/// `shown` is where a configuration error is reported.
+async fn connect(opts: &S3Options, shown: &str) -> Res<Connection> {
+    let bad = |m: &str| StoreError::new(Op::Open, shown, ErrorKind::InvalidRequest).with_detail(m);
+    let endpoint = match opts.endpoint.clone().or_else(S3Store::env_endpoint) {
+        Some(e) => Some(e),
+        None => env("R2_ACCOUNT_ID")
+            .map(|a| r2_endpoint(&a))
+            .transpose()
+            .map_err(bad)?,
+    };
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(bad("endpoint must start with http:// or https://"));
+        }
+    }
+    let r2 = endpoint.as_deref().is_some_and(is_r2_endpoint);
+    let path_style = match opts.path_style {
+        Some(p) => p,
+        None => match env("R2SEAL_PATH_STYLE") {
+            Some(v) => parse_bool(&v).ok_or_else(|| bad("R2SEAL_PATH_STYLE must be 1 or 0"))?,
+            None => endpoint.is_some() && !r2,
+        },
+    };
+
+    // Only environment and profile sources: the default chains end by probing the EC2
+    // instance metadata service, which only makes sense when talking to AWS itself.
+    let region = match (&opts.region, r2) {
+        (Some(r), _) => r.clone(),
+        (None, true) => "auto".to_string(),
+        (None, false) => {
+            let mut profile_region = ProfileFileRegionProvider::builder();
+            if let Some(p) = &opts.profile {
+                profile_region = profile_region.profile_name(p);
+            }
+            RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(profile_region.build())
+                .region()
+                .await
+                .map_or_else(|| "auto".to_string(), |r| r.to_string())
+        }
+    };
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    match (&opts.credentials, &endpoint) {
+        (Some(c), _) => {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.as_str(),
+                c.session_token.as_ref().map(|t| t.to_string()),
+                None,
+                "r2seal",
+            ));
+        }
+        (None, Some(_)) => {
+            let mut profile_creds = ProfileFileCredentialsProvider::builder();
+            if let Some(p) = &opts.profile {
+                profile_creds = profile_creds.profile_name(p);
+            }
+            loader = loader.credentials_provider(
+                CredentialsProviderChain::first_try(
+                    "environment",
+                    EnvironmentVariableCredentialsProvider::new(),
+                )
+                .or_else("profile", profile_creds.build()),
+            );
+        }
+        // AWS itself: the full default chain (SSO-less), instance roles included.
+        (None, None) => {}
+    }
+    let sdk = loader.load().await;
+    let body_stall_timeout = opts.body_stall_timeout.unwrap_or(BODY_STALL_TIMEOUT);
+
+    let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
+        .region(Region::new(region.clone()))
+        .force_path_style(path_style)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // The SDK's check fails a request whose body moves no byte for its grace
+        // period, 5 s by default: an upload whose source pauses (a gateway client on
+        // a slow link, a stalled source GET), or whose server takes that long to
+        // answer once the body ended. Given `BODY_STALL_TIMEOUT` instead, it remains
+        // the backstop for bodies from memory; streamed bodies are watched more
+        // precisely (`send_streamed`: only the server's stalls count).
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(body_stall_timeout.max(SDK_GRACE_PERIOD))
+                .build(),
+        )
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        );
+    if let Some(e) = &endpoint {
+        conf = conf.endpoint_url(e);
+    }
+    conf = conf.endpoint_resolver(PerBucketEndpoints::default());
+    let client = Client::from_conf(conf.build());
+    Ok(Connection {
+        client,
+        sdk,
+        endpoint,
+        region,
+        r2,
+        path_style,
+        body_stall_timeout,
+    })
 }
 
 fn r2_endpoint(account: &str) -> Result<String, &'static str> {
