@@ -1895,11 +1895,13 @@ mod tests {
         }
         // Waiting for the body's own input is not a stall.
         let (url, _) = stand_in(true);
-        let store = stalling_store(&rt, url, Duration::from_millis(300));
+        // (The pauses exceed the timeout; the timeout leaves a loaded machine's server
+        // thread ample time to read what did arrive.)
+        let store = stalling_store(&rt, url, Duration::from_secs(1));
         use futures_util::StreamExt;
         let slow = futures_util::stream::iter(0..3)
             .then(|_| async {
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 Ok(Bytes::from(vec![5u8; 1000]))
             })
             .boxed();
