@@ -404,6 +404,50 @@ pub struct ObjectHead {
 /// must treat the bytes as final only once the stream ended without one.
 pub type PlainStream = BoxStream<'static, Result<Bytes, SealedError>>;
 
+/// A [`PlainStream`] as the body of a write (`io::Result` items), with the MD5 of what
+/// passed taken on the way. An opener's failure is kept, to be reported as itself rather
+/// than as the write's account of a body that ended short.
+pub struct PlainTap(Arc<std::sync::Mutex<(Md5, Option<SealedError>)>>);
+
+impl fmt::Debug for PlainTap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlainTap").finish_non_exhaustive()
+    }
+}
+
+impl PlainTap {
+    pub fn new(body: PlainStream) -> (BoxStream<'static, io::Result<Bytes>>, PlainTap) {
+        let state = Arc::new(std::sync::Mutex::new((Md5::new(), None)));
+        let seen = state.clone();
+        let body = body
+            .map(move |item| {
+                let mut seen = seen.lock().expect("not poisoned");
+                match item {
+                    Ok(chunk) => {
+                        seen.0.update(&chunk);
+                        Ok(chunk)
+                    }
+                    Err(e) => {
+                        let shown = io::Error::other(e.to_string());
+                        seen.1 = Some(e);
+                        Err(shown)
+                    }
+                }
+            })
+            .boxed();
+        (body, PlainTap(state))
+    }
+
+    /// The MD5 state over what passed, or the opener's failure.
+    pub fn finish(self) -> Result<Md5, SealedError> {
+        let (md5, failure) = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(md5),
+        }
+    }
+}
+
 /// A get in progress.
 pub struct GetObject {
     pub head: ObjectHead,

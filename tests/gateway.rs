@@ -627,6 +627,21 @@ fn aws(gw: &Gateway) -> Command {
     c
 }
 
+/// `aws s3api OP --bucket BUCKET`.
+fn s3api(gw: &Gateway, op: &str, bucket: &str) -> Command {
+    let mut c = aws(gw);
+    c.args(["s3api", op, "--bucket", bucket]);
+    c
+}
+
+/// `aws s3 cp FROM TO`, which must succeed.
+fn aws_cp(gw: &Gateway, from: impl AsRef<std::ffi::OsStr>, to: impl AsRef<std::ffi::OsStr>) {
+    run(aws(gw)
+        .args(["s3", "cp", "--only-show-errors"])
+        .arg(from)
+        .arg(to));
+}
+
 #[test]
 fn aws_cli_sees_plaintext_sizes_and_ranges() {
     let Some(up) = upstream() else { return };
@@ -697,15 +712,13 @@ fn aws_cli_sees_plaintext_sizes_and_ranges() {
     );
 
     // Server-side copy, re-bound to its new key; then delete both.
-    run(aws(&gw)
-        .args(["s3", "cp", "--only-show-errors"])
-        .arg(format!("{s3}small.json"))
-        .arg(format!("{s3}copy/small.json")));
+    aws_cp(
+        &gw,
+        format!("{s3}small.json"),
+        format!("{s3}copy/small.json"),
+    );
     let back = dir.path().join("copy.json");
-    run(aws(&gw)
-        .args(["s3", "cp", "--only-show-errors"])
-        .arg(format!("{s3}copy/small.json"))
-        .arg(&back));
+    aws_cp(&gw, format!("{s3}copy/small.json"), &back);
     assert_eq!(std::fs::read(&back).unwrap(), small);
     let raw = raw_objects(&up, &prefix);
     assert_eq!(raw.len(), 3);
@@ -765,11 +778,7 @@ fn aws_cli_lists_from_markers_and_reads_parts() {
         .arg(&s3));
     let keys =
         |names: &[&str]| -> Vec<String> { names.iter().map(|n| format!("{prefix}{n}")).collect() };
-    let api = |op: &str| {
-        let mut c = aws(&gw);
-        c.args(["s3api", op, "--bucket", &up.bucket]);
-        c
-    };
+    let api = |op: &str| s3api(&gw, op, &up.bucket);
 
     // ListObjects (v1), one entry a page: the CLI follows NextMarker to the end.
     let v1 = json(&run(api("list-objects").args([
@@ -914,11 +923,7 @@ fn bucket_level_requests_answer_as_the_upstream() {
         .unwrap();
     let location = rt.block_on(raw.bucket_location()).unwrap();
     let versioning = rt.block_on(raw.bucket_versioning()).unwrap();
-    let api = |op: &str, bucket: &str| {
-        let mut c = aws(&gw);
-        c.args(["s3api", op, "--bucket", bucket]);
-        c
-    };
+    let api = |op: &str, bucket: &str| s3api(&gw, op, bucket);
     let got = json(&run(&mut api("get-bucket-location", &up.bucket)));
     assert_eq!(
         got["LocationConstraint"].as_str(),
@@ -991,16 +996,9 @@ fn aws_cli_copies_large_objects_part_by_part() {
         .arg(format!("{s3}large.bin"))
         .arg(format!("{s3}copy/large.bin")));
     let back = dir.path().join("back.bin");
-    run(aws(&gw)
-        .args(["s3", "cp", "--only-show-errors"])
-        .arg(format!("{s3}copy/large.bin"))
-        .arg(&back));
+    aws_cp(&gw, format!("{s3}copy/large.bin"), &back);
     assert!(std::fs::read(&back).unwrap() == large, "the copy differs");
-    let api = |op: &str| {
-        let mut c = aws(&gw);
-        c.args(["s3api", op, "--bucket", &up.bucket]);
-        c
-    };
+    let api = |op: &str| s3api(&gw, op, &up.bucket);
     let head = json(&run(
         api("head-object").args(["--key", &format!("{prefix}copy/large.bin")])
     ));
@@ -1112,10 +1110,7 @@ fn aws_cli_copies_large_objects_part_by_part() {
     run(api("complete-multipart-upload")
         .args(["--key", &key, "--upload-id", &upload_id])
         .args(["--multipart-upload", &parts.to_string()]));
-    run(aws(&gw)
-        .args(["s3", "cp", "--only-show-errors"])
-        .arg(format!("{s3}parts.bin"))
-        .arg(&back));
+    aws_cp(&gw, format!("{s3}parts.bin"), &back);
     let mut want = large[first].to_vec();
     want.extend_from_slice(&large[second]);
     assert!(

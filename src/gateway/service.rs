@@ -17,8 +17,8 @@ use super::checksum::{self, Declared};
 use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
 use crate::keys::Identity;
 use crate::sealed::{
-    CopyRequest, GetObject, ListFrom, ObjectHead, PartsUpload, PlainStream, PutOptions, Recipients,
-    SealedBucket, SealedError, SealedPart, PENDING_KEY,
+    CopyRequest, GetObject, ListFrom, ObjectHead, PartsUpload, PlainStream, PlainTap, PutOptions,
+    Recipients, SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{self, ByteRange, ErrorKind};
@@ -703,49 +703,6 @@ fn check_copy_source(
     Ok(())
 }
 
-/// A source object's plaintext as the body of a copy: its MD5 is taken as it passes,
-/// and a failure to read or open the source is kept, to be answered as itself rather
-/// than as a client's short body.
-struct SourceBody(Arc<Mutex<(Md5, Option<SealedError>)>>);
-
-impl SourceBody {
-    fn new(
-        body: PlainStream,
-    ) -> (
-        futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
-        Self,
-    ) {
-        let state = Arc::new(Mutex::new((Md5::new(), None)));
-        let seen = state.clone();
-        let body = body
-            .map(move |item| {
-                let mut seen = seen.lock().expect("not poisoned");
-                match item {
-                    Ok(chunk) => {
-                        seen.0.update(&chunk);
-                        Ok(chunk)
-                    }
-                    Err(e) => {
-                        let shown = io::Error::other(e.to_string());
-                        seen.1 = Some(e);
-                        Err(shown)
-                    }
-                }
-            })
-            .boxed();
-        (body, SourceBody(state))
-    }
-
-    /// The plaintext's MD5, or the source's failure.
-    fn check(self) -> S3Result<[u8; 16]> {
-        let (md5, failure) = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
-        match failure {
-            Some(e) => Err(sealed_error(&e, Ctx::Object)),
-            None => Ok(md5.finalize().into()),
-        }
-    }
-}
-
 fn check_part_request(part_number: Option<i32>, range: Option<&Range>) -> S3Result<()> {
     if part_number.is_some() && range.is_some() {
         return Err(s3_error!(
@@ -1243,9 +1200,9 @@ impl S3 for Gateway {
                 ..Default::default()
             });
             let size = got.head.size;
-            let (body, source) = SourceBody::new(got.body);
+            let (body, source) = PlainTap::new(got.body);
             let put = dst.put_stream(&input.key, body, Some(size), &opts).await;
-            source.check()?;
+            source.finish().map_err(|e| sealed_error(&e, Ctx::Object))?;
             put.map_err(|e| sealed_error(&e, Ctx::Object))?;
         }
         let head = dst
@@ -1410,11 +1367,16 @@ impl S3 for Gateway {
             (None, _) => got.head.size,
         };
         check_part_len(len)?;
-        let (body, source) = SourceBody::new(got.body);
+        let (body, source) = PlainTap::new(got.body);
         let part = dst
             .upload_sealed_part_stream(&upload.parts_upload, number, len, body)
             .await;
-        let md5 = source.check()?;
+        // The source's failure, if any, is the answer: the part's is only its symptom.
+        let md5: [u8; 16] = source
+            .finish()
+            .map_err(|e| sealed_error(&e, Ctx::Object))?
+            .finalize()
+            .into();
         let part = part.map_err(|e| sealed_error(&e, Ctx::Upload))?;
         upload
             .parts

@@ -514,29 +514,9 @@ impl Migrator {
         put: &store::PutOptions,
         digest: &mut Md5,
     ) -> Result<(), SealedError> {
-        let seen = Arc::new(std::sync::Mutex::new((Md5::new(), None::<SealedError>)));
-        let tap = seen.clone();
-        let body = body
-            .map(move |item| {
-                let mut seen = tap.lock().expect("not poisoned");
-                match item {
-                    Ok(chunk) => {
-                        seen.0.update(&chunk);
-                        Ok(chunk)
-                    }
-                    Err(e) => {
-                        let shown = io::Error::other(e.to_string());
-                        seen.1 = Some(e);
-                        Err(shown)
-                    }
-                }
-            })
-            .boxed();
+        let (body, tap) = sealed::PlainTap::new(body);
         let result = self.dst_store().put_stream(key, size, body, put).await;
-        let (read, failure) = std::mem::take(&mut *seen.lock().expect("not poisoned"));
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let read = tap.finish()?;
         result?;
         *digest = read;
         Ok(())
