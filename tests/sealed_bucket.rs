@@ -291,7 +291,8 @@ mod cases {
             (plain_at - 100, plain_at + 100),
             (2 * plain_at - 3, 2 * plain_at + 70_000),
             (0, big.len() as u64 - 1),
-            // Two windows, the second starting inside the chunk where the first ends.
+            // Several windows, each after the first starting inside the chunk where the
+            // one before ends.
             (12_345, big.len() as u64 - 1),
         ] {
             let got = b
