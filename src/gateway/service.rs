@@ -31,7 +31,7 @@ pub struct Gateway {
     name_key: Option<crate::names::NameKey>,
     max_part_size: u64,
     /// By name: the sealed view, and the upstream store for bucket-level requests.
-    buckets: tokio::sync::Mutex<HashMap<String, (SealedBucket, S3Store)>>,
+    buckets: tokio::sync::Mutex<HashMap<String, (SealedBucket, Arc<S3Store>)>>,
     /// Multipart uploads in progress, by upstream upload id. Their file keys live only
     /// here: a restart forgets them and their uploads answer NoSuchUpload.
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
@@ -118,8 +118,9 @@ impl Gateway {
         Ok(self.upstream_bucket(name).await?.0)
     }
 
-    /// A bucket's sealed view and its upstream store, opened on first use.
-    async fn upstream_bucket(&self, name: &str) -> S3Result<(SealedBucket, S3Store)> {
+    /// A bucket's sealed view and its upstream store (one store, shared: every object
+    /// request clones this pair), opened on first use.
+    async fn upstream_bucket(&self, name: &str) -> S3Result<(SealedBucket, Arc<S3Store>)> {
         let mut buckets = self.buckets.lock().await;
         if let Some(b) = buckets.get(name) {
             return Ok(b.clone());
@@ -127,7 +128,8 @@ impl Gateway {
         let store = S3Store::new(name, "", self.upstream.clone())
             .await
             .map_err(|e| store_error(&e, Ctx::Bucket))?;
-        let mut bucket = SealedBucket::new(Arc::new(store.clone()))
+        let store = Arc::new(store);
+        let mut bucket = SealedBucket::new(store.clone())
             .with_recipients(self.recipients.clone())
             .with_identities(self.identities.clone())
             // The migration window: plaintext objects stay readable; writes are sealed.
