@@ -1034,7 +1034,13 @@ fn aws_cli_copies_large_objects_part_by_part() {
         (
             "2",
             &second,
-            vec!["--copy-source-if-match", source_etag.as_str()],
+            // As on S3, a matching if-match overrides a failing if-unmodified-since.
+            vec![
+                "--copy-source-if-match",
+                source_etag.as_str(),
+                "--copy-source-if-unmodified-since",
+                "2000-01-01T00:00:00Z",
+            ],
         ),
     ] {
         let out = copy_part(n, &format!("bytes={}-{}", r.start(), r.end()), &extra);
@@ -1054,6 +1060,11 @@ fn aws_cli_copies_large_objects_part_by_part() {
         (
             "bytes=0-99".to_string(),
             vec!["--copy-source-if-none-match", source_etag.as_str()],
+            "PreconditionFailed",
+        ),
+        (
+            "bytes=0-99".to_string(),
+            vec!["--copy-source-if-unmodified-since", "2000-01-01T00:00:00Z"],
             "PreconditionFailed",
         ),
         (

@@ -384,37 +384,72 @@ fn matches(cond: &ETagCondition, head: &ObjectHead) -> bool {
     }
 }
 
-/// GET/HEAD conditions, evaluated on the plaintext view of the object.
-fn check_conditions(
-    head: &ObjectHead,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-    if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
-    let modified = head.last_modified.map(time::OffsetDateTime::from);
-    if let Some(c) = if_match {
-        if !matches(c, head) {
-            return Err(s3_error!(PreconditionFailed, "If-Match did not hold"));
+/// The request condition that failed: `FailedIf::Match` is a failed If-Match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedIf {
+    Match,
+    UnmodifiedSince,
+    NoneMatch,
+    ModifiedSince,
+}
+
+/// The conditions of a request, as S3 names them on GET/HEAD and (prefixed
+/// `x-amz-copy-source-`) on copies.
+#[derive(Clone, Copy, Default)]
+struct Conditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
+
+impl Conditions<'_> {
+    /// Evaluates the conditions on the plaintext view of an object, in RFC 9110's
+    /// order, which S3 documents for GET and copies alike: a present If-Match
+    /// replaces If-Unmodified-Since, a present If-None-Match replaces
+    /// If-Modified-Since, and an If-Modified-Since later than `now` is ignored.
+    fn failed(&self, head: &ObjectHead, now: time::OffsetDateTime) -> Option<FailedIf> {
+        let seconds = |t: &Timestamp| time::OffsetDateTime::from(t.clone()).unix_timestamp();
+        let modified = head
+            .last_modified
+            .map(|m| time::OffsetDateTime::from(m).unix_timestamp());
+        if let Some(c) = self.if_match {
+            if !matches(c, head) {
+                return Some(FailedIf::Match);
+            }
+        } else if let (Some(since), Some(m)) = (self.if_unmodified_since, modified) {
+            if m > seconds(since) {
+                return Some(FailedIf::UnmodifiedSince);
+            }
         }
-    } else if let (Some(since), Some(m)) = (if_unmodified_since, modified) {
-        if m.unix_timestamp() > time::OffsetDateTime::from(since.clone()).unix_timestamp() {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "modified since If-Unmodified-Since"
-            ));
+        if let Some(c) = self.if_none_match {
+            if matches(c, head) {
+                return Some(FailedIf::NoneMatch);
+            }
+        } else if let (Some(since), Some(m)) = (self.if_modified_since, modified) {
+            let since = seconds(since);
+            if since <= now.unix_timestamp() && m <= since {
+                return Some(FailedIf::ModifiedSince);
+            }
+        }
+        None
+    }
+}
+
+/// GET/HEAD conditions: a failed If-Match or If-Unmodified-Since is 412, a failed
+/// If-None-Match or If-Modified-Since is 304.
+fn check_conditions(head: &ObjectHead, conditions: Conditions<'_>) -> S3Result<()> {
+    match conditions.failed(head, time::OffsetDateTime::now_utc()) {
+        None => Ok(()),
+        Some(FailedIf::Match) => Err(s3_error!(PreconditionFailed, "If-Match did not hold")),
+        Some(FailedIf::UnmodifiedSince) => Err(s3_error!(
+            PreconditionFailed,
+            "modified since If-Unmodified-Since"
+        )),
+        Some(FailedIf::NoneMatch | FailedIf::ModifiedSince) => {
+            Err(S3Error::new(S3ErrorCode::NotModified))
         }
     }
-    if let Some(c) = if_none_match {
-        if matches(c, head) {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
-        }
-    } else if let (Some(since), Some(m)) = (if_modified_since, modified) {
-        if m.unix_timestamp() <= time::OffsetDateTime::from(since.clone()).unix_timestamp() {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
-        }
-    }
-    Ok(())
 }
 
 /// User metadata as clients see it: gateway-internal entries removed.
@@ -670,39 +705,16 @@ fn copy_source_range(v: &str) -> S3Result<ByteRange> {
 
 /// The `x-amz-copy-source-if-*` conditions on the source's plaintext view: any that
 /// does not hold fails the copy with 412.
-fn check_copy_source(
-    head: &ObjectHead,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-    if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
-    if if_match.is_some_and(|c| !matches(c, head)) {
-        return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match"));
-    }
-    if if_none_match.is_some_and(|c| matches(c, head)) {
-        return Err(s3_error!(
-            PreconditionFailed,
-            "x-amz-copy-source-if-none-match"
-        ));
-    }
-    let seconds = |t: &Timestamp| time::OffsetDateTime::from(t.clone()).unix_timestamp();
-    if let Some(m) = head.last_modified.map(time::OffsetDateTime::from) {
-        let m = m.unix_timestamp();
-        if if_modified_since.is_some_and(|t| m <= seconds(t)) {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "x-amz-copy-source-if-modified-since"
-            ));
-        }
-        if if_unmodified_since.is_some_and(|t| m > seconds(t)) {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "x-amz-copy-source-if-unmodified-since"
-            ));
-        }
-    }
-    Ok(())
+/// Copy-source conditions: any that fails is 412, named by its header.
+fn check_copy_source(head: &ObjectHead, conditions: Conditions<'_>) -> S3Result<()> {
+    let header = match conditions.failed(head, time::OffsetDateTime::now_utc()) {
+        None => return Ok(()),
+        Some(FailedIf::Match) => "x-amz-copy-source-if-match",
+        Some(FailedIf::UnmodifiedSince) => "x-amz-copy-source-if-unmodified-since",
+        Some(FailedIf::NoneMatch) => "x-amz-copy-source-if-none-match",
+        Some(FailedIf::ModifiedSince) => "x-amz-copy-source-if-modified-since",
+    };
+    Err(s3_error!(PreconditionFailed, "{header} did not hold"))
 }
 
 fn check_part_request(part_number: Option<i32>, range: Option<&Range>) -> S3Result<()> {
@@ -860,10 +872,12 @@ impl S3 for Gateway {
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
         check_conditions(
             &head,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
+            Conditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
         )?;
         let (part, parts_count) = match input.part_number {
             Some(n) => part_range(&head, n)?,
@@ -912,10 +926,12 @@ impl S3 for Gateway {
         let head = &got.head;
         check_conditions(
             head,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
+            Conditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
         )?;
         let (len, content_range) = match got.range {
             Some(r) => (
@@ -1146,10 +1162,12 @@ impl S3 for Gateway {
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
         check_copy_source(
             &src_head,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
+            Conditions {
+                if_match: input.copy_source_if_match.as_ref(),
+                if_none_match: input.copy_source_if_none_match.as_ref(),
+                if_modified_since: input.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            },
         )?;
         let mut replace_opts = replace.then(|| {
             put_options(
@@ -1347,10 +1365,12 @@ impl S3 for Gateway {
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
         check_copy_source(
             &got.head,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
+            Conditions {
+                if_match: input.copy_source_if_match.as_ref(),
+                if_none_match: input.copy_source_if_none_match.as_ref(),
+                if_modified_since: input.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            },
         )?;
         // S3 copies only a range inside the source, never a shortened one.
         let len = match (range, got.range) {
@@ -1610,6 +1630,125 @@ mod tests {
             &ETagCondition::ETag(ETag::Strong(stored.into())),
             &h
         ));
+    }
+
+    #[test]
+    fn conditions_follow_the_precedence_s3_documents() {
+        use FailedIf::*;
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let now = time::OffsetDateTime::from(t0 + std::time::Duration::from_secs(3600));
+        let mut h = head(true, Some("aa"), &[]);
+        h.last_modified = Some(t0);
+        let at = |secs: i64| {
+            Timestamp::from(time::OffsetDateTime::from(t0) + time::Duration::seconds(secs))
+        };
+        let (before, same, after, future) = (at(-60), at(0), at(60), at(7200));
+        let hit = ETagCondition::ETag(ETag::Strong("aa".into()));
+        let miss = ETagCondition::ETag(ETag::Strong("bb".into()));
+        let cases: [(Conditions<'_>, Option<FailedIf>); 12] = [
+            (Conditions::default(), None),
+            (
+                Conditions {
+                    if_match: Some(&miss),
+                    ..Default::default()
+                },
+                Some(Match),
+            ),
+            (
+                Conditions {
+                    if_unmodified_since: Some(&before),
+                    ..Default::default()
+                },
+                Some(UnmodifiedSince),
+            ),
+            (
+                Conditions {
+                    if_unmodified_since: Some(&same),
+                    ..Default::default()
+                },
+                None,
+            ),
+            // S3: If-Match true and If-Unmodified-Since false answer with the object.
+            (
+                Conditions {
+                    if_match: Some(&hit),
+                    if_unmodified_since: Some(&before),
+                    ..Default::default()
+                },
+                None,
+            ),
+            (
+                Conditions {
+                    if_none_match: Some(&hit),
+                    ..Default::default()
+                },
+                Some(NoneMatch),
+            ),
+            (
+                Conditions {
+                    if_modified_since: Some(&same),
+                    ..Default::default()
+                },
+                Some(ModifiedSince),
+            ),
+            (
+                Conditions {
+                    if_modified_since: Some(&before),
+                    ..Default::default()
+                },
+                None,
+            ),
+            (
+                Conditions {
+                    if_modified_since: Some(&after),
+                    ..Default::default()
+                },
+                Some(ModifiedSince),
+            ),
+            // A date later than the gateway's clock is no condition at all.
+            (
+                Conditions {
+                    if_modified_since: Some(&future),
+                    ..Default::default()
+                },
+                None,
+            ),
+            // S3: If-None-Match false and If-Modified-Since true fail.
+            (
+                Conditions {
+                    if_none_match: Some(&hit),
+                    if_modified_since: Some(&before),
+                    ..Default::default()
+                },
+                Some(NoneMatch),
+            ),
+            (
+                Conditions {
+                    if_none_match: Some(&miss),
+                    if_modified_since: Some(&after),
+                    ..Default::default()
+                },
+                None,
+            ),
+        ];
+        for (i, (conditions, want)) in cases.iter().enumerate() {
+            assert_eq!(conditions.failed(&h, now), *want, "case {i}");
+        }
+        // An If-Match failure is reported before an If-None-Match one.
+        let both = Conditions {
+            if_match: Some(&miss),
+            if_none_match: Some(&hit),
+            ..Default::default()
+        };
+        assert_eq!(both.failed(&h, now), Some(Match));
+        // Without a Last-Modified, the dates cannot fail.
+        h.last_modified = None;
+        let dates = Conditions {
+            if_modified_since: Some(&after),
+            if_unmodified_since: Some(&before),
+            ..Default::default()
+        };
+        assert_eq!(dates.failed(&h, now), None);
     }
 
     #[test]
