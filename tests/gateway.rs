@@ -85,6 +85,7 @@ struct Gateway {
     port: u16,
     _dir: tempfile::TempDir,
     key: PathBuf,
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Gateway {
@@ -150,14 +151,36 @@ impl Gateway {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-        // Keep draining stderr so the gateway never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the gateway never blocks on it, kept for `log`.
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
         Gateway {
             child,
             port,
             _dir: dir,
             key,
+            log,
         }
+    }
+
+    /// What the gateway printed on stderr after its first line, waiting up to 5 s for
+    /// `expected` to appear (the gateway writes, then a thread here reads).
+    fn log_after(&self, expected: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(expected) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log.lock().unwrap().clone()
     }
 
     fn url(&self) -> String {
@@ -1114,6 +1137,24 @@ fn aws_cli_copies_large_objects_part_by_part() {
         .map(|p| p["PartNumber"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, [1, 2], "{listed_parts}");
+    // The operator is told which object failed to open: for the copy, and for a GET
+    // whose answer had begun (its first window opened) before the flipped bit.
+    let cut = dir.path().join("cut.bin");
+    let get = api("get-object")
+        .args(["--key", &stored])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(!get.status.success(), "{get:?}");
+    let log = gw.log_after("cut short");
+    let about = |what: &str| {
+        log.lines()
+            .any(|l| l.starts_with("r2seal gateway: ") && l.contains(what) && l.contains(&stored))
+    };
+    assert!(
+        about("a response was cut short") && about("cannot open"),
+        "{log}"
+    );
     let parts = serde_json::json!({ "Parts": [
         { "PartNumber": 1, "ETag": etags[0] },
         { "PartNumber": 2, "ETag": etags[1] },
@@ -1284,6 +1325,14 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
         raw_objects(&up, &prefix).is_empty(),
         "a refused request wrote something"
     );
+    // The operator sees each refusal with its method and path, and no client error.
+    let log = gw.log_after("refused PUT");
+    let refused = format!("r2seal gateway: refused PUT {obj} (403)");
+    assert_eq!(log.matches(&refused).count(), 2, "{log}");
+    assert!(
+        log.lines().all(|l| l.contains(&refused)) && !log.contains(GW_SECRET),
+        "{log}"
+    );
 
     // The gateway still serves good requests, and a sealed PUT with the right MD5 works.
     let (s, body) = curl(
@@ -1342,6 +1391,17 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
         down.assert_alive();
     }
     assert!(raw_objects(&up, &prefix).is_empty());
+    // The operator is told what failed, where, and that a retry can help.
+    let log = down.log_after("network failure");
+    let told: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("network failure (retryable)"))
+        .filter(|l| l.contains(&format!("s3://{}/", up.bucket)))
+        .collect();
+    assert!(
+        told.len() >= 2 && told.iter().any(|l| l.contains(&format!("{prefix}obj"))),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

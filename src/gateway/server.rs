@@ -4,11 +4,15 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 
+use futures_util::future::BoxFuture;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::{service_fn, Service};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use s3s::auth::{S3Auth, SecretKey};
-use s3s::service::S3ServiceBuilder;
-use s3s::{s3_error, S3Result};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{s3_error, HttpError, HttpResponse, S3Result};
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
@@ -79,9 +83,29 @@ pub async fn serve(
         tokio::spawn(async move {
             let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service_fn(logging_refusals(service)));
             let _ = conn.await;
         });
+    }
+}
+
+/// The service, printing a line on stderr for each refused request (403: a bad
+/// signature, an unknown access key, or the upstream refusing the gateway's own
+/// credentials) with its method and path. Never the query: a presigned URL's signature is
+/// there.
+fn logging_refusals(
+    service: S3Service,
+) -> impl Fn(Request<Incoming>) -> BoxFuture<'static, Result<HttpResponse, HttpError>> + Clone {
+    move |req| {
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let response = Service::call(&service, req);
+        Box::pin(async move {
+            let response = response.await?;
+            if response.status() == StatusCode::FORBIDDEN {
+                eprintln!("r2seal gateway: refused {method} {} (403)", uri.path());
+            }
+            Ok(response)
+        })
     }
 }
 

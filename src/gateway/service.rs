@@ -516,7 +516,21 @@ fn store_error(e: &store::StoreError, ctx: Ctx) -> S3Error {
         // The gateway's own upstream credentials: not the client's fault.
         ErrorKind::InvalidCredentials | ErrorKind::Other => S3ErrorCode::InternalError,
     };
-    S3Error::with_message(code, msg)
+    operator_sees(S3Error::with_message(code, msg), e)
+}
+
+/// Failures that are the gateway's or its upstream's, not the client's (an unreachable or
+/// refusing upstream, an object that does not open): the client gets the S3 error, and
+/// the operator one line on stderr saying what failed, where, and whether a retry can
+/// help, since only the operator can fix them.
+fn operator_sees(error: S3Error, what: &dyn std::fmt::Display) -> S3Error {
+    if matches!(
+        error.code(),
+        S3ErrorCode::InternalError | S3ErrorCode::ServiceUnavailable
+    ) {
+        eprintln!("r2seal gateway: {what}");
+    }
+    error
 }
 
 fn sealed_error(e: &SealedError, ctx: Ctx) -> S3Error {
@@ -533,7 +547,10 @@ fn sealed_error(e: &SealedError, ctx: Ctx) -> S3Error {
             None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
         },
         // Open/Seal: the gateway's keys or the stored object; deliberately coarse.
-        _ => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+        _ => operator_sees(
+            S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+            e,
+        ),
     }
 }
 
@@ -589,11 +606,17 @@ struct SyncBody(Mutex<PlainStream>);
 impl Stream for SyncBody {
     type Item = Result<Bytes, SealedError>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut()
+        let next = self
+            .get_mut()
             .0
             .get_mut()
             .expect("not poisoned")
-            .poll_next_unpin(cx)
+            .poll_next_unpin(cx);
+        if let Poll::Ready(Some(Err(e))) = &next {
+            // The client sees only a cut body: the operator is told why.
+            eprintln!("r2seal gateway: a response was cut short: {e}");
+        }
+        next
     }
 }
 
