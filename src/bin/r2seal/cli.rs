@@ -616,6 +616,8 @@ Clients sign with R2SEAL_GATEWAY_ACCESS_KEY_ID / R2SEAL_GATEWAY_SECRET_ACCESS_KE
 Bucket names pass through to the upstream; its credentials come from the AWS environment
 (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE), as for the other commands.
 Plaintext objects already in the bucket stay readable; every write is sealed.
+Stderr gets one line per refused request (403) and per failure only the operator can fix
+(upstream unreachable or refusing, an object that does not open).
 Example (rclone): endpoint = http://127.0.0.1:8333, provider = Other, list_version = 2.";
 
 #[derive(Debug, Args)]
