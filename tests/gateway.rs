@@ -1185,6 +1185,11 @@ fn aws_cli_copies_large_objects_part_by_part() {
 
 /// (HTTP status, body) of a request signed by curl.
 fn curl(gw: &Gateway, user: &str, args: &[&str], path: &str) -> (u16, String) {
+    curl_at(&gw.url(), user, args, path)
+}
+
+/// `curl` against a gateway's base URL (for a thread that cannot borrow the gateway).
+fn curl_at(base: &str, user: &str, args: &[&str], path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -1202,7 +1207,7 @@ fn curl(gw: &Gateway, user: &str, args: &[&str], path: &str) -> (u16, String) {
             user,
         ])
         .args(args)
-        .arg(format!("{}{path}", gw.url()))
+        .arg(format!("{base}{path}"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1402,6 +1407,94 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
         told.len() >= 2 && told.iter().any(|l| l.contains(&format!("{prefix}obj"))),
         "{log}"
     );
+}
+
+/// SIGTERM (`docker stop`, systemd): the gateway stops accepting at once, lets an upload
+/// in flight finish and commit, says so, and exits 0.
+#[test]
+fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
+    let Some(up) = upstream() else { return };
+    if !have("curl", "--version") {
+        return;
+    }
+    let mut gw = Gateway::start(&up, &up.endpoint);
+    let prefix = unique("drain");
+    let dir = tempfile::tempdir().unwrap();
+    let body = pseudo_random(600 * 1024, 5);
+    let file = dir.path().join("slow.bin");
+    std::fs::write(&file, &body).unwrap();
+    // About 6 s at 100 KiB/s.
+    let upload = {
+        let (base, user) = (gw.url(), format!("{GW_KEY}:{GW_SECRET}"));
+        let (file, obj) = (
+            file.display().to_string(),
+            format!("/{}/{prefix}slow", up.bucket),
+        );
+        std::thread::spawn(move || {
+            curl_at(&base, &user, &["-T", &file, "--limit-rate", "100k"], &obj)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let term = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // New connections are refused while the upload goes on.
+    let refused = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err()
+    });
+    assert!(refused, "still accepting after SIGTERM");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "exited with an upload in flight"
+    );
+    let (status, answer) = upload.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let exited = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        gw.child.try_wait().unwrap()
+    });
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let log = gw.log_after("stopped");
+    assert!(
+        log.contains("r2seal gateway: stopping") && log.contains("r2seal gateway: stopped"),
+        "{log}"
+    );
+    let stored = raw_objects(&up, &prefix);
+    let lens: Vec<u64> = stored.values().map(|(b, _)| b.len() as u64).collect();
+    assert_eq!(lens, [sealed_len(body.len())], "{:?}", stored.keys());
+
+    // Past the grace period an upload is cut, commits nothing, and the gateway says so.
+    let mut gw = Gateway::start_with_args(&up, &up.endpoint, None, &["--shutdown-grace", "1"]);
+    let prefix = unique("cut");
+    let upload = {
+        let (base, user) = (gw.url(), format!("{GW_KEY}:{GW_SECRET}"));
+        let (file, obj) = (
+            file.display().to_string(),
+            format!("/{}/{prefix}slow", up.bucket),
+        );
+        std::thread::spawn(move || {
+            curl_at(&base, &user, &["-T", &file, "--limit-rate", "50k"], &obj)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let term = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let (status, _) = upload.join().unwrap();
+    assert_ne!(status, 200);
+    let exited = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        gw.child.try_wait().unwrap()
+    });
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let log = gw.log_after("were cut");
+    assert!(log.contains("after 1 s were cut"), "{log}");
+    assert!(raw_objects(&up, &prefix).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

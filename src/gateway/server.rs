@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use hyper::body::Incoming;
@@ -10,6 +11,7 @@ use hyper::server::conn::http1;
 use hyper::service::{service_fn, Service};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{s3_error, HttpError, HttpResponse, S3Result};
@@ -37,6 +39,8 @@ pub struct GatewayConfig {
     /// no `x-amz-decoded-content-length`): such a part is held in memory while it is
     /// sealed. Parts of declared length stream through, up to the upstream's 5 GiB limit.
     pub max_part_size: u64,
+    /// How long a shutdown waits for requests in flight before it cuts them.
+    pub shutdown_grace: Duration,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -48,12 +52,16 @@ impl fmt::Debug for GatewayConfig {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
             .field("max_part_size", &self.max_part_size)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
 
 /// Serve the S3 API on `listener` until `shutdown` resolves. Each connection runs in its
-/// own task; a failing connection or request never stops the gateway.
+/// own task; a failing connection or request never stops the gateway. On shutdown it
+/// stops accepting, lets the requests in flight finish (idle connections close at once)
+/// for up to `config.shutdown_grace`, then cuts the rest: a request cut before its end
+/// commits nothing upstream.
 pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
@@ -65,6 +73,7 @@ pub async fn serve(
         secret: Zeroizing::new(config.secret_access_key.to_string()),
     });
     let service = builder.build();
+    let connections = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -72,21 +81,34 @@ pub async fn serve(
                 Ok(a) => a,
                 // Out of descriptors and the like: keep serving the others.
                 Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service_fn(logging_refusals(service)));
+        let conn = connections.watch(conn);
         tokio::spawn(async move {
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(logging_refusals(service)));
             let _ = conn.await;
         });
     }
+    drop(listener);
+    let grace = config.shutdown_grace;
+    if tokio::time::timeout(grace, connections.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "r2seal gateway: requests still in flight after {} s were cut (none of them committed)",
+            grace.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// The service, printing a line on stderr for each refused request (403: a bad

@@ -1847,6 +1847,7 @@ mod tests {
             access_key_id: "AKID".into(),
             secret_access_key: zeroize::Zeroizing::new("very-secret-value".into()),
             max_part_size: 1,
+            shutdown_grace: std::time::Duration::from_secs(1),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("very-secret-value") && shown.contains("<redacted>"));

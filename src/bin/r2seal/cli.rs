@@ -641,6 +641,10 @@ pub struct GatewayArgs {
     /// through in bounded memory, up to S3's 5 GiB part limit)
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub max_part_size: u64,
+    /// On Ctrl-C or SIGTERM: how long requests in flight may take to finish before they
+    /// are cut (a cut request commits nothing)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 const ROTATE_HELP: &str = "\

@@ -1,6 +1,7 @@
 //! `r2seal gateway`: load keys and credentials, bind, and hand over to `r2seal::gateway`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use r2seal::gateway::{serve, GatewayConfig};
@@ -59,6 +60,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         access_key_id,
         secret_access_key: secret,
         max_part_size: args.max_part_size * 1024 * 1024,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     // A server: connections are served on every core (signature checks and the MD5 of
     // each client body run on the async threads).
@@ -75,7 +77,33 @@ pub fn run(args: GatewayArgs) -> Result<()> {
             "r2seal gateway: listening on http://{bound} (upstream: {})",
             args.upstream.as_deref().unwrap_or("from the environment")
         );
-        serve(listener, config, std::future::pending()).await?;
+        let grace = args.shutdown_grace;
+        serve(listener, config, stop_requested(grace)).await?;
+        eprintln!("r2seal gateway: stopped");
         Ok(())
     })
+}
+
+/// Ctrl-C or SIGTERM (`docker stop`, systemd, Kubernetes): the gateway stops accepting
+/// and drains.
+async fn stop_requested(grace: u64) {
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    eprintln!(
+        "r2seal gateway: stopping: no new connections; requests in flight have up to {grace} s to finish"
+    );
 }
