@@ -1409,8 +1409,49 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     );
 }
 
+impl Gateway {
+    /// PUTs `file` to `key` at `rate` (curl's `--limit-rate`) on a thread: (status, body).
+    fn slow_put(
+        &self,
+        file: &Path,
+        bucket: &str,
+        key: &str,
+        rate: &str,
+    ) -> std::thread::JoinHandle<(u16, String)> {
+        let (base, user) = (self.url(), format!("{GW_KEY}:{GW_SECRET}"));
+        let (file, obj, rate) = (
+            file.display().to_string(),
+            format!("/{bucket}/{key}"),
+            rate.to_string(),
+        );
+        std::thread::spawn(move || {
+            curl_at(&base, &user, &["-T", &file, "--limit-rate", &rate], &obj)
+        })
+    }
+
+    /// SIGTERM, after `after`.
+    fn terminate(&self, after: Duration) {
+        std::thread::sleep(after);
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+    }
+
+    /// Waits up to 10 s for the gateway to exit: whether it did, with success.
+    fn exited_cleanly(&mut self) -> bool {
+        let exited = (0..100).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            self.child.try_wait().unwrap()
+        });
+        exited.is_some_and(|s| s.success())
+    }
+}
+
 /// SIGTERM (`docker stop`, systemd): the gateway stops accepting at once, lets an upload
-/// in flight finish and commit, says so, and exits 0.
+/// in flight finish and commit, says so, and exits 0; past the grace period it cuts the
+/// upload, which commits nothing.
 #[test]
 fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     let Some(up) = upstream() else { return };
@@ -1424,22 +1465,8 @@ fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     let file = dir.path().join("slow.bin");
     std::fs::write(&file, &body).unwrap();
     // About 6 s at 100 KiB/s.
-    let upload = {
-        let (base, user) = (gw.url(), format!("{GW_KEY}:{GW_SECRET}"));
-        let (file, obj) = (
-            file.display().to_string(),
-            format!("/{}/{prefix}slow", up.bucket),
-        );
-        std::thread::spawn(move || {
-            curl_at(&base, &user, &["-T", &file, "--limit-rate", "100k"], &obj)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(800));
-    let term = Command::new("kill")
-        .args(["-TERM", &gw.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    let upload = gw.slow_put(&file, &up.bucket, &format!("{prefix}slow"), "100k");
+    gw.terminate(Duration::from_millis(800));
     // New connections are refused while the upload goes on.
     let refused = (0..40).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
@@ -1452,11 +1479,7 @@ fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     );
     let (status, answer) = upload.join().unwrap();
     assert_eq!(status, 200, "{answer}");
-    let exited = (0..100).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        gw.child.try_wait().unwrap()
-    });
-    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    assert!(gw.exited_cleanly());
     let log = gw.log_after("stopped");
     assert!(
         log.contains("r2seal gateway: stopping") && log.contains("r2seal gateway: stopped"),
@@ -1469,29 +1492,10 @@ fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
     // Past the grace period an upload is cut, commits nothing, and the gateway says so.
     let mut gw = Gateway::start_with_args(&up, &up.endpoint, None, &["--shutdown-grace", "1"]);
     let prefix = unique("cut");
-    let upload = {
-        let (base, user) = (gw.url(), format!("{GW_KEY}:{GW_SECRET}"));
-        let (file, obj) = (
-            file.display().to_string(),
-            format!("/{}/{prefix}slow", up.bucket),
-        );
-        std::thread::spawn(move || {
-            curl_at(&base, &user, &["-T", &file, "--limit-rate", "50k"], &obj)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(800));
-    let term = Command::new("kill")
-        .args(["-TERM", &gw.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let (status, _) = upload.join().unwrap();
-    assert_ne!(status, 200);
-    let exited = (0..100).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        gw.child.try_wait().unwrap()
-    });
-    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let upload = gw.slow_put(&file, &up.bucket, &format!("{prefix}slow"), "50k");
+    gw.terminate(Duration::from_millis(800));
+    assert_ne!(upload.join().unwrap().0, 200);
+    assert!(gw.exited_cleanly());
     let log = gw.log_after("were cut");
     assert!(log.contains("after 1 s were cut"), "{log}");
     assert!(raw_objects(&up, &prefix).is_empty());
