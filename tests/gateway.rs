@@ -1409,6 +1409,109 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     );
 }
 
+/// A key the local Garage knows but that has no permission on any bucket (an R2 token
+/// scoped to another bucket), made with Garage's own CLI.
+fn garage_key_without_permissions(name: &str) -> Option<(String, String)> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(garage), Some(dir)) = (var("R2SEAL_GARAGE_BIN"), var("R2SEAL_SERVICES_DIR")) else {
+        skip("no Garage CLI: run `source .ci/services.sh` first");
+        return None;
+    };
+    let out = run(Command::new(garage)
+        .arg("-c")
+        .arg(Path::new(&dir).join("garage/garage.toml"))
+        .args(["key", "create", name]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label} in: {text}"))
+    };
+    Some((field("Key ID:"), field("Secret key:")))
+}
+
+#[test]
+fn upstream_refusals_reach_the_client_and_the_operator() {
+    let Some(up) = upstream() else { return };
+    if !have("curl", "--version") {
+        return;
+    }
+    let Some((access, secret)) = garage_key_without_permissions(&unique("noperm")) else {
+        return;
+    };
+    let prefix = unique("refused");
+    let obj = format!("/{}/{prefix}obj", up.bucket);
+    let good = format!("{GW_KEY}:{GW_SECRET}");
+    let put = ["-X", "PUT", "--data-binary", "MARKER-never-stored"];
+
+    // The upstream denies the gateway's key this bucket: the client is told AccessDenied,
+    // and the operator, who can fix it, what was denied and where (not just "refused").
+    let mut denied = Gateway::start(
+        &Upstream {
+            access,
+            secret,
+            ..up.clone()
+        },
+        &up.endpoint,
+    );
+    for args in [put.to_vec(), vec![]] {
+        let (s, body) = curl(&denied, &good, &args, &obj);
+        assert_eq!((s, code_of(&body)), (403, "AccessDenied"), "{body}");
+        denied.assert_alive();
+    }
+    // (The PUT is denied at its first upstream request, the bucket's descriptor.)
+    let log = denied.log_after("refused GET");
+    let told: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("r2seal gateway: get s3://{}/", up.bucket)))
+        .filter(|l| l.contains("access denied"))
+        .collect();
+    assert!(
+        told.len() >= 2 && told.iter().any(|l| l.contains(&format!("{prefix}obj"))),
+        "{log}"
+    );
+    for method in ["PUT", "GET"] {
+        assert!(
+            log.contains(&format!("refused {method} {obj} (403)")),
+            "{log}"
+        );
+    }
+
+    // A secret the upstream does not accept: Garage says AccessDenied ("Invalid
+    // signature"), AWS and R2 SignatureDoesNotMatch (the gateway's fault: InternalError).
+    // Either way the operator is told, and the secret is not printed.
+    let wrong_secret = "0".repeat(64);
+    let mut wrong = Gateway::start(
+        &Upstream {
+            secret: wrong_secret.clone(),
+            ..up.clone()
+        },
+        &up.endpoint,
+    );
+    for args in [put.to_vec(), vec![]] {
+        let (s, body) = curl(&wrong, &good, &args, &obj);
+        assert!(
+            matches!(
+                (s, code_of(&body)),
+                (403, "AccessDenied") | (500, "InternalError")
+            ),
+            "{s} {body}"
+        );
+        wrong.assert_alive();
+    }
+    let log = wrong.log_after(&format!("{prefix}obj"));
+    let told = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("r2seal gateway: get s3://{}/", up.bucket)))
+        .count();
+    assert!(told >= 2 && !log.contains(&wrong_secret), "{log}");
+    assert!(
+        raw_objects(&up, &prefix).is_empty(),
+        "a refused write stored something"
+    );
+}
+
 impl Gateway {
     /// PUTs `file` to `key` at `rate` (curl's `--limit-rate`) on a thread: (status, body).
     fn slow_put(

@@ -519,14 +519,16 @@ fn store_error(e: &store::StoreError, ctx: Ctx) -> S3Error {
     operator_sees(S3Error::with_message(code, msg), e)
 }
 
-/// Failures that are the gateway's or its upstream's, not the client's (an unreachable or
-/// refusing upstream, an object that does not open): the client gets the S3 error, and
-/// the operator one line on stderr saying what failed, where, and whether a retry can
-/// help, since only the operator can fix them.
+/// Failures that are the gateway's or its upstream's, not the client's (an unreachable
+/// upstream, one refusing the gateway's credentials or denying them this bucket, an object
+/// that does not open): the client gets the S3 error, and the operator one line on stderr
+/// saying what failed, where, and whether a retry can help, since only the operator can
+/// fix them. (AccessDenied reaches here only from the upstream: the client's own
+/// signature is checked before any handler runs.)
 fn operator_sees(error: S3Error, what: &dyn std::fmt::Display) -> S3Error {
     if matches!(
         error.code(),
-        S3ErrorCode::InternalError | S3ErrorCode::ServiceUnavailable
+        S3ErrorCode::InternalError | S3ErrorCode::ServiceUnavailable | S3ErrorCode::AccessDenied
     ) {
         eprintln!("r2seal gateway: {what}");
     }
