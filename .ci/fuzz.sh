@@ -126,6 +126,8 @@ printf '%s' 'agent-007/sessions/2026-11-27.jsonl' | seed export_inputs key
 printf '%s' '1764201600.123456789' | seed export_inputs mtime
 printf '%s' '2/4' | seed export_inputs shard
 printf '%s' 'bytes 1048576-2097151/10485760' | seed s3_responses range
+printf '%s' '1048576-2097151' | seed byte_range inclusive
+printf '%s' '-65536' | seed byte_range suffix
 seed s3_responses error <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold &amp; so</Message><Resource>/b/k</Resource></Error>

@@ -708,20 +708,9 @@ fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {
 
 /// `x-amz-copy-source-range`: `bytes=first-last`, both given (S3 takes no other form).
 fn copy_source_range(v: &str) -> S3Result<ByteRange> {
-    // Digits only: `u64::from_str` would also take a sign.
-    let number = |s: &str| {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u64>().ok())
-            .flatten()
-    };
-    let parsed = v
-        .strip_prefix("bytes=")
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(a, b)| Some((number(a)?, number(b)?)))
-        .filter(|(start, end)| start <= end);
-    match parsed {
-        Some((start, end)) => Ok(ByteRange::Inclusive { start, end }),
-        None => Err(s3_error!(
+    match v.strip_prefix("bytes=").and_then(ByteRange::parse) {
+        Some(range @ ByteRange::Inclusive { .. }) => Ok(range),
+        _ => Err(s3_error!(
             InvalidArgument,
             "x-amz-copy-source-range must be bytes=first-last"
         )),
@@ -729,8 +718,7 @@ fn copy_source_range(v: &str) -> S3Result<ByteRange> {
 }
 
 /// The `x-amz-copy-source-if-*` conditions on the source's plaintext view: any that
-/// does not hold fails the copy with 412.
-/// Copy-source conditions: any that fails is 412, named by its header.
+/// does not hold fails the copy with 412, named by its header.
 fn check_copy_source(head: &ObjectHead, conditions: Conditions<'_>) -> S3Result<()> {
     let header = match conditions.failed(head, time::OffsetDateTime::now_utc()) {
         None => return Ok(()),

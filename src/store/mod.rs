@@ -126,6 +126,27 @@ impl ByteRange {
         }
     }
 
+    /// Parses the spec of one HTTP byte range, without its `bytes=` unit: `FIRST-LAST`
+    /// (inclusive), `FIRST-` or `-SUFFIX`, in decimal digits only (no sign, space or
+    /// list). `None` for anything else, or for a range [`validate`](Self::validate)
+    /// would refuse, so what parses can be sent as it is.
+    pub fn parse(spec: &str) -> Option<ByteRange> {
+        let number = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+        };
+        let range = match spec.split_once('-')? {
+            ("", suffix) => ByteRange::Suffix(number(suffix)?),
+            (start, "") => ByteRange::From(number(start)?),
+            (start, end) => ByteRange::Inclusive {
+                start: number(start)?,
+                end: number(end)?,
+            },
+        };
+        range.validate().is_ok().then_some(range)
+    }
+
     /// Refuse ranges a server would silently ignore (S3 answers a malformed range with the
     /// whole object and a 200, which a caller expecting a slice would misread).
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
@@ -985,6 +1006,47 @@ pub(crate) fn etag_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_range_specs_parse_as_http_writes_them_and_nothing_else() {
+        use ByteRange::*;
+        let good = [
+            ("0-0", Inclusive { start: 0, end: 0 }),
+            ("5-9", Inclusive { start: 5, end: 9 }),
+            ("5-", From(5)),
+            ("-3", Suffix(3)),
+            ("007-8", Inclusive { start: 7, end: 8 }),
+            ("18446744073709551615-", From(u64::MAX)),
+        ];
+        for (spec, want) in good {
+            assert_eq!(ByteRange::parse(spec), Some(want), "{spec}");
+            let header = want.to_header();
+            let canonical = header.strip_prefix("bytes=").unwrap();
+            assert_eq!(ByteRange::parse(canonical), Some(want), "{header}");
+        }
+        let bad = [
+            "",
+            "-",
+            "5",
+            "9-5",
+            "-0",
+            "+5-9",
+            "5-+9",
+            "-+3",
+            " 5-9",
+            "5 -9",
+            "5-9 ",
+            "0x5-9",
+            "5-9,10-11",
+            "bytes=5-9",
+            "--3",
+            "5--9",
+            "18446744073709551616-",
+        ];
+        for spec in bad {
+            assert_eq!(ByteRange::parse(spec), None, "{spec:?}");
+        }
+    }
 
     #[test]
     fn display_is_one_line_with_what_where_and_retry() {

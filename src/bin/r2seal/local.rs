@@ -10,10 +10,12 @@ use r2seal::format::stream::PAYLOAD_NONCE_SIZE;
 use r2seal::format::{Binding, Envelope};
 use r2seal::keys::{Identity, Recipient};
 use r2seal::seal::{plaintext_len, PayloadOpener, PayloadSealer, RangePlan};
+use r2seal::store::{ByteRange, ContentRange};
 use serde_json::json;
 
 use crate::cli::{IdentityArgs, RecipientArgs};
 use crate::io::{self as cio, Output, IO_BUFFER};
+use crate::objects::parse_range;
 use crate::pipeline;
 
 /// R2's limit on user metadata, which the metadata form must fit.
@@ -176,7 +178,9 @@ fn open_range_of_file(
     let envelope = Envelope::open(&header, identities, name)?;
     let body_len = file_len - header_len;
     let total = plaintext_len(envelope.parts(), body_len)?;
-    let (start, end) = range.resolve(total)?;
+    let ContentRange { start, end } = range
+        .resolve(total)
+        .ok_or_else(|| anyhow::anyhow!("range not satisfiable: the object has {total} bytes"))?;
     let mut out = Output::new(output)?;
     let mut window_start = start;
     while window_start <= end {
@@ -211,62 +215,6 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// An HTTP-style byte range: `START-END`, `START-`, or `-SUFFIX`.
-#[derive(Clone, Copy, Debug)]
-enum ByteRange {
-    From { start: u64, end: Option<u64> },
-    Suffix(u64),
-}
-
-impl ByteRange {
-    fn resolve(self, total: u64) -> Result<(u64, u64)> {
-        let unsatisfiable =
-            || anyhow::anyhow!("range not satisfiable: the object has {total} bytes");
-        match self {
-            ByteRange::From { start, end } => {
-                if start >= total {
-                    return Err(unsatisfiable());
-                }
-                Ok((start, end.unwrap_or(u64::MAX).min(total - 1)))
-            }
-            ByteRange::Suffix(n) => {
-                if n == 0 || total == 0 {
-                    return Err(unsatisfiable());
-                }
-                Ok((total.saturating_sub(n), total - 1))
-            }
-        }
-    }
-}
-
-fn parse_range(s: &str) -> Result<ByteRange> {
-    let bad = || {
-        anyhow::anyhow!(
-            "invalid range {s:?}: expected START-END, START- or -SUFFIX (inclusive, in bytes)"
-        )
-    };
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let num = |t: &str| t.parse::<u64>().map_err(|_| bad());
-    match (a.is_empty(), b.is_empty()) {
-        (true, false) => Ok(ByteRange::Suffix(num(b)?)),
-        (false, true) => Ok(ByteRange::From {
-            start: num(a)?,
-            end: None,
-        }),
-        (false, false) => {
-            let (start, end) = (num(a)?, num(b)?);
-            if end < start {
-                return Err(bad());
-            }
-            Ok(ByteRange::From {
-                start,
-                end: Some(end),
-            })
-        }
-        (true, true) => Err(bad()),
-    }
-}
-
 /// Slices a streamed plaintext to a range (for inputs that cannot seek).
 struct RangeWindow {
     range: Option<(u64, u64)>,
@@ -278,7 +226,8 @@ impl RangeWindow {
     fn new(range: Option<ByteRange>) -> Result<RangeWindow> {
         let range = match range {
             None => None,
-            Some(ByteRange::From { start, end }) => Some((start, end.unwrap_or(u64::MAX))),
+            Some(ByteRange::Inclusive { start, end }) => Some((start, end)),
+            Some(ByteRange::From(start)) => Some((start, u64::MAX)),
             Some(ByteRange::Suffix(_)) => {
                 bail!("a suffix range (-N) needs a file input, not a stream")
             }

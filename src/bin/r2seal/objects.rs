@@ -314,27 +314,10 @@ impl Progress {
 // Ranges
 
 /// `START-END` (inclusive), `START-` or `-SUFFIX`, as HTTP.
-fn parse_range(s: &str) -> Result<ByteRange> {
-    let bad = || {
+pub(crate) fn parse_range(s: &str) -> Result<ByteRange> {
+    ByteRange::parse(s).ok_or_else(|| {
         anyhow!("invalid range {s:?}: expected START-END, START- or -SUFFIX (inclusive, in bytes)")
-    };
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let num = |t: &str| t.parse::<u64>().map_err(|_| bad());
-    match (a.is_empty(), b.is_empty()) {
-        (true, false) => match num(b)? {
-            0 => Err(bad()),
-            n => Ok(ByteRange::Suffix(n)),
-        },
-        (false, true) => Ok(ByteRange::From(num(a)?)),
-        (false, false) => {
-            let (start, end) = (num(a)?, num(b)?);
-            if end < start {
-                return Err(bad());
-            }
-            Ok(ByteRange::Inclusive { start, end })
-        }
-        (true, true) => Err(bad()),
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
