@@ -15,6 +15,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${R2SEAL_CACHE:-$HOME/.cache/r2seal-ci}"
 seconds="${R2SEAL_FUZZ_SECONDS:-15}"
+# shellcheck source=.ci/cache.sh
+source "$root/.ci/cache.sh"
+bound_cache "$cache/fuzz-target" "${R2SEAL_FUZZ_CACHE_MAX_GIB:-8}"
 export CARGO_TARGET_DIR="$cache/fuzz-target"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export RUSTC_BOOTSTRAP=1
