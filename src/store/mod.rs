@@ -128,8 +128,8 @@ impl ByteRange {
 
     /// Parses the spec of one HTTP byte range, without its `bytes=` unit: `FIRST-LAST`
     /// (inclusive), `FIRST-` or `-SUFFIX`, in decimal digits only (no sign, space or
-    /// list). `None` for anything else, or for a range [`validate`](Self::validate)
-    /// would refuse, so what parses can be sent as it is.
+    /// list). `None` for anything else, and for an end before its start or an empty
+    /// suffix, which a server would ignore: what parses can be sent as it is.
     pub fn parse(spec: &str) -> Option<ByteRange> {
         let number = |s: &str| {
             (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
