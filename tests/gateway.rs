@@ -54,6 +54,23 @@ fn upstream() -> Option<Upstream> {
     }
 }
 
+/// The upstream, if it is configured and every client in `tools` is installed (each
+/// missing one skips the test loudly, or fails it under CI).
+fn upstream_with(tools: &[&str]) -> Option<Upstream> {
+    let up = upstream()?;
+    let version_arg = |tool: &str| {
+        if tool == "rclone" {
+            "version"
+        } else {
+            "--version"
+        }
+    };
+    tools
+        .iter()
+        .all(|tool| have(tool, version_arg(tool)))
+        .then_some(up)
+}
+
 fn have(tool: &str, arg: &str) -> bool {
     let ok = Command::new(tool)
         .arg(arg)
@@ -494,10 +511,9 @@ fn rclone_without_head_after_put_gets_what_it_checks() {
 
 #[test]
 fn rclone_multipart_upload_opens_natively() {
-    let Some(up) = upstream() else { return };
-    if !have("rclone", "version") {
+    let Some(up) = upstream_with(&["rclone"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let conf = rclone_config(dir.path(), &gw);
@@ -551,10 +567,9 @@ fn rclone_multipart_upload_opens_natively() {
 
 #[test]
 fn rclone_through_a_keyring_that_encrypts_names() {
-    let Some(up) = upstream() else { return };
-    if !have("rclone", "version") {
+    let Some(up) = upstream_with(&["rclone"]) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let ring = dir.path().join("keyring.toml");
     run(Command::new(bin())
@@ -607,10 +622,9 @@ fn rclone_through_a_keyring_that_encrypts_names() {
 
 #[test]
 fn plaintext_objects_stay_readable_while_writes_are_sealed() {
-    let Some(up) = upstream() else { return };
-    if !have("rclone", "version") {
+    let Some(up) = upstream_with(&["rclone"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let prefix = unique("migrate");
     let (rt, store) = raw_store(&up);
@@ -667,10 +681,9 @@ fn aws_cp(gw: &Gateway, from: impl AsRef<std::ffi::OsStr>, to: impl AsRef<std::f
 
 #[test]
 fn aws_cli_sees_plaintext_sizes_and_ranges() {
-    let Some(up) = upstream() else { return };
-    if !have("aws", "--version") {
+    let Some(up) = upstream_with(&["aws"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("aws");
@@ -772,10 +785,9 @@ fn listed(v: &serde_json::Value, array: &str, field: &str) -> Vec<String> {
 
 #[test]
 fn aws_cli_lists_from_markers_and_reads_parts() {
-    let Some(up) = upstream() else { return };
-    if !have("aws", "--version") {
+    let Some(up) = upstream_with(&["aws"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("aws-list");
@@ -921,10 +933,9 @@ fn aws_cli_lists_from_markers_and_reads_parts() {
 /// list its buckets, and a bucket's location and versioning status are the upstream's.
 #[test]
 fn bucket_level_requests_answer_as_the_upstream() {
-    let Some(up) = upstream() else { return };
-    if !have("aws", "--version") {
+    let Some(up) = upstream_with(&["aws"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let ls = run(aws(&gw).args(["s3", "ls"]));
     let ls = String::from_utf8_lossy(&ls.stdout);
@@ -985,10 +996,9 @@ fn bucket_level_requests_answer_as_the_upstream() {
 /// and a range the source does not have.
 #[test]
 fn aws_cli_copies_large_objects_part_by_part() {
-    let Some(up) = upstream() else { return };
-    if !have("aws", "--version") {
+    let Some(up) = upstream_with(&["aws"]) else {
         return;
-    }
+    };
     let gw = Gateway::start(&up, &up.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("awscopy");
@@ -1224,10 +1234,9 @@ fn code_of(body: &str) -> &str {
 
 #[test]
 fn bad_requests_get_s3_errors_and_write_nothing() {
-    let Some(up) = upstream() else { return };
-    if !have("curl", "--version") {
+    let Some(up) = upstream_with(&["curl"]) else {
         return;
-    }
+    };
     let mut gw = Gateway::start(&up, &up.endpoint);
     let prefix = unique("bad");
     let good = format!("{GW_KEY}:{GW_SECRET}");
@@ -1433,10 +1442,9 @@ fn garage_key_without_permissions(name: &str) -> Option<(String, String)> {
 
 #[test]
 fn upstream_refusals_reach_the_client_and_the_operator() {
-    let Some(up) = upstream() else { return };
-    if !have("curl", "--version") {
+    let Some(up) = upstream_with(&["curl"]) else {
         return;
-    }
+    };
     let Some((access, secret)) = garage_key_without_permissions(&unique("noperm")) else {
         return;
     };
@@ -1557,10 +1565,9 @@ impl Gateway {
 /// upload, which commits nothing.
 #[test]
 fn sigterm_stops_accepting_and_lets_requests_in_flight_finish() {
-    let Some(up) = upstream() else { return };
-    if !have("curl", "--version") {
+    let Some(up) = upstream_with(&["curl"]) else {
         return;
-    }
+    };
     let mut gw = Gateway::start(&up, &up.endpoint);
     let prefix = unique("drain");
     let dir = tempfile::tempdir().unwrap();
@@ -1659,10 +1666,9 @@ fn sealed_len(plain: usize) -> u64 {
 
 #[test]
 fn parts_stream_past_the_buffer_limit_and_failed_parts_replace_nothing() {
-    let Some(up) = upstream() else { return };
-    if !have("curl", "--version") || !have("aws", "--version") {
+    let Some(up) = upstream_with(&["curl", "aws"]) else {
         return;
-    }
+    };
     // 1 MiB: the most a part of unknown length may hold; parts with a length stream.
     let mut gw = Gateway::start_with_args(&up, &up.endpoint, None, &["--max-part-size", "1"]);
     let dir = tempfile::tempdir().unwrap();
