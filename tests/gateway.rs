@@ -625,18 +625,37 @@ fn plaintext_objects_stay_readable_while_writes_are_sealed() {
     let Some(up) = upstream_with(&["rclone"]) else {
         return;
     };
-    let gw = Gateway::start(&up, &up.endpoint);
+    // The migration window is the operator's choice.
+    let gw = Gateway::start_with_args(&up, &up.endpoint, None, &["--allow-plaintext"]);
     let prefix = unique("migrate");
     let (rt, store) = raw_store(&up);
     let key = format!("{prefix}legacy.json");
     let legacy = br#"{"written":"before the gateway"}"#;
-    rt.block_on(store.put(&key, legacy.to_vec().into(), &PutOptions::default()))
+    let mut legacy_opts = PutOptions::default();
+    legacy_opts
+        .metadata
+        .insert("mtime".into(), "1700000000.000000000".into());
+    rt.block_on(store.put(&key, legacy.to_vec().into(), &legacy_opts))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let conf = rclone_config(dir.path(), &gw);
     let got = run(rclone(&conf)
         .arg("cat")
         .arg(format!("gw:{}/{key}", up.bucket)));
+    assert_eq!(got.stdout, legacy);
+    // A server-side copy of it is a write: sealed, its readable metadata with it.
+    let copy = format!("{prefix}copy.json");
+    run(rclone(&conf)
+        .arg("copyto")
+        .arg(format!("gw:{}/{key}", up.bucket))
+        .arg(format!("gw:{}/{copy}", up.bucket)));
+    let raw = raw_objects(&up, &copy);
+    let (bytes, meta) = raw.values().next().unwrap();
+    assert!(meta.contains_key("r2seal"), "{meta:?}");
+    assert!(!contains(bytes, b"before the gateway") && !meta.contains_key("mtime"));
+    let got = run(rclone(&conf)
+        .arg("cat")
+        .arg(format!("gw:{}/{copy}", up.bucket)));
     assert_eq!(got.stdout, legacy);
     // Written back through the gateway, it is sealed.
     let local = dir.path().join("legacy.json");
@@ -649,6 +668,111 @@ fn plaintext_objects_stay_readable_while_writes_are_sealed() {
     let (bytes, meta) = raw.values().next().unwrap();
     assert!(meta.contains_key("r2seal"));
     assert!(!contains(bytes, b"through the gateway"));
+}
+
+#[test]
+fn plaintext_objects_are_refused_outside_a_migration_window() {
+    let Some(up) = upstream_with(&["rclone"]) else {
+        return;
+    };
+    let gw = Gateway::start(&up, &up.endpoint);
+    let prefix = unique("planted");
+    let (rt, store) = raw_store(&up);
+    // Whoever can write the bucket puts plaintext where a sealed object was.
+    let key = format!("{prefix}credentials.json");
+    let planted = br#"{"token":"chosen by whoever wrote the bucket"}"#;
+    rt.block_on(store.put(&key, planted.to_vec().into(), &PutOptions::default()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = rclone_config(dir.path(), &gw);
+    let out = rclone(&conf)
+        .args(["cat", "--retries", "1", "--low-level-retries", "1"])
+        .arg(format!("gw:{}/{key}", up.bucket))
+        .output()
+        .unwrap();
+    // (rclone takes the refused HEAD for "not a file" and prints nothing.)
+    assert!(!contains(&out.stdout, b"chosen"), "{out:?}");
+    let (status, body) = curl(
+        &gw,
+        &format!("{GW_KEY}:{GW_SECRET}"),
+        &[],
+        &format!("/{}/{key}", up.bucket),
+    );
+    assert_eq!((status, code_of(&body)), (403, "AccessDenied"), "{body}");
+    assert!(!body.contains("chosen"), "{body}");
+    // Nor does a copy launder it into a sealed object.
+    let (status, body) = curl(
+        &gw,
+        &format!("{GW_KEY}:{GW_SECRET}"),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("x-amz-copy-source: /{}/{key}", up.bucket),
+        ],
+        &format!("/{}/{prefix}copy.json", up.bucket),
+    );
+    assert_eq!((status, code_of(&body)), (403, "AccessDenied"), "{body}");
+    // The operator is told what was refused and how to open the window.
+    let log = gw.log_after("--allow-plaintext");
+    assert!(
+        log.contains(&key) && log.contains("plaintext") && log.contains("--allow-plaintext"),
+        "{log}"
+    );
+    // Objects past one minimum part are HEADed for their size by a listing: one stored
+    // in plaintext, and one whose header opens with no key of this gateway, are listed
+    // with their stored sizes instead of failing the page.
+    let big = vec![7u8; 6 << 20];
+    let mut foreign = PutOptions::default();
+    foreign.metadata.insert(
+        "r2seal".into(),
+        "age-encryption.org/v1;-> X25519 bm90IG91cnM;AAAA;--- AAAA".into(),
+    );
+    rt.block_on(async {
+        let (plain, other) = (
+            format!("{prefix}big-plain.bin"),
+            format!("{prefix}big-foreign.bin"),
+        );
+        store
+            .put(&plain, big.clone().into(), &PutOptions::default())
+            .await
+            .unwrap();
+        store
+            .put(&other, big.clone().into(), &foreign)
+            .await
+            .unwrap();
+    });
+    let listed = run(rclone(&conf)
+        // Sizes and names only: `lsl` would HEAD each object for rclone's mtime.
+        .args(["lsf", "--format", "sp", "--separator", " "])
+        .arg(format!("gw:{}/{prefix}", up.bucket)));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let names: Vec<(&str, &str)> = listed.lines().filter_map(|l| l.split_once(' ')).collect();
+    let six_mib = (6 << 20).to_string();
+    assert!(
+        names.contains(&(six_mib.as_str(), "big-plain.bin")),
+        "{listed}"
+    );
+    assert!(
+        names.contains(&(six_mib.as_str(), "big-foreign.bin")),
+        "{listed}"
+    );
+    assert!(
+        names.iter().any(|(_, n)| *n == "credentials.json"),
+        "{listed}"
+    );
+    let log = gw.log_after("listed with its stored size");
+    assert!(
+        log.contains("listed with its stored size") && log.contains("big-foreign.bin"),
+        "{log}"
+    );
+    assert_eq!(
+        raw_keys(&up)
+            .iter()
+            .filter(|k| k.starts_with(&prefix))
+            .count(),
+        3
+    );
 }
 
 // ---------------------------------------------------------------------------------------

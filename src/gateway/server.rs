@@ -41,6 +41,10 @@ pub struct GatewayConfig {
     pub max_part_size: u64,
     /// How long a shutdown waits for requests in flight before it cuts them.
     pub shutdown_grace: Duration,
+    /// The migration window: serve objects stored without an r2seal envelope as they
+    /// are stored. Off, reading one is refused (AccessDenied): anyone who can write the
+    /// bucket could otherwise put chosen plaintext in a sealed object's place.
+    pub allow_plaintext: bool,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -53,6 +57,7 @@ impl fmt::Debug for GatewayConfig {
             .field("secret_access_key", &"<redacted>")
             .field("max_part_size", &self.max_part_size)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }

@@ -30,6 +30,7 @@ pub struct Gateway {
     identities: Vec<Identity>,
     name_key: Option<crate::names::NameKey>,
     max_part_size: u64,
+    allow_plaintext: bool,
     /// By name: the sealed view, and the upstream store for bucket-level requests.
     buckets: tokio::sync::Mutex<HashMap<String, (SealedBucket, Arc<S3Store>)>>,
     /// Multipart uploads in progress, by upstream upload id. Their file keys live only
@@ -109,6 +110,7 @@ impl Gateway {
             identities: config.identities.clone(),
             name_key: config.name_key.clone(),
             max_part_size: config.max_part_size,
+            allow_plaintext: config.allow_plaintext,
             buckets: tokio::sync::Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
         }
@@ -132,8 +134,9 @@ impl Gateway {
         let mut bucket = SealedBucket::new(store.clone())
             .with_recipients(self.recipients.clone())
             .with_identities(self.identities.clone())
-            // The migration window: plaintext objects stay readable; writes are sealed.
-            .allow_plaintext(true);
+            // The migration window, when the operator opened it: plaintext objects stay
+            // readable as stored; writes are sealed either way.
+            .allow_plaintext(self.allow_plaintext);
         if let Some(k) = &self.name_key {
             bucket = bucket.with_name_key(k.clone());
         }
@@ -214,16 +217,29 @@ impl Gateway {
             .iter()
             .map(|o| (o.stored_size > store::MIN_PART_SIZE).then(|| o.key.clone()))
             .collect();
-        let heads: Vec<Option<ObjectHead>> = futures_util::stream::iter(wanted)
+        let heads: Vec<Headed> = futures_util::stream::iter(wanted)
             .map(|key| {
                 let bucket = bucket.clone();
                 async move {
                     let Some(key) = key else {
-                        return Ok(None);
+                        return Ok(Headed::AsListed);
                     };
                     match bucket.head(&key).await {
-                        Ok(h) => Ok(Some(h)),
-                        Err(e) if e.is_not_found() => Ok(None), // deleted meanwhile
+                        Ok(h) => Ok(Headed::Head(Box::new(h))),
+                        Err(e) if e.is_not_found() => Ok(Headed::AsListed), // deleted meanwhile
+                        // Stored as it is (a migration window the operator did not
+                        // open): the stored size is the plaintext's.
+                        Err(SealedError::Plaintext { .. }) => Ok(Headed::Stored),
+                        // One object that does not open (anyone who can write the
+                        // bucket can plant one) must not fail the rest of the page:
+                        // listed with its stored size; reading it fails on its own.
+                        Err(e @ (SealedError::Open { .. } | SealedError::Invalid { .. })) => {
+                            eprintln!(
+                                "r2seal gateway: listed with its stored size: {}",
+                                printable(&e)
+                            );
+                            Ok(Headed::Stored)
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -249,8 +265,9 @@ impl Gateway {
             .zip(heads)
             .map(|(o, head)| {
                 let (size, tag) = match head {
-                    Some(h) => (h.size, client_etag(&h)),
-                    None => (o.size.unwrap_or(o.stored_size), opaque_etag(&o.etag)),
+                    Headed::Head(h) => (h.size, client_etag(&h)),
+                    Headed::Stored => (o.stored_size, opaque_etag(&o.etag)),
+                    Headed::AsListed => (o.size.unwrap_or(o.stored_size), opaque_etag(&o.etag)),
                 };
                 Object {
                     key: Some(enc(&o.key)),
@@ -491,6 +508,16 @@ fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
 }
 
+/// What a listing learned of an object's plaintext size beyond the listing itself.
+enum Headed {
+    /// Its HEAD: exact.
+    Head(Box<ObjectHead>),
+    /// Its stored size (stored in plaintext, or its header does not open).
+    Stored,
+    /// Nothing more: the size the listing computed from the stored size.
+    AsListed,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ctx {
     Bucket,
@@ -530,9 +557,27 @@ fn operator_sees(error: S3Error, what: &dyn std::fmt::Display) -> S3Error {
         error.code(),
         S3ErrorCode::InternalError | S3ErrorCode::ServiceUnavailable | S3ErrorCode::AccessDenied
     ) {
-        eprintln!("r2seal gateway: {what}");
+        eprintln!("r2seal gateway: {}", printable(what));
     }
     error
+}
+
+/// `what` on one line with control characters escaped: the upstream's error messages
+/// come from a server the operator does not control (escape sequences, forged lines).
+fn printable(what: &dyn std::fmt::Display) -> String {
+    let text = what.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn sealed_error(e: &SealedError, ctx: Ctx) -> S3Error {
@@ -544,6 +589,11 @@ fn sealed_error(e: &SealedError, ctx: Ctx) -> S3Error {
         SealedError::Invalid { .. } => {
             S3Error::with_message(S3ErrorCode::InvalidRequest, e.to_string())
         }
+        // The migration window is closed (no --allow-plaintext): the operator decides.
+        SealedError::Plaintext { .. } => operator_sees(
+            S3Error::with_message(S3ErrorCode::AccessDenied, e.to_string()),
+            e,
+        ),
         SealedError::Io { error, .. } => match checksum::digest_mismatch(error) {
             Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
             None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
@@ -616,7 +666,10 @@ impl Stream for SyncBody {
             .poll_next_unpin(cx);
         if let Poll::Ready(Some(Err(e))) = &next {
             // The client sees only a cut body: the operator is told why.
-            eprintln!("r2seal gateway: a response was cut short: {e}");
+            eprintln!(
+                "r2seal gateway: a response was cut short: {}",
+                printable(&e)
+            );
         }
         next
     }
@@ -1204,8 +1257,11 @@ impl S3 for Gateway {
             opts.metadata
                 .insert(super::ETAG_KEY.to_string(), tag.clone());
         }
+        // A sealed source within one bucket is copied server-side (a new envelope, the
+        // same body); anything else goes through the gateway and is sealed anew, a
+        // plaintext source too: every write through the gateway is sealed.
         let same_bucket = src_bucket == input.bucket.as_str();
-        if same_bucket {
+        if same_bucket && src_head.sealed {
             dst.copy_with(
                 src_key,
                 &input.key,
@@ -1218,7 +1274,6 @@ impl S3 for Gateway {
             .await
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
         } else {
-            // Across buckets: through the gateway, sealed anew for the destination.
             let got = src
                 .get(src_key, None)
                 .await
@@ -1823,6 +1878,18 @@ mod tests {
     }
 
     #[test]
+    fn operator_lines_escape_control_characters() {
+        assert_eq!(printable(&"plain: text ü"), "plain: text ü");
+        let forged = "denied\nr2seal gateway: all is well\u{1b}[2J\r";
+        let shown = printable(&forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.contains("denied\\nr2seal gateway: all is well"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn url_encoding_of_listings_keeps_slashes() {
         assert_eq!(url_encode("a b/ü+%.txt"), "a%20b/%C3%BC%2B%25.txt");
     }
@@ -1838,6 +1905,7 @@ mod tests {
             secret_access_key: zeroize::Zeroizing::new("very-secret-value".into()),
             max_part_size: 1,
             shutdown_grace: std::time::Duration::from_secs(1),
+            allow_plaintext: false,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("very-secret-value") && shown.contains("<redacted>"));

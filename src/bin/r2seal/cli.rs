@@ -645,6 +645,11 @@ pub struct GatewayArgs {
     /// are cut (a cut request commits nothing)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Serve objects stored without an r2seal envelope as they are stored, while a bucket
+    /// is being migrated (writes are sealed either way). Without it, reading one is
+    /// refused: whoever can write the bucket could put plaintext in a sealed object's place
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 const ROTATE_HELP: &str = "\

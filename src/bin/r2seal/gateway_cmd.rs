@@ -61,6 +61,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         secret_access_key: secret,
         max_part_size: args.max_part_size * 1024 * 1024,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        allow_plaintext: args.allow_plaintext,
     };
     // A server: connections are served on every core (signature checks and the MD5 of
     // each client body run on the async threads).
@@ -77,6 +78,11 @@ pub fn run(args: GatewayArgs) -> Result<()> {
             "r2seal gateway: listening on http://{bound} (upstream: {})",
             args.upstream.as_deref().unwrap_or("from the environment")
         );
+        if args.allow_plaintext {
+            eprintln!(
+                "r2seal gateway: warning: --allow-plaintext: objects stored without an envelope are served as stored, unauthenticated"
+            );
+        }
         let grace = args.shutdown_grace;
         serve(listener, config, stop_requested(grace)).await?;
         eprintln!("r2seal gateway: stopped");
