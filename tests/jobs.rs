@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use assert_cmd::Command;
 use r2seal::jobs::migrate::{
-    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, SKIP_DEST_EXISTS, SKIP_GONE, SKIP_PLAINTEXT,
-    SKIP_SEALED,
+    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, MOVED_SEALED, SKIP_DEST_EXISTS, SKIP_GONE,
+    SKIP_PLAINTEXT, SKIP_SEALED,
 };
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
@@ -1116,6 +1116,64 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     assert_eq!(v["processed"], 0, "{v}");
 }
 
+/// Review finding #1 on a server: a bucket sealed first, with names switched on later.
+/// `--encrypt-names` moves every sealed object (the large one, sealed in parts, after a
+/// HEAD) to its encrypted name, server-side, and deletes it under its plaintext name.
+#[test]
+fn encrypt_names_moves_objects_sealed_before_garage() {
+    let Some(s) = Site::garage("names-after") else {
+        return;
+    };
+    let tree = mixed_tree();
+    let (s, rt, root) = s.planted(&tree);
+    let cli = Cli::new(&s);
+    let ring = cli.path("ring.toml").display().to_string();
+    for args in [
+        &["key", "add", "agent", "--sym", "--recovery"][..],
+        &["key", "default", "agent"],
+    ] {
+        cli.ok(&[args, &["--keyring", &ring]].concat());
+    }
+    let url = s.url("");
+    let sizes = ["--part-size", "5", "--multipart-threshold", "5"];
+    cli.ok(&[&["migrate", "--keyring", &ring][..], &sizes, &[&url]].concat());
+    let sealed = rt.block_on(etags(&root, &s.prefix));
+    assert_eq!(sealed.len(), tree.len());
+    cli.ok(&["key", "names", "agent", "--keyring", &ring]);
+
+    let migrate = [
+        "migrate",
+        "--keyring",
+        &ring,
+        "--encrypt-names",
+        "--verify",
+        "--json",
+        &url,
+    ];
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&migrate)).unwrap();
+    assert_eq!(
+        (
+            v["done"].as_u64(),
+            v["failures"].as_u64(),
+            v["bytes"].as_u64()
+        ),
+        (Some(tree.len() as u64), Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["done_by_kind"][MOVED_SEALED], tree.len(), "{v}");
+    assert!(
+        rt.block_on(etags(&root, &s.prefix)).is_empty(),
+        "nothing left under plaintext names"
+    );
+    cli.assert_cat_originals(&ring, &s, &tree);
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&migrate)).unwrap();
+    assert_eq!(
+        (v["listed"].as_u64(), v["done"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // --encrypt-names run again, against moto: it enforces If-None-Match and If-Match, so a
 // rerun that wrote anything conditionally would be seen failing, and one that wrote
@@ -1558,4 +1616,124 @@ fn reverse_streams_mid_sized_objects_in_one_put_and_writes_nothing_unauthenticat
         assert!(info.metadata.contains_key("r2seal"), "bad: still sealed");
         assert!(got == body, "bad: untouched");
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects whose body is migrated already but whose name is not, on a file:// store.
+
+/// Review finding #1, the inverse: `--reverse` under encrypted names moves a plaintext
+/// object found under its encrypted name to its plaintext name (never over another
+/// object), unseals the rest, and a rerun does nothing.
+#[test]
+fn reverse_moves_plaintext_objects_off_their_encrypted_names_fs() {
+    use r2seal::jobs::migrate::MOVED_PLAINTEXT;
+    use r2seal::keys::SymKey;
+    use r2seal::names::NameKey;
+    let rt = rt();
+    let (root, _dir) = support::fs_store();
+    let sym = SymKey::generate();
+    let bucket = SealedBucket::new(root.clone())
+        .with_recipients(Recipients::fixed(vec![
+            Identity::Sym(sym.clone()).to_recipient()
+        ]))
+        .with_identities(vec![Identity::Sym(sym.clone())])
+        .with_name_key(NameKey::from_sym_key(&sym));
+    let stored = |k: &str| bucket.stored_key(k).unwrap();
+    let mtime = BTreeMap::from([("mtime".to_string(), "1732500000".to_string())]);
+    rt.block_on(async {
+        bucket
+            .put(
+                "a/sealed.txt",
+                Bytes::from_static(b"sealed"),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let plain_at_encrypted = store::PutOptions {
+            content_type: Some("text/plain".into()),
+            metadata: mtime.clone(),
+            ..Default::default()
+        };
+        for (key, body) in [("a/moved.txt", "plain"), ("a/taken.txt", "ours")] {
+            root.put(&stored(key), Bytes::from(body), &plain_at_encrypted)
+                .await
+                .unwrap();
+        }
+        // Someone else's object already holds one plaintext name.
+        root.put(
+            "a/taken.txt",
+            Bytes::from_static(b"theirs"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    });
+    let reverse = || {
+        let migrator = Arc::new(Migrator::new(
+            bucket.clone(),
+            None,
+            MigrateOptions {
+                reverse: true,
+                verify: true,
+                ..Default::default()
+            },
+        ));
+        rt.block_on(jobs::run(
+            root.clone(),
+            "",
+            &JobConfig::default(),
+            move |item| {
+                let m = migrator.clone();
+                async move { m.migrate_one(item).await }
+            },
+        ))
+    };
+    let report = reverse();
+    assert_eq!((report.done, report.failures), (2, 1), "{report:?}");
+    assert_eq!(
+        report.done_by_kind.get(MOVED_PLAINTEXT),
+        Some(&1),
+        "{report:?}"
+    );
+    let failed = report
+        .entries
+        .iter()
+        .find(|e| e.outcome == "failed")
+        .unwrap();
+    assert_eq!(failed.key, stored("a/taken.txt"), "{report:?}");
+    assert!(
+        failed
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("already holds a different object"),
+        "{report:?}"
+    );
+    rt.block_on(async {
+        let (info, body) = raw(&*root, "a/moved.txt").await;
+        assert_eq!((&body[..], info.metadata), (&b"plain"[..], mtime));
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+        assert!(root
+            .head(&stored("a/moved.txt"))
+            .await
+            .unwrap_err()
+            .is_not_found());
+        assert_eq!(raw(&*root, "a/sealed.txt").await.1, b"sealed");
+        // Both kept.
+        assert_eq!(raw(&*root, "a/taken.txt").await.1, b"theirs");
+        assert_eq!(raw(&*root, &stored("a/taken.txt")).await.1, b"ours");
+    });
+    // Once the other object is out of the way, a rerun finishes, and the next one does
+    // nothing.
+    rt.block_on(root.delete("a/taken.txt")).unwrap();
+    let report = reverse();
+    assert_eq!((report.done, report.failures), (1, 0), "{report:?}");
+    assert_eq!(rt.block_on(raw(&*root, "a/taken.txt")).1, b"ours");
+    let report = reverse();
+    assert_eq!((report.done, report.skipped), (0, 3), "{report:?}");
+    assert_eq!(
+        report.skipped_by_reason.get(SKIP_PLAINTEXT),
+        Some(&3),
+        "{report:?}"
+    );
 }

@@ -28,7 +28,7 @@ use futures_util::stream::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::rotate::outcome_of;
-use super::{Entry, Item, JobConfig, Outcome, Report};
+use super::{Item, JobConfig, Outcome, Report};
 use crate::sealed::{PutOptions, SealedBucket};
 
 /// The manifest's file name at the top of an export directory.
@@ -392,35 +392,7 @@ pub async fn run_import(
         ..Default::default()
     };
     for (key, out) in results {
-        let (name, bytes, detail) = match out {
-            Outcome::Done { bytes } => {
-                report.done += 1;
-                report.bytes += bytes;
-                ("done", Some(bytes), None)
-            }
-            Outcome::Skipped(why) => {
-                report.skipped += 1;
-                *report.skipped_by_reason.entry(why.clone()).or_default() += 1;
-                ("skipped", None, Some(why))
-            }
-            Outcome::Conflict(why) => {
-                report.conflicts += 1;
-                ("conflict", None, Some(why))
-            }
-            Outcome::Failed(why) | Outcome::Retry(why) => {
-                report.failures += 1;
-                ("failed", None, Some(why))
-            }
-        };
-        if name != "done" || cfg.record_done {
-            report.entries.push(Entry {
-                key,
-                outcome: name,
-                bytes,
-                detail,
-                attempts: 1,
-            });
-        }
+        report.record(key, out, 1, cfg.record_done);
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(report)

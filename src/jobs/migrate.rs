@@ -20,7 +20,7 @@ use crate::format::header::METADATA_KEY;
 use crate::sealed::{
     self, SealedBucket, SealedError, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
 };
-use crate::store::{self, GetOptions, Store, StoreError, UploadedPart, MIN_PART_SIZE};
+use crate::store::{self, GetOptions, ObjectInfo, Store, StoreError, UploadedPart, MIN_PART_SIZE};
 
 /// What a migration does.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +63,9 @@ pub struct Migrator {
     src: Arc<dyn Store>,
     /// Source objects opened through this (identities; plaintext allowed).
     src_bucket: SealedBucket,
+    /// `src_bucket` with plaintext stored keys, for objects under their plaintext names
+    /// in a bucket whose names are encrypted.
+    src_plain_names: SealedBucket,
     /// Sealed objects written through this (recipients; identities for `verify`).
     dst_bucket: SealedBucket,
     dest: Option<Destination>,
@@ -78,6 +81,11 @@ pub const SKIP_SEALED: &str = "already sealed";
 pub const SKIP_PLAINTEXT: &str = "not sealed";
 pub const SKIP_DEST_EXISTS: &str = "destination exists";
 pub const SKIP_GONE: &str = "deleted since listed";
+/// Done in place under `--encrypt-names`: a sealed object found under its plaintext name.
+pub const MOVED_SEALED: &str = "already sealed, moved to the encrypted name";
+/// Done by `reverse` under encrypted names: a plaintext object found under its encrypted
+/// name.
+pub const MOVED_PLAINTEXT: &str = "already plaintext, moved to the plaintext name";
 
 /// In place, objects listed larger than this are looked at with a HEAD before they are
 /// read: a rerun finds most of them done already, and a GET whose body is then dropped
@@ -120,6 +128,7 @@ impl Migrator {
             .allow_plaintext(false);
         Migrator {
             src,
+            src_plain_names: src_bucket.clone().without_name_key(),
             src_bucket,
             dst_bucket,
             dest,
@@ -163,6 +172,9 @@ impl Migrator {
         }
         match self.src.head(&item.key).await {
             Ok(info) => match (info.metadata.contains_key(METADATA_KEY), self.opts.reverse) {
+                (true, false) if self.sealed_needs_moving(&item.key) => {
+                    Some(self.move_sealed(&item.key, &info).await)
+                }
                 (true, false) => Some(Outcome::Skipped(SKIP_SEALED.into())),
                 (false, true) => Some(Outcome::Skipped(SKIP_PLAINTEXT.into())),
                 _ => None,
@@ -203,8 +215,14 @@ impl Migrator {
     }
 
     /// The write condition: the version read (in place), or "create only" (destination).
-    fn conditions(&self, etag: &str, multipart: bool) -> (Option<String>, Option<String>) {
-        if self.renames() && self.dest.is_none() {
+    /// `renamed_in_place`: the object goes to a new key of the same store.
+    fn conditions(
+        &self,
+        etag: &str,
+        multipart: bool,
+        renamed_in_place: bool,
+    ) -> (Option<String>, Option<String>) {
+        if renamed_in_place {
             // A new key; the version read is checked before the old one is deleted.
             // Sealing: an object under the encrypted name is a sealed copy an interrupted
             // run left, replaced. Unsealing: the plaintext name was checked absent just
@@ -247,6 +265,9 @@ impl Migrator {
             Err(e) => return Outcome::from_store_error(&e),
         };
         if got.info.metadata.contains_key(METADATA_KEY) {
+            if self.sealed_needs_moving(key) {
+                return self.move_sealed(key, &got.info).await;
+            }
             return Outcome::Skipped(SKIP_SEALED.into());
         }
         let size = got.info.meta.size;
@@ -254,8 +275,12 @@ impl Migrator {
             return Outcome::Done { bytes: size };
         }
         let read_etag = got.info.meta.etag.clone();
-        let (if_match, if_none_match) =
-            self.conditions(&read_etag, self.dst_bucket.goes_multipart(size));
+        let renamed_in_place = self.renames() && self.dest.is_none();
+        let (if_match, if_none_match) = self.conditions(
+            &read_etag,
+            self.dst_bucket.goes_multipart(size),
+            renamed_in_place,
+        );
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),
@@ -265,7 +290,6 @@ impl Migrator {
             if_none_match,
             ..Default::default()
         };
-        let renamed_in_place = self.renames() && self.dest.is_none();
         let read_back = self.opts.verify || renamed_in_place;
         // The source's digest only for a read-back: MD5 of every byte costs a core's time.
         let digest = Arc::new(std::sync::Mutex::new(Md5::new()));
@@ -297,6 +321,86 @@ impl Migrator {
                 .await;
         }
         Outcome::Done { bytes: size }
+    }
+
+    /// In place under `--encrypt-names`: whether a sealed object listed at `listed` is
+    /// under its plaintext name (the name does not decrypt), to be moved to its encrypted
+    /// one. A rerun lists encrypted names, which decrypt (a plaintext name decrypting by
+    /// chance would take a forged 128-bit tag).
+    fn sealed_needs_moving(&self, listed: &str) -> bool {
+        self.renames() && self.dest.is_none() && self.dst_bucket.plain_key(listed).is_err()
+    }
+
+    /// In place under `--encrypt-names`: move the sealed object `info` describes from its
+    /// plaintext name `key` to its encrypted name. The envelope binds the plaintext name
+    /// (SECURITY.md §3.10), so it moves as it is: a server-side copy conditional on the
+    /// ETag read, checked to be the same object, and only then the original deleted.
+    async fn move_sealed(&self, key: &str, info: &ObjectInfo) -> Outcome {
+        // It must open as `key` (keys held, name binding): under the encrypted name of a
+        // name it is not bound to, nobody could open it.
+        let head = match self.dst_bucket.head_from(key, info) {
+            Ok(h) => h,
+            Err(e) if e.is_retryable() => return Outcome::Retry(e.to_string()),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "{e} (sealed under its plaintext name but does not open as it: not moved to its encrypted name)"
+                ))
+            }
+        };
+        let stored = match self.dst_bucket.stored_key(key) {
+            Ok(s) => s,
+            Err(e) => return outcome_of(&e),
+        };
+        let moved = || Outcome::DoneAs {
+            bytes: 0, // server-side: no body through this process
+            how: MOVED_SEALED.into(),
+        };
+        if self.opts.dry_run {
+            return moved();
+        }
+        match self.src.head(&stored).await {
+            // The copy an interrupted run made: only the delete is left.
+            Ok(there) if same_stored_object(&there, info) => {}
+            Ok(_) => {
+                return Outcome::Failed(format!(
+                    "{}: sealed under its plaintext name, and its encrypted name already holds a different object; both kept",
+                    self.location(key)
+                ))
+            }
+            Err(e) if e.is_not_found() => {
+                let copy = self
+                    .dst_bucket
+                    .copy_stored_as_is(key, &stored, info, key)
+                    .await;
+                if let Err(e) = copy {
+                    return outcome_of(&e);
+                }
+                match self.src.head(&stored).await {
+                    Ok(there) if same_stored_object(&there, info) => {}
+                    Ok(_) => return verify_failed(&stored, "the copy differs from the original"),
+                    Err(e) => return verify_failed(&stored, &e.to_string()),
+                }
+            }
+            Err(e) => return Outcome::from_store_error(&e),
+        }
+        if self.opts.verify {
+            let read = match self.dst_bucket.get(key, None).await {
+                Ok(got) => length_and_md5(got.body).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok((n, _)) if n == head.size => {}
+                Ok(_) => return verify_failed(&stored, "the copy's plaintext has another length"),
+                Err(e) => return verify_failed(&stored, &e.to_string()),
+            }
+        }
+        match self
+            .delete_if_unchanged(key, &info.meta.etag, 0, "moved to its encrypted name")
+            .await
+        {
+            Outcome::Done { .. } => moved(),
+            other => other,
+        }
     }
 
     /// After a rename in place wrote and read back the new copy: remove the object under
@@ -367,9 +471,16 @@ impl Migrator {
     /// `item.key`: the stored key (an encrypted name with a name key).
     async fn unseal_one(&self, item: &Item) -> Outcome {
         let listed = item.key.as_str();
-        let key = if self.renames() {
+        // Where the object is read from, and whether it changes names.
+        let (key, reader, renames) = if self.renames() {
             match self.unsealed_name(listed).await {
-                Ok(k) => k,
+                Ok(k) => (k, &self.src_bucket, true),
+                // A sealed object under its plaintext name: unsealed where it is (it
+                // then opens only if bound to that name).
+                Err(Outcome::Failed(_)) if listed.starts_with(&self.opts.prefix) => {
+                    (listed.to_string(), &self.src_plain_names, false)
+                }
+                Err(Outcome::Failed(_)) => return Outcome::Skipped("outside the prefix".into()),
                 Err(o) => return o,
             }
         } else {
@@ -377,7 +488,7 @@ impl Migrator {
             if let Some(settled) = self.settled_by_head(item).await {
                 return settled;
             }
-            listed.to_string()
+            (listed.to_string(), &self.src_bucket, false)
         };
         let key = key.as_str();
         let dst_key = self.dst_key(key);
@@ -386,19 +497,23 @@ impl Migrator {
             Ok(false) => {}
             Err(o) => return o,
         }
-        let got = match self.src_bucket.get(key, None).await {
+        let got = match reader.get(key, None).await {
             Ok(g) => g,
             Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
             Err(e) => return outcome_of(&e),
         };
         if !got.head.sealed {
+            if renames && self.dest.is_none() {
+                drop(got);
+                return self.move_plaintext(listed, key).await;
+            }
             return Outcome::Skipped(SKIP_PLAINTEXT.into());
         }
         let size = got.head.size;
         if self.opts.dry_run {
             return Outcome::Done { bytes: size };
         }
-        let renamed_in_place = self.renames() && self.dest.is_none();
+        let renamed_in_place = renames && self.dest.is_none();
         if renamed_in_place {
             // An earlier run may have written the plaintext copy and stopped before the
             // delete: finish that if it holds the same bytes, never overwrite it.
@@ -409,7 +524,8 @@ impl Migrator {
             }
         }
         let multipart = self.dst_bucket.goes_multipart(size);
-        let (if_match, if_none_match) = self.conditions(&got.head.etag, multipart);
+        let (if_match, if_none_match) =
+            self.conditions(&got.head.etag, multipart, renamed_in_place);
         let put = store::PutOptions {
             content_type: got.head.content_type.clone(),
             cache_control: got.head.cache_control.clone(),
@@ -468,6 +584,82 @@ impl Migrator {
                 .await;
         }
         Outcome::Done { bytes: size }
+    }
+
+    /// `reverse` in place under encrypted names: move the plaintext object at its
+    /// encrypted name `stored` to its plaintext name `key` as it is (server-side, no
+    /// body through this process), never over an object there, and delete it at
+    /// `stored` once the copy is checked.
+    async fn move_plaintext(&self, stored: &str, key: &str) -> Outcome {
+        let moved = || Outcome::DoneAs {
+            bytes: 0,
+            how: MOVED_PLAINTEXT.into(),
+        };
+        let info = match self.src.head(stored).await {
+            Ok(i) if i.metadata.contains_key(METADATA_KEY) => {
+                return Outcome::Conflict(format!("{}: sealed since read", self.location(stored)))
+            }
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
+            Err(e) => return Outcome::from_store_error(&e),
+        };
+        if self.opts.dry_run {
+            return moved();
+        }
+        let there = match self.src.head(key).await {
+            Ok(there) => Some(there),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Outcome::from_store_error(&e),
+        };
+        if there.is_none() {
+            let copy = self
+                .src_plain_names
+                .copy_stored_as_is(stored, key, &info, key)
+                .await;
+            if let Err(e) = copy {
+                return outcome_of(&e);
+            }
+        }
+        let same = match self.src.head(key).await {
+            Ok(copy) => self.same_plaintext(stored, &info, key, &copy).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match (same, there.is_some()) {
+            (Ok(true), _) => {}
+            (Ok(false), true) => {
+                return Outcome::Failed(format!(
+                    "{}: plaintext under its encrypted name, and its plaintext name {key} already holds a different object; both kept",
+                    self.location(stored)
+                ))
+            }
+            (Ok(false), false) => return verify_failed(key, "the copy differs from the original"),
+            (Err(why), _) => return Outcome::Retry(format!("{}: {why}", self.location(key))),
+        }
+        match self
+            .delete_if_unchanged(stored, &info.meta.etag, 0, "moved to its plaintext name")
+            .await
+        {
+            Outcome::Done { .. } => moved(),
+            other => other,
+        }
+    }
+
+    /// Whether plaintext objects `a` and `b` hold the same bytes: equal sizes and ETags,
+    /// or (a copy's ETag may differ, e.g. after a multipart copy) equal MD5s read in full.
+    async fn same_plaintext(
+        &self,
+        a: &str,
+        a_info: &ObjectInfo,
+        b: &str,
+        b_info: &ObjectInfo,
+    ) -> Result<bool, String> {
+        if a_info.meta.size != b_info.meta.size || b_info.metadata.contains_key(METADATA_KEY) {
+            return Ok(false);
+        }
+        if store::etag_eq(&a_info.meta.etag, &b_info.meta.etag) {
+            return Ok(true);
+        }
+        Ok(self.plain_digest(a).await? == self.plain_digest(b).await?)
     }
 
     /// Reverse under encrypted names, when the plaintext name `plain` already holds an
@@ -611,6 +803,15 @@ impl Migrator {
     fn location(&self, key: &str) -> String {
         format!("{}/{key}", self.src.url().trim_end_matches('/'))
     }
+}
+
+/// Whether two sealed objects are copies of each other as a server-side copy makes
+/// them: same stored size and the same envelope (a sealed body opens only under its own
+/// header; the copy's ETag may differ, e.g. after a multipart copy).
+fn same_stored_object(a: &ObjectInfo, b: &ObjectInfo) -> bool {
+    a.meta.size == b.meta.size
+        && a.metadata.get(METADATA_KEY) == b.metadata.get(METADATA_KEY)
+        && a.metadata.contains_key(METADATA_KEY)
 }
 
 /// Length and MD5 of a body, read to its end.

@@ -132,6 +132,8 @@ pub struct Item {
 pub enum Outcome {
     /// Done (or, in a dry run, would be done), moving `bytes` (plaintext) through.
     Done { bytes: u64 },
+    /// Done in a way the report counts apart (`how`: "moved to its encrypted name", …).
+    DoneAs { bytes: u64, how: String },
     /// Nothing to do, and why (already sealed, …). Not a problem.
     Skipped(String),
     /// The object changed under us (a conditional write was refused): nothing was
@@ -191,6 +193,9 @@ pub struct Report {
     pub failures: u64,
     /// Skips by reason.
     pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Objects done in a way counted apart ([`Outcome::DoneAs`]), by how; also in `done`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub done_by_kind: BTreeMap<String, u64>,
     /// Plaintext bytes moved by the objects done.
     pub bytes: u64,
     pub elapsed_secs: f64,
@@ -226,8 +231,13 @@ impl Report {
         } else {
             done_word.to_string()
         };
+        let kinds: String = self
+            .done_by_kind
+            .iter()
+            .map(|(how, n)| format!("; {n} {how}"))
+            .collect();
         s.push_str(&format!(
-            "; {} {done_word} ({}), {} skipped",
+            "; {} {done_word} ({}{kinds}), {} skipped",
             self.done,
             human_bytes(self.bytes),
             self.skipped
@@ -269,6 +279,15 @@ impl Report {
                     return;
                 }
                 ("done", Some(bytes), None)
+            }
+            Outcome::DoneAs { bytes, how } => {
+                self.done += 1;
+                self.bytes += bytes;
+                *self.done_by_kind.entry(how.clone()).or_default() += 1;
+                if !record_done {
+                    return;
+                }
+                ("done", Some(bytes), Some(how))
             }
             Outcome::Skipped(why) => {
                 self.skipped += 1;

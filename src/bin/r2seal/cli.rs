@@ -583,7 +583,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub verify: bool,
     /// Store each object under its encrypted name (the keyring's name key or
-    /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one
+    /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one; objects
+    /// already sealed under plaintext names are moved (server-side copy, checked)
     #[arg(long, conflicts_with = "reverse")]
     pub encrypt_names: bool,
     /// Multipart part size in MiB (at least 5)
