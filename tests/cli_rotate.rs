@@ -163,6 +163,65 @@ fn walkthrough_add_retire_revoke() {
     assert!(out.contains("3 skipped"), "{out}");
 }
 
+/// Review finding #3: `--rekey` leaves objects already keyed to their set alone;
+/// `--rekey-all` gives every object a fresh file key, and `--rekey-before` with the start
+/// time an interrupted run printed finishes it without re-keying what it did.
+#[test]
+fn rekey_all_rekeys_everything_and_resumes_from_its_start_time() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    c.run(&["key", "default", "agent"]);
+    let src = c.path("src");
+    c.run(&["put", "--recursive", src.to_str().unwrap(), &c.bucket("")]);
+    let stored = |rel: &str| fs::read(c.path("bucket").join(rel)).unwrap();
+    let rels = ["a.json", "sub/b.jsonl", "sub/c.bin"];
+    let before: Vec<Vec<u8>> = rels.iter().map(|r| stored(r)).collect();
+    let (out, _) = c.run(&["rotate", "--rekey", &c.bucket("")]);
+    assert!(
+        out.contains("0 re-keyed") && out.contains("3 skipped"),
+        "{out}"
+    );
+
+    // The start time, from a dry run's rule; then a run "interrupted" after sub/.
+    let (_, err) = c.run(&["rotate", "--rekey-all", "--dry-run", &c.bucket("")]);
+    let cutoff = err
+        .split("--rekey-before ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the rule names the start time: {err}"))
+        .to_string();
+    let (out, _) = c.run(&["rotate", "--rekey-before", &cutoff, &c.bucket("sub/")]);
+    assert!(out.contains("0 rewrapped, 2 re-keyed"), "{out}");
+    let (out, _) = c.run(&["rotate", "--rekey-before", &cutoff, &c.bucket("")]);
+    assert!(
+        out.contains("0 rewrapped, 1 re-keyed") && out.contains("2 skipped"),
+        "only a.json is left: {out}"
+    );
+    for (rel, old) in rels.iter().zip(&before) {
+        assert!(stored(rel) != *old, "{rel}: re-encrypted");
+    }
+    let key = c.secret("agent");
+    assert_eq!(
+        c.cat_with(&key, "a.json").unwrap(),
+        b"{\"token\":\"secret-a\"}"
+    );
+
+    // A fresh --rekey-all starts over.
+    let again: Vec<Vec<u8>> = rels.iter().map(|r| stored(r)).collect();
+    let (out, err) = c.run(&["rotate", "--rekey-all", &c.bucket("")]);
+    assert!(
+        err.contains("re-key every object last written before"),
+        "{err}"
+    );
+    assert!(out.contains("0 rewrapped, 3 re-keyed"), "{out}");
+    for (rel, old) in rels.iter().zip(&again) {
+        assert!(stored(rel) != *old, "{rel}: re-encrypted again");
+    }
+    assert_eq!(c.cat_with(&key, "sub/c.bin").unwrap(), vec![7u8; 200_000]);
+    let e = c.fail(&["rotate", "--rekey-before", "yesterday", &c.bucket("")], 1);
+    assert!(e.contains("RFC 3339"), "{e}");
+}
+
 #[test]
 fn removing_a_revoked_key_with_no_rekey_warns_and_prefix_runs_keep_the_keyring() {
     let c = Ctx::new();

@@ -655,10 +655,13 @@ before the run. An object already sealed to its target set is skipped: a rerun i
 no-op, an interrupted run resumes.
 Without a re-key nothing but headers moves: each object is copied onto itself
 server-side with a new envelope (multipart copy over 5 GiB), conditional on its ETag.
-A re-key (fresh file key, body re-encrypted, streamed) happens with --rekey for every
-object whose file key was ever wrapped to a key outside its set, and by default for
-every object whose file key was ever wrapped to a revoked key; --no-rekey never re-keys
-(a rewrap does not protect against a copy of the old envelope: r2seal warns).
+A re-key (fresh file key, body re-encrypted, streamed) happens with --rekey-all for
+every object (a data key may have leaked: every object last written before the run
+started, by the store's last-modified time; an interrupted run is finished with
+--rekey-before and the start time it printed, else it starts over), with --rekey for
+every object whose file key was ever wrapped to a key outside its set, and by default
+for every object whose file key was ever wrapped to a revoked key; --no-rekey never
+re-keys (a rewrap does not protect against a copy of the old envelope: r2seal warns).
 After a complete run over a whole bucket, each removed key that was active becomes
 retired in the keyring (defaults and policies are not edited). SECURITY.md §4.5.
 Exit status: non-zero if any object was left undone (conflicts, failures).
@@ -666,7 +669,8 @@ Examples:
   r2seal rotate --dry-run r2://agent-bucket/
   r2seal rotate --add laptop r2://agent-bucket/
   r2seal rotate --remove agent r2://agent-bucket/        # agent revoked: re-keys
-  r2seal rotate --rekey --jobs 32 r2://agent-bucket/sessions/";
+  r2seal rotate --rekey --jobs 32 r2://agent-bucket/sessions/
+  r2seal rotate --rekey-all r2://agent-bucket/        # a data key may have leaked";
 
 const EXPORT_HELP: &str = "\
 export: one file per object under DIR (the key tree below the prefix), each written to a
@@ -696,8 +700,16 @@ pub struct RotateArgs {
     #[arg(long, value_name = "KEY")]
     pub remove: Vec<String>,
     /// Re-encrypt under fresh file keys every object whose file key was ever wrapped to a key outside its set
-    #[arg(long, conflicts_with = "no_rekey")]
+    #[arg(long, conflicts_with_all = ["no_rekey", "rekey_all", "rekey_before"])]
     pub rekey: bool,
+    /// Re-encrypt every object under fresh file keys (a data key may have leaked): every
+    /// object last written before this run started, so a rerun from scratch starts over
+    #[arg(long, conflicts_with_all = ["no_rekey", "rekey_before"])]
+    pub rekey_all: bool,
+    /// --rekey-all for objects last written before TIME (RFC 3339), e.g. the start time an
+    /// interrupted --rekey-all printed: what it re-keyed is not re-keyed again
+    #[arg(long, value_name = "TIME", conflicts_with = "no_rekey")]
+    pub rekey_before: Option<String>,
     /// Never re-key, even when removing a revoked key (a rewrap only)
     #[arg(long)]
     pub no_rekey: bool,
