@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use assert_cmd::Command;
 use r2seal::jobs::migrate::{
-    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, MOVED_SEALED, SKIP_DEST_EXISTS, SKIP_GONE,
-    SKIP_PLAINTEXT, SKIP_SEALED,
+    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, MOVED_SEALED, RESEALED, SKIP_DEST_CURRENT,
+    SKIP_DEST_EXISTS, SKIP_GONE, SKIP_PLAINTEXT, SKIP_SEALED,
 };
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
@@ -518,7 +518,49 @@ fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
         &src,
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["skipped_by_reason"]["destination exists"], tree.len());
+    // Without an identity the destinations cannot be compared with their sources.
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_EXISTS], tree.len(), "{v}");
+
+    // Review finding #7: with one, a rerun compares (plaintext size, and the MD5 sealed
+    // in the destination against the source's ETag) and seals changed sources again.
+    let rerun = ["migrate", "-i", "key.txt", "--to", &dst, "--json", &src];
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_CURRENT], tree.len(), "{v}");
+    let changed = [
+        (&tree[0], b"same length? no".to_vec()),
+        (&tree[1], {
+            let mut b = tree[1].body.clone();
+            b[0] ^= 1; // same size, other bytes
+            b
+        }),
+    ];
+    for (o, body) in &changed {
+        rt.block_on(root.put(
+            &s.key(o.rel),
+            Bytes::from(body.clone()),
+            &Default::default(),
+        ))
+        .unwrap();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["done_by_kind"][RESEALED].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(
+        v["skipped_by_reason"][SKIP_DEST_CURRENT],
+        tree.len() - 2,
+        "{v}"
+    );
+    let opener = SealedBucket::new(root.clone()).with_identities(vec![cli.identity("key.txt")]);
+    for (o, body) in &changed {
+        let key = format!("{}{}", dst_server.prefix, o.rel);
+        let (_, got) = rt.block_on(opener.get_bytes(&key)).unwrap();
+        assert!(got[..] == body[..], "{key}: the new version, sealed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_CURRENT], tree.len(), "{v}");
 }
 
 #[test]
@@ -1235,7 +1277,7 @@ fn sealed_etags(
 }
 
 /// `r2seal migrate --keyring RING --encrypt-names --part-size 5 --multipart-threshold 5 ARGS`, then the same
-/// again: the rerun exits 0 with all `n` objects skipped for `reason`, and the sealed
+/// again: the rerun exits 0 with all `n` objects skipped for one of `reasons`, and the sealed
 /// objects at `sealed` (each authenticated by `verify`) keep their ETags, which are
 /// returned.
 fn migrate_names_twice(
@@ -1244,7 +1286,7 @@ fn migrate_names_twice(
     args: &[&str],
     sealed: &Site,
     n: usize,
-    reason: &str,
+    reasons: &[&str],
 ) -> BTreeMap<String, String> {
     let mut migrate = vec![
         "migrate",
@@ -1274,7 +1316,11 @@ fn migrate_names_twice(
         (Some(n as u64), Some(0), Some(n as u64)),
         "{v}"
     );
-    assert_eq!(v["skipped_by_reason"][reason], n, "{v}");
+    let skipped: u64 = reasons
+        .iter()
+        .filter_map(|r| v["skipped_by_reason"][r].as_u64())
+        .sum();
+    assert_eq!(skipped, n as u64, "{v}");
     assert_eq!(
         (v["failures"].as_u64(), v["conflicts"].as_u64()),
         (Some(0), Some(0)),
@@ -1308,7 +1354,7 @@ fn encrypt_names_rerun_in_place_is_a_no_op_moto() {
     });
     let (s, rt, root) = s.planted(&tree);
     let (cli, ring) = Cli::with_name_keyring(&s);
-    let sealed = migrate_names_twice(&cli, &ring, &[&s.url("")], &s, tree.len(), SKIP_SEALED);
+    let sealed = migrate_names_twice(&cli, &ring, &[&s.url("")], &s, tree.len(), &[SKIP_SEALED]);
     assert_eq!(
         rt.block_on(etags(&root, "")),
         sealed,
@@ -1331,7 +1377,9 @@ fn encrypt_names_rerun_to_another_prefix_is_a_no_op_moto() {
         ..Site::moto("names-rerun-to").unwrap()
     };
     let args = ["--to", &dst.url(""), &s.url("")];
-    migrate_names_twice(&cli, &ring, &args, &dst, tree.len(), SKIP_DEST_EXISTS);
+    // The large object, sealed in parts, recorded no MD5 to compare.
+    let reasons = [SKIP_DEST_CURRENT, SKIP_DEST_EXISTS];
+    migrate_names_twice(&cli, &ring, &args, &dst, tree.len(), &reasons);
     assert_eq!(
         rt.block_on(etags(&root, &s.prefix)),
         source,

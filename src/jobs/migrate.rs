@@ -79,7 +79,14 @@ pub struct Migrator {
 /// Reasons for skipping, as they appear in reports.
 pub const SKIP_SEALED: &str = "already sealed";
 pub const SKIP_PLAINTEXT: &str = "not sealed";
-pub const SKIP_DEST_EXISTS: &str = "destination exists";
+/// With a destination: it holds the object already and it could not be compared with
+/// the source (no identity opens it, or no MD5 on either side: see
+/// [`Migrator::destination_state`]).
+pub const SKIP_DEST_EXISTS: &str = "destination exists, not compared";
+/// With a destination: it holds the source sealed (same plaintext size and MD5).
+pub const SKIP_DEST_CURRENT: &str = "destination up to date";
+/// Done with a destination whose object was an older version of the source.
+pub const RESEALED: &str = "sealed again (the source changed)";
 pub const SKIP_GONE: &str = "deleted since listed";
 /// Done in place under `--encrypt-names`: a sealed object found under its plaintext name.
 pub const MOVED_SEALED: &str = "already sealed, moved to the encrypted name";
@@ -208,6 +215,48 @@ impl Migrator {
         }
     }
 
+    /// With a destination that holds the sealed object `dst_key` (stored at `stored`):
+    /// whether it is the source `item` sealed. The plaintext sizes (the destination's
+    /// from its envelope, or without an identity from its stored size) and, when the
+    /// source's listed ETag is a plain MD5 (not a multipart `…-N` one) and the
+    /// destination recorded the MD5 of its plaintext (objects sealed in one part), the
+    /// MD5s. Anything less is [`DestState::Uncompared`].
+    async fn destination_state(
+        &self,
+        item: &Item,
+        stored: &str,
+        dst_key: &str,
+    ) -> Result<DestState, Outcome> {
+        let info = match self.dst_store().head(stored).await {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return Ok(DestState::Gone),
+            Err(e) => return Err(Outcome::from_store_error(&e)),
+        };
+        let stale = || DestState::Stale {
+            etag: info.meta.etag.clone(),
+        };
+        if !info.metadata.contains_key(METADATA_KEY) {
+            return Ok(DestState::Uncompared); // not ours to replace
+        }
+        let opened = self.dst_bucket.head_from(dst_key, &info).ok();
+        let size = match &opened {
+            Some(head) => Some(head.size),
+            None => crate::seal::plaintext_len(None, info.meta.size).ok(),
+        };
+        match size {
+            Some(n) if n != item.size => return Ok(stale()),
+            Some(_) => {}
+            None => return Ok(DestState::Uncompared),
+        }
+        let source_md5 = item.etag.as_deref().and_then(plain_md5);
+        let sealed_md5 = opened.and_then(|h| h.metadata.md5);
+        Ok(match (source_md5, sealed_md5) {
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b) => DestState::Current,
+            (Some(_), Some(_)) => stale(),
+            _ => DestState::Uncompared,
+        })
+    }
+
     /// Whether objects change names: sealed under encrypted names (`encrypt_names`), or
     /// unsealed from encrypted names back to plaintext ones (`reverse` with a name key).
     fn renames(&self) -> bool {
@@ -245,13 +294,21 @@ impl Migrator {
         // names lists names encrypted already, which encrypted again may not fit a key
         // (the object is then skipped as sealed below).
         let dst_key = self.dst_key(key);
+        // With a destination that holds an older version: its ETag, to replace only it.
+        let mut replaces = None;
         if self.dest.is_some() {
-            let taken = match self.dst_bucket.stored_key(&dst_key) {
-                Ok(stored) => self.destination_taken(&stored).await,
+            let stored = match self.dst_bucket.stored_key(&dst_key) {
+                Ok(stored) => stored,
                 Err(e) => return outcome_of(&e),
             };
-            match taken {
-                Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
+            match self.destination_taken(&stored).await {
+                Ok(true) => match self.destination_state(item, &stored, &dst_key).await {
+                    Ok(DestState::Current) => return Outcome::Skipped(SKIP_DEST_CURRENT.into()),
+                    Ok(DestState::Uncompared) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
+                    Ok(DestState::Stale { etag }) => replaces = Some(etag),
+                    Ok(DestState::Gone) => {}
+                    Err(o) => return o,
+                },
                 Ok(false) => {}
                 Err(o) => return o,
             }
@@ -276,11 +333,14 @@ impl Migrator {
         }
         let read_etag = got.info.meta.etag.clone();
         let renamed_in_place = self.renames() && self.dest.is_none();
-        let (if_match, if_none_match) = self.conditions(
-            &read_etag,
-            self.dst_bucket.goes_multipart(size),
-            renamed_in_place,
-        );
+        let (if_match, if_none_match) = match &replaces {
+            Some(dst_etag) => (Some(dst_etag.clone()), None),
+            None => self.conditions(
+                &read_etag,
+                self.dst_bucket.goes_multipart(size),
+                renamed_in_place,
+            ),
+        };
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),
@@ -319,6 +379,12 @@ impl Migrator {
             return self
                 .delete_if_unchanged(key, &read_etag, size, "sealed under its encrypted name")
                 .await;
+        }
+        if replaces.is_some() {
+            return Outcome::DoneAs {
+                bytes: size,
+                how: RESEALED.into(),
+            };
         }
         Outcome::Done { bytes: size }
     }
@@ -803,6 +869,25 @@ impl Migrator {
     fn location(&self, key: &str) -> String {
         format!("{}/{key}", self.src.url().trim_end_matches('/'))
     }
+}
+
+/// What a destination holds, compared with its source ([`Migrator::destination_state`]).
+enum DestState {
+    /// The source sealed.
+    Current,
+    /// An older version: replaced only if it still has this ETag.
+    Stale { etag: String },
+    /// Could not be compared.
+    Uncompared,
+    /// Deleted since the destination's listing.
+    Gone,
+}
+
+/// The MD5 (hex) an ETag is, when it is one: a single-request upload's, not a
+/// multipart `…-N` one.
+fn plain_md5(etag: &str) -> Option<String> {
+    let hex = etag.trim_matches('"');
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_string())
 }
 
 /// Whether two sealed objects are copies of each other as a server-side copy makes

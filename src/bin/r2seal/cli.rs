@@ -573,7 +573,8 @@ pub struct MigrateArgs {
     /// Bucket or prefix to migrate (s3://BUCKET/PREFIX, r2://…, file://…)
     #[arg(value_name = "URL")]
     pub url: String,
-    /// Write into this bucket or prefix instead, leaving the source untouched
+    /// Write into this bucket or prefix instead, leaving the source untouched; a rerun
+    /// seals sources again whose copy differs (size, MD5: needs an identity)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// Unseal sealed objects back to plaintext
