@@ -332,3 +332,62 @@ fn bad_input_is_one_clear_line() {
     );
     assert!(!e.contains("R2SEAL-SYM-KEY"), "no secrets in errors: {e}");
 }
+
+/// Review finding #8: files whose objects were deleted are reported, and `--delete`
+/// removes them, and only them (not a file the export did not write, not one changed
+/// since, not the files of another source's export).
+#[test]
+fn export_reports_and_deletes_files_whose_objects_are_gone() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    let src = c.path("src");
+    c.run(&[
+        "put",
+        "--recursive",
+        src.to_str().unwrap(),
+        &c.bucket("state/"),
+    ]);
+    let out_dir = c.path("backup");
+    let dir = out_dir.to_str().unwrap();
+    c.run(&["export", &c.bucket("state/"), dir]);
+    fs::write(out_dir.join("mine.txt"), "not from the bucket").unwrap();
+    c.run(&["rm", &c.bucket("state/a.json")]);
+    c.run(&["rm", &c.bucket("state/sub/b.jsonl")]);
+    fs::write(
+        out_dir.join("sub/b.jsonl"),
+        "edited locally, longer than before",
+    )
+    .unwrap();
+
+    let (out, _) = c.run(&["export", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains(
+            "2 local files no longer in the bucket: a.json, sub/b.jsonl (--delete removes them)"
+        ),
+        "{out}"
+    );
+    assert!(out_dir.join("a.json").is_file(), "kept without --delete");
+    let (out, _) = c.run(&["export", "--delete", "--dry-run", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains("would be deleted: a.json, sub/b.jsonl"),
+        "{out}"
+    );
+    assert!(
+        out_dir.join("a.json").is_file(),
+        "a dry run deletes nothing"
+    );
+
+    let (out, _) = c.run(&["export", "--delete", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains("Deleted 1 local file no longer in the bucket: a.json")
+            && out.contains("Kept 1 changed since exported: sub/b.jsonl"),
+        "{out}"
+    );
+    assert!(!out_dir.join("a.json").exists());
+    assert!(out_dir.join("sub/b.jsonl").is_file());
+    assert!(out_dir.join("mine.txt").is_file(), "never another file");
+    assert_eq!(
+        fs::read(out_dir.join("sub/c.bin")).unwrap(),
+        vec![7u8; 200_000]
+    );
+}

@@ -202,6 +202,10 @@ pub struct Report {
     /// The listing failed part way: objects after that point were not seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_error: Option<String>,
+    /// Further findings of the job, one sentence each (export: local files whose
+    /// objects are gone); in the summary too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Entries for every skip, conflict and failure, and for objects done when
     /// [`JobConfig::record_done`] is set; in completion order.
     pub entries: Vec<Entry>,
@@ -263,6 +267,10 @@ impl Report {
             s.push_str(&format!(
                 " The listing failed, so objects after that point were not seen: {e}."
             ));
+        }
+        for note in &self.notes {
+            s.push(' ');
+            s.push_str(note);
         }
         if !self.is_complete() {
             s.push_str(" Work was left undone: rerun to finish (done objects are skipped).");

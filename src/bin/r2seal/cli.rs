@@ -678,7 +678,9 @@ export: one file per object under DIR (the key tree below the prefix), each writ
 temp file and renamed only after its object authenticated (mode 0600); mtime from
 rclone's mtime metadata. DIR/.r2seal-export.json records what was written: objects with
 an unchanged ETag are skipped. Keys that would escape DIR (.., a leading /, //) are
-refused one by one.
+refused one by one. Files it wrote whose objects are gone are listed in the summary
+(after a complete walk of the one bucket and prefix exported there); --delete removes
+them, and never any other file.
 import: every file under DIR, sealed to the keyring's policy (or -r/-R/-i), its mtime
 stored as rclone does; files whose object has the same size and mtime are skipped.
 Examples:
@@ -728,6 +730,10 @@ pub struct ExportArgs {
     /// Local directory (created if missing)
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Delete files an earlier export wrote whose objects are gone from the bucket (only
+    /// files its manifest lists, and only if unchanged in size)
+    #[arg(long)]
+    pub delete: bool,
     #[command(flatten)]
     pub job: JobArgs,
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use r2seal::jobs::export::{run_export, run_import};
+use r2seal::jobs::export::{run_export_with, run_import, ExportOptions};
 use r2seal::jobs::rotate::run as run_rotate;
 use r2seal::keys::keyring::{KeyStatus, Keyring};
 use r2seal::keys::{Identity, KeyId, Recipient};
@@ -285,7 +285,10 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let report = rt.block_on(async {
         let store = open_store(&target, args.job.endpoint.as_deref()).await?;
         let bucket = sealed_bucket(store, &names).with_identities(identities);
-        run_export(bucket, &target.key, &args.dir, &cfg)
+        let opts = ExportOptions {
+            delete_gone: args.delete,
+        };
+        run_export_with(bucket, &target.key, &args.dir, &cfg, &opts)
             .await
             .with_context(|| format!("export to {}", args.dir.display()))
     })?;
