@@ -391,3 +391,90 @@ fn export_reports_and_deletes_files_whose_objects_are_gone() {
         vec![7u8; 200_000]
     );
 }
+
+/// Review finding #11, job summaries: a dry run gives no rate; failures a rerun cannot
+/// fix do not ask for one; `verify -q` counts its problems once; with `--json` no hint
+/// to the report; `cleanup --older-than 0` says no more than it means.
+#[test]
+fn job_summaries_say_what_a_rerun_can_do() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    let src = c.path("src");
+    c.run(&["put", "--recursive", src.to_str().unwrap(), &c.bucket("")]);
+    let (out, _) = c.run(&["rotate", "--rekey-all", "--dry-run", &c.bucket("")]);
+    assert!(
+        out.contains("3 would be rotated") && !out.contains("/s)"),
+        "{out}"
+    );
+
+    // Objects sealed to a key that is not held: permanent.
+    let other = c.path("other.txt");
+    c.cmd()
+        .args(["keygen", "-o", other.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = c
+        .cmd()
+        .env_remove("R2SEAL_KEYRING")
+        .args([
+            "export",
+            "-i",
+            other.to_str().unwrap(),
+            &c.bucket(""),
+            "out",
+        ])
+        .assert()
+        .failure()
+        .code(1);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned(),
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned(),
+    );
+    assert!(stdout.contains("3 failures will not go away"), "{stdout}");
+    assert!(
+        !stdout.contains("rerun") && !stderr.contains("rerun"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("3 failures that running it again will not fix"),
+        "{stderr}"
+    );
+
+    // More problems than are printed one per line; plaintext objects are problems.
+    for i in 0..22 {
+        fs::write(c.path("bucket").join(format!("plain{i:02}")), "x").unwrap();
+    }
+    let out = c
+        .cmd()
+        .args(["verify", "--json", &c.bucket("")])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!stderr.contains("more"), "{stderr}");
+    let out = c.cmd().args(["verify", &c.bucket("")]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("… more: --report FILE lists them all"),
+        "{stderr}"
+    );
+    let out = c
+        .cmd()
+        .args(["verify", "-q", &c.bucket("")])
+        .assert()
+        .failure();
+    let o = out.get_output();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(all.matches("with problems").count(), 1, "{all}");
+
+    let out = c
+        .cmd()
+        .args(["cleanup", "--older-than", "0", &c.bucket("")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("older than 0"), "{stderr}");
+}
