@@ -80,8 +80,8 @@ pub struct Migrator {
 pub const SKIP_SEALED: &str = "already sealed";
 pub const SKIP_PLAINTEXT: &str = "not sealed";
 /// With a destination: it holds the object already and it could not be compared with
-/// the source (no identity opens it, or no MD5 on either side: see
-/// [`Migrator::destination_state`]).
+/// the source (no identity opens it, or no MD5 on either side: a multipart source ETag,
+/// a copy sealed in more than one part). `reverse` never compares.
 pub const SKIP_DEST_EXISTS: &str = "destination exists, not compared";
 /// With a destination: it holds the source sealed (same plaintext size and MD5).
 pub const SKIP_DEST_CURRENT: &str = "destination up to date";
