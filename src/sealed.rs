@@ -781,6 +781,14 @@ impl SealedBucket {
         self
     }
 
+    /// This view with plaintext stored keys: for objects a migration finds under their
+    /// plaintext names in a bucket whose names are encrypted (SECURITY.md §3.12).
+    pub(crate) fn without_name_key(mut self) -> Self {
+        self.names = None;
+        self.descriptor_ok = Arc::default(); // another configuration: check again
+        self
+    }
+
     /// The name key, if names are encrypted.
     pub fn name_key(&self) -> Option<&NameKey> {
         self.names.as_deref()
@@ -1497,6 +1505,14 @@ impl SealedBucket {
         self.describe(key, &info, envelope.as_ref())
     }
 
+    /// The object `info` describes, wherever it is stored, opened as the object with
+    /// plaintext key `key` (keys and name binding checked, not the body): for migrations
+    /// that move an object between its plaintext and encrypted stored keys.
+    pub(crate) fn head_from(&self, key: &str, info: &ObjectInfo) -> Res<ObjectHead> {
+        let envelope = self.open_envelope(key, info)?;
+        self.describe(key, info, envelope.as_ref())
+    }
+
     /// Read an object, or the plaintext bytes `range` selects, as a stream of authenticated
     /// plaintext. A whole-object read is one GET; a ranged read is a HEAD and then one GET
     /// of only the stored bytes that cover the range (the nonce in it when close, else
@@ -2016,6 +2032,21 @@ impl SealedBucket {
             let _ = self.store.abort_multipart(dst, &upload_id).await;
         }
         result
+    }
+
+    /// Copy the version of stored key `src` that `info` describes to stored key `dst` as
+    /// it is (envelope and headers unchanged; [`server_copy`](Self::server_copy)), after
+    /// the descriptor check for plaintext key `key`: a migration moving an object between
+    /// its plaintext and encrypted stored keys, whose name binding stays `key` (§3.10).
+    pub(crate) async fn copy_stored_as_is(
+        &self,
+        src: &str,
+        dst: &str,
+        info: &ObjectInfo,
+        key: &str,
+    ) -> Res<()> {
+        self.ensure_descriptor(key).await?;
+        self.server_copy(src, dst, info, None).await.map(drop)
     }
 
     /// Stored bytes per `UploadPartCopy` range for an object of `size` stored bytes.

@@ -220,3 +220,91 @@ fn undecryptable_leftovers_are_reported_by_ls() {
     let err = c.fail(&mut c.cmd(), &["key", "names", "ghost"]);
     assert!(err.contains("ghost"), "{err}");
 }
+
+/// Review finding #1: objects sealed before names were switched on sit under their
+/// plaintext names. `migrate --encrypt-names` moves them to their encrypted names (the
+/// small one after its GET, the large one after a HEAD), a rerun does nothing, and
+/// `migrate --reverse` brings back every object, sealed under a plaintext name or not.
+#[test]
+fn encrypt_names_moves_sealed_objects_and_reverse_takes_them_back() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    let small = c.file("one.txt", "one\n");
+    let large_body = "0123456789abcdef".repeat(128 * 1024); // 2 MiB: a HEAD first
+    let large = c.file("large.bin", &large_body);
+    c.run(&["put", &small, &c.url("x/sealed.txt")]);
+    c.run(&["put", &large, &c.url("x/large.bin")]);
+    c.run(&["put", &small, &c.url("y/late.txt")]);
+    std::fs::write(c.bucket_dir().join("x/plain.txt"), "plain\n").unwrap();
+    c.run(&["key", "names", "agent"]);
+
+    let migrate = ["migrate", "--encrypt-names", "--verify", "--json"];
+    let mut args = migrate.to_vec();
+    let x = c.url("x/");
+    args.push(&x);
+    let v: serde_json::Value = serde_json::from_str(&c.run(&args)).unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["failures"].as_u64()),
+        (Some(3), Some(0)),
+        "{v}"
+    );
+    assert_eq!(
+        v["done_by_kind"]["already sealed, moved to the encrypted name"], 2,
+        "{v}"
+    );
+    let stored = stored_paths(&c.bucket_dir());
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    let plain_named: Vec<&String> = stored.iter().filter(|p| p.starts_with("x/")).collect();
+    assert!(plain_named.is_empty(), "moved: {stored:?}");
+    let ls = c.run(&["ls", "-r", &c.url("x/")]);
+    let mut names: Vec<&str> = ls.lines().collect();
+    names.sort();
+    assert_eq!(names, ["x/large.bin", "x/plain.txt", "x/sealed.txt"]);
+    assert_eq!(c.run(&["cat", &c.url("x/sealed.txt")]), "one\n");
+    assert!(c.run(&["cat", &c.url("x/large.bin")]) == large_body);
+    assert_eq!(c.run(&["cat", &c.url("x/plain.txt")]), "plain\n");
+
+    // A rerun (over the whole bucket, whose walk lists the encrypted names) moves only
+    // y/late.txt; the one after that does nothing.
+    let root = c.url("");
+    let mut args = migrate.to_vec();
+    args.push(&root);
+    let v: serde_json::Value = serde_json::from_str(&c.run(&args)).unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["skipped"].as_u64()),
+        (Some(1), Some(3)),
+        "{v}"
+    );
+    let summary = c.run(&["migrate", "--encrypt-names", &root]);
+    assert!(
+        summary.contains("0 sealed (0 B), 4 skipped (4 already sealed)"),
+        "{summary}"
+    );
+    assert_eq!(stored_paths(&c.bucket_dir()).len(), 4);
+
+    // Back to plaintext: y/late.txt is sealed again under its plaintext name first (as
+    // a bucket sealed before names were switched on holds it).
+    c.run(&["rm", &c.url("y/late.txt")]);
+    c.run(&["key", "names", "--off"]);
+    c.run(&["put", &small, &c.url("y/late.txt")]);
+    c.run(&["key", "names", "agent"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&c.run(&["migrate", "--reverse", "--verify", "--json", &root]))
+            .unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["failures"].as_u64()),
+        (Some(4), Some(0)),
+        "{v}"
+    );
+    let mut stored = stored_paths(&c.bucket_dir());
+    stored.sort();
+    assert_eq!(
+        stored,
+        ["x/large.bin", "x/plain.txt", "x/sealed.txt", "y/late.txt"]
+    );
+    let read = |p: &str| std::fs::read_to_string(c.bucket_dir().join(p)).unwrap();
+    assert_eq!(read("x/sealed.txt"), "one\n");
+    assert_eq!(read("y/late.txt"), "one\n");
+    assert_eq!(read("x/plain.txt"), "plain\n");
+    assert!(read("x/large.bin") == large_body);
+}

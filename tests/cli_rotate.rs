@@ -163,6 +163,65 @@ fn walkthrough_add_retire_revoke() {
     assert!(out.contains("3 skipped"), "{out}");
 }
 
+/// Review finding #3: `--rekey` leaves objects already keyed to their set alone;
+/// `--rekey-all` gives every object a fresh file key, and `--rekey-before` with the start
+/// time an interrupted run printed finishes it without re-keying what it did.
+#[test]
+fn rekey_all_rekeys_everything_and_resumes_from_its_start_time() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    c.run(&["key", "default", "agent"]);
+    let src = c.path("src");
+    c.run(&["put", "--recursive", src.to_str().unwrap(), &c.bucket("")]);
+    let stored = |rel: &str| fs::read(c.path("bucket").join(rel)).unwrap();
+    let rels = ["a.json", "sub/b.jsonl", "sub/c.bin"];
+    let before: Vec<Vec<u8>> = rels.iter().map(|r| stored(r)).collect();
+    let (out, _) = c.run(&["rotate", "--rekey", &c.bucket("")]);
+    assert!(
+        out.contains("0 re-keyed") && out.contains("3 skipped"),
+        "{out}"
+    );
+
+    // The start time, from a dry run's rule; then a run "interrupted" after sub/.
+    let (_, err) = c.run(&["rotate", "--rekey-all", "--dry-run", &c.bucket("")]);
+    let cutoff = err
+        .split("--rekey-before ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the rule names the start time: {err}"))
+        .to_string();
+    let (out, _) = c.run(&["rotate", "--rekey-before", &cutoff, &c.bucket("sub/")]);
+    assert!(out.contains("0 rewrapped, 2 re-keyed"), "{out}");
+    let (out, _) = c.run(&["rotate", "--rekey-before", &cutoff, &c.bucket("")]);
+    assert!(
+        out.contains("0 rewrapped, 1 re-keyed") && out.contains("2 skipped"),
+        "only a.json is left: {out}"
+    );
+    for (rel, old) in rels.iter().zip(&before) {
+        assert!(stored(rel) != *old, "{rel}: re-encrypted");
+    }
+    let key = c.secret("agent");
+    assert_eq!(
+        c.cat_with(&key, "a.json").unwrap(),
+        b"{\"token\":\"secret-a\"}"
+    );
+
+    // A fresh --rekey-all starts over.
+    let again: Vec<Vec<u8>> = rels.iter().map(|r| stored(r)).collect();
+    let (out, err) = c.run(&["rotate", "--rekey-all", &c.bucket("")]);
+    assert!(
+        err.contains("re-key every object last written before"),
+        "{err}"
+    );
+    assert!(out.contains("0 rewrapped, 3 re-keyed"), "{out}");
+    for (rel, old) in rels.iter().zip(&again) {
+        assert!(stored(rel) != *old, "{rel}: re-encrypted again");
+    }
+    assert_eq!(c.cat_with(&key, "sub/c.bin").unwrap(), vec![7u8; 200_000]);
+    let e = c.fail(&["rotate", "--rekey-before", "yesterday", &c.bucket("")], 1);
+    assert!(e.contains("RFC 3339"), "{e}");
+}
+
 #[test]
 fn removing_a_revoked_key_with_no_rekey_warns_and_prefix_runs_keep_the_keyring() {
     let c = Ctx::new();
@@ -272,4 +331,150 @@ fn bad_input_is_one_clear_line() {
         "{e}"
     );
     assert!(!e.contains("R2SEAL-SYM-KEY"), "no secrets in errors: {e}");
+}
+
+/// Review finding #8: files whose objects were deleted are reported, and `--delete`
+/// removes them, and only them (not a file the export did not write, not one changed
+/// since, not the files of another source's export).
+#[test]
+fn export_reports_and_deletes_files_whose_objects_are_gone() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    let src = c.path("src");
+    c.run(&[
+        "put",
+        "--recursive",
+        src.to_str().unwrap(),
+        &c.bucket("state/"),
+    ]);
+    let out_dir = c.path("backup");
+    let dir = out_dir.to_str().unwrap();
+    c.run(&["export", &c.bucket("state/"), dir]);
+    fs::write(out_dir.join("mine.txt"), "not from the bucket").unwrap();
+    c.run(&["rm", &c.bucket("state/a.json")]);
+    c.run(&["rm", &c.bucket("state/sub/b.jsonl")]);
+    fs::write(
+        out_dir.join("sub/b.jsonl"),
+        "edited locally, longer than before",
+    )
+    .unwrap();
+
+    let (out, _) = c.run(&["export", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains(
+            "2 local files no longer in the bucket: a.json, sub/b.jsonl (--delete removes them)"
+        ),
+        "{out}"
+    );
+    assert!(out_dir.join("a.json").is_file(), "kept without --delete");
+    let (out, _) = c.run(&["export", "--delete", "--dry-run", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains("would be deleted: a.json, sub/b.jsonl"),
+        "{out}"
+    );
+    assert!(
+        out_dir.join("a.json").is_file(),
+        "a dry run deletes nothing"
+    );
+
+    let (out, _) = c.run(&["export", "--delete", &c.bucket("state/"), dir]);
+    assert!(
+        out.contains("Deleted 1 local file no longer in the bucket: a.json")
+            && out.contains("Kept 1 changed since exported: sub/b.jsonl"),
+        "{out}"
+    );
+    assert!(!out_dir.join("a.json").exists());
+    assert!(out_dir.join("sub/b.jsonl").is_file());
+    assert!(out_dir.join("mine.txt").is_file(), "never another file");
+    assert_eq!(
+        fs::read(out_dir.join("sub/c.bin")).unwrap(),
+        vec![7u8; 200_000]
+    );
+}
+
+/// Review finding #11, job summaries: a dry run gives no rate; failures a rerun cannot
+/// fix do not ask for one; `verify -q` counts its problems once; with `--json` no hint
+/// to the report; `cleanup --older-than 0` says no more than it means.
+#[test]
+fn job_summaries_say_what_a_rerun_can_do() {
+    let c = Ctx::new();
+    c.run(&["key", "add", "agent", "--sym"]);
+    let src = c.path("src");
+    c.run(&["put", "--recursive", src.to_str().unwrap(), &c.bucket("")]);
+    let (out, _) = c.run(&["rotate", "--rekey-all", "--dry-run", &c.bucket("")]);
+    assert!(
+        out.contains("3 would be rotated") && !out.contains("/s)"),
+        "{out}"
+    );
+
+    // Objects sealed to a key that is not held: permanent.
+    let other = c.path("other.txt");
+    c.cmd()
+        .args(["keygen", "-o", other.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = c
+        .cmd()
+        .env_remove("R2SEAL_KEYRING")
+        .args([
+            "export",
+            "-i",
+            other.to_str().unwrap(),
+            &c.bucket(""),
+            "out",
+        ])
+        .assert()
+        .failure()
+        .code(1);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned(),
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned(),
+    );
+    assert!(stdout.contains("3 failures will not go away"), "{stdout}");
+    assert!(
+        !stdout.contains("rerun") && !stderr.contains("rerun"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("3 failures that running it again will not fix"),
+        "{stderr}"
+    );
+
+    // More problems than are printed one per line; plaintext objects are problems.
+    for i in 0..22 {
+        fs::write(c.path("bucket").join(format!("plain{i:02}")), "x").unwrap();
+    }
+    let out = c
+        .cmd()
+        .args(["verify", "--json", &c.bucket("")])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(!stderr.contains("more"), "{stderr}");
+    let out = c.cmd().args(["verify", &c.bucket("")]).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("… more: --report FILE lists them all"),
+        "{stderr}"
+    );
+    let out = c
+        .cmd()
+        .args(["verify", "-q", &c.bucket("")])
+        .assert()
+        .failure();
+    let o = out.get_output();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(all.matches("with problems").count(), 1, "{all}");
+
+    let out = c
+        .cmd()
+        .args(["cleanup", "--older-than", "0", &c.bucket("")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("older than 0"), "{stderr}");
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use assert_cmd::Command;
 use r2seal::jobs::migrate::{
-    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, SKIP_DEST_EXISTS, SKIP_GONE, SKIP_PLAINTEXT,
-    SKIP_SEALED,
+    MigrateOptions, Migrator, HEAD_FIRST_ABOVE, MOVED_SEALED, RESEALED, SKIP_DEST_CURRENT,
+    SKIP_DEST_EXISTS, SKIP_GONE, SKIP_PLAINTEXT, SKIP_SEALED,
 };
 use r2seal::jobs::{self, JobConfig};
 use r2seal::keys::Identity;
@@ -518,7 +518,49 @@ fn migrate_to_another_prefix_leaves_the_source_untouched_garage() {
         &src,
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["skipped_by_reason"]["destination exists"], tree.len());
+    // Without an identity the destinations cannot be compared with their sources.
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_EXISTS], tree.len(), "{v}");
+
+    // Review finding #7: with one, a rerun compares (plaintext size, and the MD5 sealed
+    // in the destination against the source's ETag) and seals changed sources again.
+    let rerun = ["migrate", "-i", "key.txt", "--to", &dst, "--json", &src];
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_CURRENT], tree.len(), "{v}");
+    let changed = [
+        (&tree[0], b"same length? no".to_vec()),
+        (&tree[1], {
+            let mut b = tree[1].body.clone();
+            b[0] ^= 1; // same size, other bytes
+            b
+        }),
+    ];
+    for (o, body) in &changed {
+        rt.block_on(root.put(
+            &s.key(o.rel),
+            Bytes::from(body.clone()),
+            &Default::default(),
+        ))
+        .unwrap();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(
+        (v["done"].as_u64(), v["done_by_kind"][RESEALED].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(
+        v["skipped_by_reason"][SKIP_DEST_CURRENT],
+        tree.len() - 2,
+        "{v}"
+    );
+    let opener = SealedBucket::new(root.clone()).with_identities(vec![cli.identity("key.txt")]);
+    for (o, body) in &changed {
+        let key = format!("{}{}", dst_server.prefix, o.rel);
+        let (_, got) = rt.block_on(opener.get_bytes(&key)).unwrap();
+        assert!(got[..] == body[..], "{key}: the new version, sealed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&rerun)).unwrap();
+    assert_eq!(v["skipped_by_reason"][SKIP_DEST_CURRENT], tree.len(), "{v}");
 }
 
 #[test]
@@ -1116,6 +1158,64 @@ fn encrypt_names_writes_under_the_sealed_name_then_deletes_garage() {
     assert_eq!(v["processed"], 0, "{v}");
 }
 
+/// Review finding #1 on a server: a bucket sealed first, with names switched on later.
+/// `--encrypt-names` moves every sealed object (the large one, sealed in parts, after a
+/// HEAD) to its encrypted name, server-side, and deletes it under its plaintext name.
+#[test]
+fn encrypt_names_moves_objects_sealed_before_garage() {
+    let Some(s) = Site::garage("names-after") else {
+        return;
+    };
+    let tree = mixed_tree();
+    let (s, rt, root) = s.planted(&tree);
+    let cli = Cli::new(&s);
+    let ring = cli.path("ring.toml").display().to_string();
+    for args in [
+        &["key", "add", "agent", "--sym", "--recovery"][..],
+        &["key", "default", "agent"],
+    ] {
+        cli.ok(&[args, &["--keyring", &ring]].concat());
+    }
+    let url = s.url("");
+    let sizes = ["--part-size", "5", "--multipart-threshold", "5"];
+    cli.ok(&[&["migrate", "--keyring", &ring][..], &sizes, &[&url]].concat());
+    let sealed = rt.block_on(etags(&root, &s.prefix));
+    assert_eq!(sealed.len(), tree.len());
+    cli.ok(&["key", "names", "agent", "--keyring", &ring]);
+
+    let migrate = [
+        "migrate",
+        "--keyring",
+        &ring,
+        "--encrypt-names",
+        "--verify",
+        "--json",
+        &url,
+    ];
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&migrate)).unwrap();
+    assert_eq!(
+        (
+            v["done"].as_u64(),
+            v["failures"].as_u64(),
+            v["bytes"].as_u64()
+        ),
+        (Some(tree.len() as u64), Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["done_by_kind"][MOVED_SEALED], tree.len(), "{v}");
+    assert!(
+        rt.block_on(etags(&root, &s.prefix)).is_empty(),
+        "nothing left under plaintext names"
+    );
+    cli.assert_cat_originals(&ring, &s, &tree);
+    let v: serde_json::Value = serde_json::from_slice(&cli.ok(&migrate)).unwrap();
+    assert_eq!(
+        (v["listed"].as_u64(), v["done"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // --encrypt-names run again, against moto: it enforces If-None-Match and If-Match, so a
 // rerun that wrote anything conditionally would be seen failing, and one that wrote
@@ -1177,7 +1277,7 @@ fn sealed_etags(
 }
 
 /// `r2seal migrate --keyring RING --encrypt-names --part-size 5 --multipart-threshold 5 ARGS`, then the same
-/// again: the rerun exits 0 with all `n` objects skipped for `reason`, and the sealed
+/// again: the rerun exits 0 with all `n` objects skipped for one of `reasons`, and the sealed
 /// objects at `sealed` (each authenticated by `verify`) keep their ETags, which are
 /// returned.
 fn migrate_names_twice(
@@ -1186,7 +1286,7 @@ fn migrate_names_twice(
     args: &[&str],
     sealed: &Site,
     n: usize,
-    reason: &str,
+    reasons: &[&str],
 ) -> BTreeMap<String, String> {
     let mut migrate = vec![
         "migrate",
@@ -1216,7 +1316,11 @@ fn migrate_names_twice(
         (Some(n as u64), Some(0), Some(n as u64)),
         "{v}"
     );
-    assert_eq!(v["skipped_by_reason"][reason], n, "{v}");
+    let skipped: u64 = reasons
+        .iter()
+        .filter_map(|r| v["skipped_by_reason"][r].as_u64())
+        .sum();
+    assert_eq!(skipped, n as u64, "{v}");
     assert_eq!(
         (v["failures"].as_u64(), v["conflicts"].as_u64()),
         (Some(0), Some(0)),
@@ -1250,7 +1354,7 @@ fn encrypt_names_rerun_in_place_is_a_no_op_moto() {
     });
     let (s, rt, root) = s.planted(&tree);
     let (cli, ring) = Cli::with_name_keyring(&s);
-    let sealed = migrate_names_twice(&cli, &ring, &[&s.url("")], &s, tree.len(), SKIP_SEALED);
+    let sealed = migrate_names_twice(&cli, &ring, &[&s.url("")], &s, tree.len(), &[SKIP_SEALED]);
     assert_eq!(
         rt.block_on(etags(&root, "")),
         sealed,
@@ -1273,7 +1377,9 @@ fn encrypt_names_rerun_to_another_prefix_is_a_no_op_moto() {
         ..Site::moto("names-rerun-to").unwrap()
     };
     let args = ["--to", &dst.url(""), &s.url("")];
-    migrate_names_twice(&cli, &ring, &args, &dst, tree.len(), SKIP_DEST_EXISTS);
+    // The large object, sealed in parts, recorded no MD5 to compare.
+    let reasons = [SKIP_DEST_CURRENT, SKIP_DEST_EXISTS];
+    migrate_names_twice(&cli, &ring, &args, &dst, tree.len(), &reasons);
     assert_eq!(
         rt.block_on(etags(&root, &s.prefix)),
         source,
@@ -1558,4 +1664,124 @@ fn reverse_streams_mid_sized_objects_in_one_put_and_writes_nothing_unauthenticat
         assert!(info.metadata.contains_key("r2seal"), "bad: still sealed");
         assert!(got == body, "bad: untouched");
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects whose body is migrated already but whose name is not, on a file:// store.
+
+/// Review finding #1, the inverse: `--reverse` under encrypted names moves a plaintext
+/// object found under its encrypted name to its plaintext name (never over another
+/// object), unseals the rest, and a rerun does nothing.
+#[test]
+fn reverse_moves_plaintext_objects_off_their_encrypted_names_fs() {
+    use r2seal::jobs::migrate::MOVED_PLAINTEXT;
+    use r2seal::keys::SymKey;
+    use r2seal::names::NameKey;
+    let rt = rt();
+    let (root, _dir) = support::fs_store();
+    let sym = SymKey::generate();
+    let bucket = SealedBucket::new(root.clone())
+        .with_recipients(Recipients::fixed(vec![
+            Identity::Sym(sym.clone()).to_recipient()
+        ]))
+        .with_identities(vec![Identity::Sym(sym.clone())])
+        .with_name_key(NameKey::from_sym_key(&sym));
+    let stored = |k: &str| bucket.stored_key(k).unwrap();
+    let mtime = BTreeMap::from([("mtime".to_string(), "1732500000".to_string())]);
+    rt.block_on(async {
+        bucket
+            .put(
+                "a/sealed.txt",
+                Bytes::from_static(b"sealed"),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let plain_at_encrypted = store::PutOptions {
+            content_type: Some("text/plain".into()),
+            metadata: mtime.clone(),
+            ..Default::default()
+        };
+        for (key, body) in [("a/moved.txt", "plain"), ("a/taken.txt", "ours")] {
+            root.put(&stored(key), Bytes::from(body), &plain_at_encrypted)
+                .await
+                .unwrap();
+        }
+        // Someone else's object already holds one plaintext name.
+        root.put(
+            "a/taken.txt",
+            Bytes::from_static(b"theirs"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    });
+    let reverse = || {
+        let migrator = Arc::new(Migrator::new(
+            bucket.clone(),
+            None,
+            MigrateOptions {
+                reverse: true,
+                verify: true,
+                ..Default::default()
+            },
+        ));
+        rt.block_on(jobs::run(
+            root.clone(),
+            "",
+            &JobConfig::default(),
+            move |item| {
+                let m = migrator.clone();
+                async move { m.migrate_one(item).await }
+            },
+        ))
+    };
+    let report = reverse();
+    assert_eq!((report.done, report.failures), (2, 1), "{report:?}");
+    assert_eq!(
+        report.done_by_kind.get(MOVED_PLAINTEXT),
+        Some(&1),
+        "{report:?}"
+    );
+    let failed = report
+        .entries
+        .iter()
+        .find(|e| e.outcome == "failed")
+        .unwrap();
+    assert_eq!(failed.key, stored("a/taken.txt"), "{report:?}");
+    assert!(
+        failed
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("already holds a different object"),
+        "{report:?}"
+    );
+    rt.block_on(async {
+        let (info, body) = raw(&*root, "a/moved.txt").await;
+        assert_eq!((&body[..], info.metadata), (&b"plain"[..], mtime));
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+        assert!(root
+            .head(&stored("a/moved.txt"))
+            .await
+            .unwrap_err()
+            .is_not_found());
+        assert_eq!(raw(&*root, "a/sealed.txt").await.1, b"sealed");
+        // Both kept.
+        assert_eq!(raw(&*root, "a/taken.txt").await.1, b"theirs");
+        assert_eq!(raw(&*root, &stored("a/taken.txt")).await.1, b"ours");
+    });
+    // Once the other object is out of the way, a rerun finishes, and the next one does
+    // nothing.
+    rt.block_on(root.delete("a/taken.txt")).unwrap();
+    let report = reverse();
+    assert_eq!((report.done, report.failures), (1, 0), "{report:?}");
+    assert_eq!(rt.block_on(raw(&*root, "a/taken.txt")).1, b"ours");
+    let report = reverse();
+    assert_eq!((report.done, report.skipped), (0, 3), "{report:?}");
+    assert_eq!(
+        report.skipped_by_reason.get(SKIP_PLAINTEXT),
+        Some(&3),
+        "{report:?}"
+    );
 }

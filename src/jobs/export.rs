@@ -12,7 +12,10 @@
 //!   segments, a leading `/`, backslashes, NUL, the manifest's own name), with a clear
 //!   error for that object;
 //! - restoring the modification time from rclone's `mtime` metadata (Unix seconds with an
-//!   optional fraction) when the object has it.
+//!   optional fraction) when the object has it;
+//! - noticing files it wrote whose objects are gone (in the manifest, not listed by a
+//!   complete walk of the same source): reported, and with `delete_gone` removed (only
+//!   those, and only while their size is what was written).
 //!
 //! Import seals every file under a directory into the bucket (`put_file`, streamed),
 //! storing the file's mtime as rclone does (`mtime` user metadata, sealed); a file whose
@@ -28,7 +31,7 @@ use futures_util::stream::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::rotate::outcome_of;
-use super::{Entry, Item, JobConfig, Outcome, Report};
+use super::{Item, JobConfig, Outcome, Report};
 use crate::sealed::{PutOptions, SealedBucket};
 
 /// The manifest's file name at the top of an export directory.
@@ -51,6 +54,13 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
+    /// The bucket and prefix exported (absent in manifests of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Another source was exported into the same directory too: which files belong to
+    /// which is unknown, so none is ever reported or deleted as gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed_sources: bool,
     pub files: BTreeMap<String, ManifestEntry>,
 }
 
@@ -69,6 +79,8 @@ impl Manifest {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
                 version: 1,
+                source: None,
+                mixed_sources: false,
                 files: BTreeMap::new(),
             }),
             Err(e) => Err(e),
@@ -263,6 +275,16 @@ async fn write_object(
     result
 }
 
+/// How an export treats local files.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Remove files an earlier export wrote whose objects are gone from the bucket.
+    pub delete_gone: bool,
+}
+
+/// Local files the report lists by name, at most.
+const GONE_LISTED: usize = 5;
+
 /// Export every object under `prefix` (relative to the store root) into `dir`. The
 /// manifest is saved every few hundred objects and at the end.
 pub async fn run_export(
@@ -271,14 +293,39 @@ pub async fn run_export(
     dir: &Path,
     cfg: &JobConfig,
 ) -> std::io::Result<Report> {
+    run_export_with(bucket, prefix, dir, cfg, &ExportOptions::default()).await
+}
+
+/// [`run_export`] with options. Files in the manifest whose keys a complete walk (no
+/// listing error, shard, sample or undecryptable name) did not list are reported in
+/// [`Report::notes`], and with [`ExportOptions::delete_gone`] removed.
+pub async fn run_export_with(
+    bucket: SealedBucket,
+    prefix: &str,
+    dir: &Path,
+    cfg: &JobConfig,
+    opts: &ExportOptions,
+) -> std::io::Result<Report> {
     std::fs::create_dir_all(dir)?;
-    let manifest = Arc::new(Mutex::new(Manifest::load(dir)?));
+    let mut loaded = Manifest::load(dir)?;
+    let source = format!("{}/{prefix}", bucket.store().url().trim_end_matches('/'));
+    // Files of another source's export are not this walk's to judge, now or later.
+    if loaded.source.as_ref().is_some_and(|s| *s != source) {
+        loaded.mixed_sources = true;
+    }
+    let same_source = !loaded.mixed_sources;
+    loaded.source.get_or_insert(source);
+    let manifest = Arc::new(Mutex::new(loaded));
+    // Keys (relative to the prefix) the walk listed, and whether some did not decrypt.
+    let listed: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let undecryptable = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = bucket.store().clone();
     let bucket_for_prefix = bucket.clone();
     let (dir_buf, prefix_owned, dry_run) = (dir.to_path_buf(), prefix.to_string(), cfg.dry_run);
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let work = {
-        let manifest = manifest.clone();
+        let (manifest, listed, undecryptable) =
+            (manifest.clone(), listed.clone(), undecryptable.clone());
         move |item: Item| {
             let (bucket, manifest, dir, prefix, counter) = (
                 bucket.clone(),
@@ -287,13 +334,23 @@ pub async fn run_export(
                 prefix_owned.clone(),
                 counter.clone(),
             );
+            let (listed, undecryptable) = (listed.clone(), undecryptable.clone());
             async move {
                 // The walker lists stored keys; with encrypted names they differ.
                 let plain = match super::rotate::plain_key_in(&bucket, &item.key, &prefix) {
                     Ok(k) => k,
-                    Err(out) => return out,
+                    Err(out) => {
+                        if matches!(out, Outcome::Failed(_)) {
+                            undecryptable.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        return out;
+                    }
                 };
                 let rel = plain.strip_prefix(&prefix).unwrap_or(&plain).to_string();
+                listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(rel.clone());
                 let item = Item { key: plain, ..item };
                 let out = export_object(&bucket, &dir, &item, &rel, &manifest, dry_run).await;
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -306,12 +363,116 @@ pub async fn run_export(
         }
     };
     let walk = super::rotate::walk_prefix(&bucket_for_prefix, prefix);
-    let report = super::run(store, &walk, cfg, work).await;
+    let mut report = super::run(store, &walk, cfg, work).await;
+    let walk_complete = report.list_error.is_none()
+        && cfg.shard.is_none()
+        && cfg.sample.is_none()
+        && !undecryptable.load(std::sync::atomic::Ordering::Relaxed);
+    if same_source && walk_complete {
+        let listed = std::mem::take(&mut *listed.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut m = manifest.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = m
+            .files
+            .keys()
+            .filter(|rel| !listed.contains(*rel))
+            .cloned()
+            .collect();
+        if let Some(note) = handle_gone(dir, &mut m, &gone, opts.delete_gone, cfg.dry_run) {
+            report.notes.push(note);
+        }
+    }
     if !cfg.dry_run {
         let m = manifest.lock().unwrap_or_else(|p| p.into_inner()).clone();
         m.save(dir)?;
     }
     Ok(report)
+}
+
+/// Report (and with `delete`, remove) the files the manifest `m` lists under `gone`:
+/// written by an earlier export, their objects no longer listed. A file is removed
+/// only if it still is a regular file of the size written; removed ones leave the
+/// manifest. Returns the sentence for the report.
+fn handle_gone(
+    dir: &Path,
+    m: &mut Manifest,
+    gone: &[String],
+    delete: bool,
+    dry_run: bool,
+) -> Option<String> {
+    let present: Vec<&String> = gone
+        .iter()
+        .filter(|rel| local_path(rel).is_ok_and(|p| dir.join(p).is_file()))
+        .collect();
+    for rel in gone.iter().filter(|rel| !present.contains(rel)) {
+        if !dry_run {
+            m.files.remove(rel); // deleted locally already
+        }
+    }
+    if present.is_empty() {
+        return None;
+    }
+    let names = |list: &[&String]| {
+        let mut s: Vec<String> = list
+            .iter()
+            .take(GONE_LISTED)
+            .map(|r| r.to_string())
+            .collect();
+        if list.len() > GONE_LISTED {
+            s.push(format!("… {} more", list.len() - GONE_LISTED));
+        }
+        s.join(", ")
+    };
+    let n = present.len();
+    let files = if n == 1 { "file" } else { "files" };
+    if !delete {
+        return Some(format!(
+            "{n} local {files} no longer in the bucket: {} (--delete removes them).",
+            names(&present)
+        ));
+    }
+    if dry_run {
+        return Some(format!(
+            "{n} local {files} no longer in the bucket would be deleted: {}.",
+            names(&present)
+        ));
+    }
+    let (mut deleted, mut kept, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    for rel in present {
+        let path = dir.join(local_path(rel).expect("checked above"));
+        let written = m.files.get(rel).map(|e| e.size);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() && Some(meta.len()) == written => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        m.files.remove(rel);
+                        deleted.push(rel);
+                    }
+                    Err(e) => problems.push(format!("{}: {e}", path.display())),
+                }
+            }
+            _ => kept.push(rel),
+        }
+    }
+    let mut note = String::new();
+    if !deleted.is_empty() {
+        note.push_str(&format!(
+            "Deleted {} local {} no longer in the bucket: {}.",
+            deleted.len(),
+            if deleted.len() == 1 { "file" } else { "files" },
+            names(&deleted)
+        ));
+    }
+    if !kept.is_empty() {
+        note.push_str(&format!(
+            " Kept {} changed since exported: {}.",
+            kept.len(),
+            names(&kept)
+        ));
+    }
+    if !problems.is_empty() {
+        note.push_str(&format!(" Could not delete: {}.", problems.join("; ")));
+    }
+    Some(note.trim_start().to_string())
 }
 
 /// Files under `dir` as (path, `/`-separated relative path), sorted; symlinks are not
@@ -392,35 +553,7 @@ pub async fn run_import(
         ..Default::default()
     };
     for (key, out) in results {
-        let (name, bytes, detail) = match out {
-            Outcome::Done { bytes } => {
-                report.done += 1;
-                report.bytes += bytes;
-                ("done", Some(bytes), None)
-            }
-            Outcome::Skipped(why) => {
-                report.skipped += 1;
-                *report.skipped_by_reason.entry(why.clone()).or_default() += 1;
-                ("skipped", None, Some(why))
-            }
-            Outcome::Conflict(why) => {
-                report.conflicts += 1;
-                ("conflict", None, Some(why))
-            }
-            Outcome::Failed(why) | Outcome::Retry(why) => {
-                report.failures += 1;
-                ("failed", None, Some(why))
-            }
-        };
-        if name != "done" || cfg.record_done {
-            report.entries.push(Entry {
-                key,
-                outcome: name,
-                bytes,
-                detail,
-                attempts: 1,
-            });
-        }
+        report.record(key, out, 1, cfg.record_done);
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(report)

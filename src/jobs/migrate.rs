@@ -20,7 +20,7 @@ use crate::format::header::METADATA_KEY;
 use crate::sealed::{
     self, SealedBucket, SealedError, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
 };
-use crate::store::{self, GetOptions, Store, StoreError, UploadedPart, MIN_PART_SIZE};
+use crate::store::{self, GetOptions, ObjectInfo, Store, StoreError, UploadedPart, MIN_PART_SIZE};
 
 /// What a migration does.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +63,9 @@ pub struct Migrator {
     src: Arc<dyn Store>,
     /// Source objects opened through this (identities; plaintext allowed).
     src_bucket: SealedBucket,
+    /// `src_bucket` with plaintext stored keys, for objects under their plaintext names
+    /// in a bucket whose names are encrypted.
+    src_plain_names: SealedBucket,
     /// Sealed objects written through this (recipients; identities for `verify`).
     dst_bucket: SealedBucket,
     dest: Option<Destination>,
@@ -76,8 +79,20 @@ pub struct Migrator {
 /// Reasons for skipping, as they appear in reports.
 pub const SKIP_SEALED: &str = "already sealed";
 pub const SKIP_PLAINTEXT: &str = "not sealed";
-pub const SKIP_DEST_EXISTS: &str = "destination exists";
+/// With a destination: it holds the object already and it could not be compared with
+/// the source (no identity opens it, or no MD5 on either side: a multipart source ETag,
+/// a copy sealed in more than one part). `reverse` never compares.
+pub const SKIP_DEST_EXISTS: &str = "destination exists, not compared";
+/// With a destination: it holds the source sealed (same plaintext size and MD5).
+pub const SKIP_DEST_CURRENT: &str = "destination up to date";
+/// Done with a destination whose object was an older version of the source.
+pub const RESEALED: &str = "sealed again (the source changed)";
 pub const SKIP_GONE: &str = "deleted since listed";
+/// Done in place under `--encrypt-names`: a sealed object found under its plaintext name.
+pub const MOVED_SEALED: &str = "already sealed, moved to the encrypted name";
+/// Done by `reverse` under encrypted names: a plaintext object found under its encrypted
+/// name.
+pub const MOVED_PLAINTEXT: &str = "already plaintext, moved to the plaintext name";
 
 /// In place, objects listed larger than this are looked at with a HEAD before they are
 /// read: a rerun finds most of them done already, and a GET whose body is then dropped
@@ -120,6 +135,7 @@ impl Migrator {
             .allow_plaintext(false);
         Migrator {
             src,
+            src_plain_names: src_bucket.clone().without_name_key(),
             src_bucket,
             dst_bucket,
             dest,
@@ -163,6 +179,9 @@ impl Migrator {
         }
         match self.src.head(&item.key).await {
             Ok(info) => match (info.metadata.contains_key(METADATA_KEY), self.opts.reverse) {
+                (true, false) if self.sealed_needs_moving(&item.key) => {
+                    Some(self.move_sealed(&item.key, &info).await)
+                }
                 (true, false) => Some(Outcome::Skipped(SKIP_SEALED.into())),
                 (false, true) => Some(Outcome::Skipped(SKIP_PLAINTEXT.into())),
                 _ => None,
@@ -196,6 +215,48 @@ impl Migrator {
         }
     }
 
+    /// With a destination that holds the sealed object `dst_key` (stored at `stored`):
+    /// whether it is the source `item` sealed. The plaintext sizes (the destination's
+    /// from its envelope, or without an identity from its stored size) and, when the
+    /// source's listed ETag is a plain MD5 (not a multipart `…-N` one) and the
+    /// destination recorded the MD5 of its plaintext (objects sealed in one part), the
+    /// MD5s. Anything less is [`DestState::Uncompared`].
+    async fn destination_state(
+        &self,
+        item: &Item,
+        stored: &str,
+        dst_key: &str,
+    ) -> Result<DestState, Outcome> {
+        let info = match self.dst_store().head(stored).await {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return Ok(DestState::Gone),
+            Err(e) => return Err(Outcome::from_store_error(&e)),
+        };
+        let stale = || DestState::Stale {
+            etag: info.meta.etag.clone(),
+        };
+        if !info.metadata.contains_key(METADATA_KEY) {
+            return Ok(DestState::Uncompared); // not ours to replace
+        }
+        let opened = self.dst_bucket.head_from(dst_key, &info).ok();
+        let size = match &opened {
+            Some(head) => Some(head.size),
+            None => crate::seal::plaintext_len(None, info.meta.size).ok(),
+        };
+        match size {
+            Some(n) if n != item.size => return Ok(stale()),
+            Some(_) => {}
+            None => return Ok(DestState::Uncompared),
+        }
+        let source_md5 = item.etag.as_deref().and_then(plain_md5);
+        let sealed_md5 = opened.and_then(|h| h.metadata.md5);
+        Ok(match (source_md5, sealed_md5) {
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b) => DestState::Current,
+            (Some(_), Some(_)) => stale(),
+            _ => DestState::Uncompared,
+        })
+    }
+
     /// Whether objects change names: sealed under encrypted names (`encrypt_names`), or
     /// unsealed from encrypted names back to plaintext ones (`reverse` with a name key).
     fn renames(&self) -> bool {
@@ -203,8 +264,14 @@ impl Migrator {
     }
 
     /// The write condition: the version read (in place), or "create only" (destination).
-    fn conditions(&self, etag: &str, multipart: bool) -> (Option<String>, Option<String>) {
-        if self.renames() && self.dest.is_none() {
+    /// `renamed_in_place`: the object goes to a new key of the same store.
+    fn conditions(
+        &self,
+        etag: &str,
+        multipart: bool,
+        renamed_in_place: bool,
+    ) -> (Option<String>, Option<String>) {
+        if renamed_in_place {
             // A new key; the version read is checked before the old one is deleted.
             // Sealing: an object under the encrypted name is a sealed copy an interrupted
             // run left, replaced. Unsealing: the plaintext name was checked absent just
@@ -227,13 +294,21 @@ impl Migrator {
         // names lists names encrypted already, which encrypted again may not fit a key
         // (the object is then skipped as sealed below).
         let dst_key = self.dst_key(key);
+        // With a destination that holds an older version: its ETag, to replace only it.
+        let mut replaces = None;
         if self.dest.is_some() {
-            let taken = match self.dst_bucket.stored_key(&dst_key) {
-                Ok(stored) => self.destination_taken(&stored).await,
+            let stored = match self.dst_bucket.stored_key(&dst_key) {
+                Ok(stored) => stored,
                 Err(e) => return outcome_of(&e),
             };
-            match taken {
-                Ok(true) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
+            match self.destination_taken(&stored).await {
+                Ok(true) => match self.destination_state(item, &stored, &dst_key).await {
+                    Ok(DestState::Current) => return Outcome::Skipped(SKIP_DEST_CURRENT.into()),
+                    Ok(DestState::Uncompared) => return Outcome::Skipped(SKIP_DEST_EXISTS.into()),
+                    Ok(DestState::Stale { etag }) => replaces = Some(etag),
+                    Ok(DestState::Gone) => {}
+                    Err(o) => return o,
+                },
                 Ok(false) => {}
                 Err(o) => return o,
             }
@@ -247,6 +322,9 @@ impl Migrator {
             Err(e) => return Outcome::from_store_error(&e),
         };
         if got.info.metadata.contains_key(METADATA_KEY) {
+            if self.sealed_needs_moving(key) {
+                return self.move_sealed(key, &got.info).await;
+            }
             return Outcome::Skipped(SKIP_SEALED.into());
         }
         let size = got.info.meta.size;
@@ -254,8 +332,15 @@ impl Migrator {
             return Outcome::Done { bytes: size };
         }
         let read_etag = got.info.meta.etag.clone();
-        let (if_match, if_none_match) =
-            self.conditions(&read_etag, self.dst_bucket.goes_multipart(size));
+        let renamed_in_place = self.renames() && self.dest.is_none();
+        let (if_match, if_none_match) = match &replaces {
+            Some(dst_etag) => (Some(dst_etag.clone()), None),
+            None => self.conditions(
+                &read_etag,
+                self.dst_bucket.goes_multipart(size),
+                renamed_in_place,
+            ),
+        };
         let opts = sealed::PutOptions {
             content_type: got.info.content_type.clone(),
             cache_control: got.info.cache_control.clone(),
@@ -265,7 +350,6 @@ impl Migrator {
             if_none_match,
             ..Default::default()
         };
-        let renamed_in_place = self.renames() && self.dest.is_none();
         let read_back = self.opts.verify || renamed_in_place;
         // The source's digest only for a read-back: MD5 of every byte costs a core's time.
         let digest = Arc::new(std::sync::Mutex::new(Md5::new()));
@@ -296,7 +380,93 @@ impl Migrator {
                 .delete_if_unchanged(key, &read_etag, size, "sealed under its encrypted name")
                 .await;
         }
+        if replaces.is_some() {
+            return Outcome::DoneAs {
+                bytes: size,
+                how: RESEALED.into(),
+            };
+        }
         Outcome::Done { bytes: size }
+    }
+
+    /// In place under `--encrypt-names`: whether a sealed object listed at `listed` is
+    /// under its plaintext name (the name does not decrypt), to be moved to its encrypted
+    /// one. A rerun lists encrypted names, which decrypt (a plaintext name decrypting by
+    /// chance would take a forged 128-bit tag).
+    fn sealed_needs_moving(&self, listed: &str) -> bool {
+        self.renames() && self.dest.is_none() && self.dst_bucket.plain_key(listed).is_err()
+    }
+
+    /// In place under `--encrypt-names`: move the sealed object `info` describes from its
+    /// plaintext name `key` to its encrypted name. The envelope binds the plaintext name
+    /// (SECURITY.md §3.10), so it moves as it is: a server-side copy conditional on the
+    /// ETag read, checked to be the same object, and only then the original deleted.
+    async fn move_sealed(&self, key: &str, info: &ObjectInfo) -> Outcome {
+        // It must open as `key` (keys held, name binding): under the encrypted name of a
+        // name it is not bound to, nobody could open it.
+        let head = match self.dst_bucket.head_from(key, info) {
+            Ok(h) => h,
+            Err(e) if e.is_retryable() => return Outcome::Retry(e.to_string()),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "{e} (sealed under its plaintext name but does not open as it: not moved to its encrypted name)"
+                ))
+            }
+        };
+        let stored = match self.dst_bucket.stored_key(key) {
+            Ok(s) => s,
+            Err(e) => return outcome_of(&e),
+        };
+        let moved = || Outcome::DoneAs {
+            bytes: 0, // server-side: no body through this process
+            how: MOVED_SEALED.into(),
+        };
+        if self.opts.dry_run {
+            return moved();
+        }
+        match self.src.head(&stored).await {
+            // The copy an interrupted run made: only the delete is left.
+            Ok(there) if same_stored_object(&there, info) => {}
+            Ok(_) => {
+                return Outcome::Failed(format!(
+                    "{}: sealed under its plaintext name, and its encrypted name already holds a different object; both kept",
+                    self.location(key)
+                ))
+            }
+            Err(e) if e.is_not_found() => {
+                let copy = self
+                    .dst_bucket
+                    .copy_stored_as_is(key, &stored, info, key)
+                    .await;
+                if let Err(e) = copy {
+                    return outcome_of(&e);
+                }
+                match self.src.head(&stored).await {
+                    Ok(there) if same_stored_object(&there, info) => {}
+                    Ok(_) => return verify_failed(&stored, "the copy differs from the original"),
+                    Err(e) => return verify_failed(&stored, &e.to_string()),
+                }
+            }
+            Err(e) => return Outcome::from_store_error(&e),
+        }
+        if self.opts.verify {
+            let read = match self.dst_bucket.get(key, None).await {
+                Ok(got) => length_and_md5(got.body).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok((n, _)) if n == head.size => {}
+                Ok(_) => return verify_failed(&stored, "the copy's plaintext has another length"),
+                Err(e) => return verify_failed(&stored, &e.to_string()),
+            }
+        }
+        match self
+            .delete_if_unchanged(key, &info.meta.etag, 0, "moved to its encrypted name")
+            .await
+        {
+            Outcome::Done { .. } => moved(),
+            other => other,
+        }
     }
 
     /// After a rename in place wrote and read back the new copy: remove the object under
@@ -367,9 +537,16 @@ impl Migrator {
     /// `item.key`: the stored key (an encrypted name with a name key).
     async fn unseal_one(&self, item: &Item) -> Outcome {
         let listed = item.key.as_str();
-        let key = if self.renames() {
+        // Where the object is read from, and whether it changes names.
+        let (key, reader, renames) = if self.renames() {
             match self.unsealed_name(listed).await {
-                Ok(k) => k,
+                Ok(k) => (k, &self.src_bucket, true),
+                // A sealed object under its plaintext name: unsealed where it is (it
+                // then opens only if bound to that name).
+                Err(Outcome::Failed(_)) if listed.starts_with(&self.opts.prefix) => {
+                    (listed.to_string(), &self.src_plain_names, false)
+                }
+                Err(Outcome::Failed(_)) => return Outcome::Skipped("outside the prefix".into()),
                 Err(o) => return o,
             }
         } else {
@@ -377,7 +554,7 @@ impl Migrator {
             if let Some(settled) = self.settled_by_head(item).await {
                 return settled;
             }
-            listed.to_string()
+            (listed.to_string(), &self.src_bucket, false)
         };
         let key = key.as_str();
         let dst_key = self.dst_key(key);
@@ -386,19 +563,23 @@ impl Migrator {
             Ok(false) => {}
             Err(o) => return o,
         }
-        let got = match self.src_bucket.get(key, None).await {
+        let got = match reader.get(key, None).await {
             Ok(g) => g,
             Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
             Err(e) => return outcome_of(&e),
         };
         if !got.head.sealed {
+            if renames && self.dest.is_none() {
+                drop(got);
+                return self.move_plaintext(listed, key).await;
+            }
             return Outcome::Skipped(SKIP_PLAINTEXT.into());
         }
         let size = got.head.size;
         if self.opts.dry_run {
             return Outcome::Done { bytes: size };
         }
-        let renamed_in_place = self.renames() && self.dest.is_none();
+        let renamed_in_place = renames && self.dest.is_none();
         if renamed_in_place {
             // An earlier run may have written the plaintext copy and stopped before the
             // delete: finish that if it holds the same bytes, never overwrite it.
@@ -409,7 +590,8 @@ impl Migrator {
             }
         }
         let multipart = self.dst_bucket.goes_multipart(size);
-        let (if_match, if_none_match) = self.conditions(&got.head.etag, multipart);
+        let (if_match, if_none_match) =
+            self.conditions(&got.head.etag, multipart, renamed_in_place);
         let put = store::PutOptions {
             content_type: got.head.content_type.clone(),
             cache_control: got.head.cache_control.clone(),
@@ -468,6 +650,82 @@ impl Migrator {
                 .await;
         }
         Outcome::Done { bytes: size }
+    }
+
+    /// `reverse` in place under encrypted names: move the plaintext object at its
+    /// encrypted name `stored` to its plaintext name `key` as it is (server-side, no
+    /// body through this process), never over an object there, and delete it at
+    /// `stored` once the copy is checked.
+    async fn move_plaintext(&self, stored: &str, key: &str) -> Outcome {
+        let moved = || Outcome::DoneAs {
+            bytes: 0,
+            how: MOVED_PLAINTEXT.into(),
+        };
+        let info = match self.src.head(stored).await {
+            Ok(i) if i.metadata.contains_key(METADATA_KEY) => {
+                return Outcome::Conflict(format!("{}: sealed since read", self.location(stored)))
+            }
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => return Outcome::Skipped(SKIP_GONE.into()),
+            Err(e) => return Outcome::from_store_error(&e),
+        };
+        if self.opts.dry_run {
+            return moved();
+        }
+        let there = match self.src.head(key).await {
+            Ok(there) => Some(there),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Outcome::from_store_error(&e),
+        };
+        if there.is_none() {
+            let copy = self
+                .src_plain_names
+                .copy_stored_as_is(stored, key, &info, key)
+                .await;
+            if let Err(e) = copy {
+                return outcome_of(&e);
+            }
+        }
+        let same = match self.src.head(key).await {
+            Ok(copy) => self.same_plaintext(stored, &info, key, &copy).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match (same, there.is_some()) {
+            (Ok(true), _) => {}
+            (Ok(false), true) => {
+                return Outcome::Failed(format!(
+                    "{}: plaintext under its encrypted name, and its plaintext name {key} already holds a different object; both kept",
+                    self.location(stored)
+                ))
+            }
+            (Ok(false), false) => return verify_failed(key, "the copy differs from the original"),
+            (Err(why), _) => return Outcome::Retry(format!("{}: {why}", self.location(key))),
+        }
+        match self
+            .delete_if_unchanged(stored, &info.meta.etag, 0, "moved to its plaintext name")
+            .await
+        {
+            Outcome::Done { .. } => moved(),
+            other => other,
+        }
+    }
+
+    /// Whether plaintext objects `a` and `b` hold the same bytes: equal sizes and ETags,
+    /// or (a copy's ETag may differ, e.g. after a multipart copy) equal MD5s read in full.
+    async fn same_plaintext(
+        &self,
+        a: &str,
+        a_info: &ObjectInfo,
+        b: &str,
+        b_info: &ObjectInfo,
+    ) -> Result<bool, String> {
+        if a_info.meta.size != b_info.meta.size || b_info.metadata.contains_key(METADATA_KEY) {
+            return Ok(false);
+        }
+        if store::etag_eq(&a_info.meta.etag, &b_info.meta.etag) {
+            return Ok(true);
+        }
+        Ok(self.plain_digest(a).await? == self.plain_digest(b).await?)
     }
 
     /// Reverse under encrypted names, when the plaintext name `plain` already holds an
@@ -611,6 +869,34 @@ impl Migrator {
     fn location(&self, key: &str) -> String {
         format!("{}/{key}", self.src.url().trim_end_matches('/'))
     }
+}
+
+/// What a destination holds, compared with its source ([`Migrator::destination_state`]).
+enum DestState {
+    /// The source sealed.
+    Current,
+    /// An older version: replaced only if it still has this ETag.
+    Stale { etag: String },
+    /// Could not be compared.
+    Uncompared,
+    /// Deleted since the destination's listing.
+    Gone,
+}
+
+/// The MD5 (hex) an ETag is, when it is one: a single-request upload's, not a
+/// multipart `…-N` one.
+fn plain_md5(etag: &str) -> Option<String> {
+    let hex = etag.trim_matches('"');
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_string())
+}
+
+/// Whether two sealed objects are copies of each other as a server-side copy makes
+/// them: same stored size and the same envelope (a sealed body opens only under its own
+/// header; the copy's ETag may differ, e.g. after a multipart copy).
+fn same_stored_object(a: &ObjectInfo, b: &ObjectInfo) -> bool {
+    a.meta.size == b.meta.size
+        && a.metadata.get(METADATA_KEY) == b.metadata.get(METADATA_KEY)
+        && a.metadata.contains_key(METADATA_KEY)
 }
 
 /// Length and MD5 of a body, read to its end.

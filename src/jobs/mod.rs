@@ -132,6 +132,8 @@ pub struct Item {
 pub enum Outcome {
     /// Done (or, in a dry run, would be done), moving `bytes` (plaintext) through.
     Done { bytes: u64 },
+    /// Done in a way the report counts apart (`how`: "moved to its encrypted name", …).
+    DoneAs { bytes: u64, how: String },
     /// Nothing to do, and why (already sealed, …). Not a problem.
     Skipped(String),
     /// The object changed under us (a conditional write was refused): nothing was
@@ -189,14 +191,25 @@ pub struct Report {
     pub skipped: u64,
     pub conflicts: u64,
     pub failures: u64,
+    /// Of `failures`, those that failed transiently (network, 5xx) until the retries ran
+    /// out: a rerun may finish them. The others need attention first (keys not held,
+    /// names that do not decrypt, keys refused, …).
+    pub transient_failures: u64,
     /// Skips by reason.
     pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Objects done in a way counted apart ([`Outcome::DoneAs`]), by how; also in `done`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub done_by_kind: BTreeMap<String, u64>,
     /// Plaintext bytes moved by the objects done.
     pub bytes: u64,
     pub elapsed_secs: f64,
     /// The listing failed part way: objects after that point were not seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_error: Option<String>,
+    /// Further findings of the job, one sentence each (export: local files whose
+    /// objects are gone); in the summary too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Entries for every skip, conflict and failure, and for objects done when
     /// [`JobConfig::record_done`] is set; in completion order.
     pub entries: Vec<Entry>,
@@ -206,6 +219,17 @@ impl Report {
     /// Nothing was left undone: no conflict, no failure, the listing finished.
     pub fn is_complete(&self) -> bool {
         self.conflicts == 0 && self.failures == 0 && self.list_error.is_none()
+    }
+
+    /// Something was left undone that running the job again may finish: conflicts,
+    /// transient failures, a listing that broke off.
+    pub fn rerun_may_finish(&self) -> bool {
+        self.conflicts > 0 || self.transient_failures > 0 || self.list_error.is_some()
+    }
+
+    /// Failures a rerun alone will not fix.
+    pub fn permanent_failures(&self) -> u64 {
+        self.failures - self.transient_failures
     }
 
     /// One paragraph for a human; `done_word` says what "done" means (`sealed`, …).
@@ -226,8 +250,13 @@ impl Report {
         } else {
             done_word.to_string()
         };
+        let kinds: String = self
+            .done_by_kind
+            .iter()
+            .map(|(how, n)| format!("; {n} {how}"))
+            .collect();
         s.push_str(&format!(
-            "; {} {done_word} ({}), {} skipped",
+            "; {} {done_word} ({}{kinds}), {} skipped",
             self.done,
             human_bytes(self.bytes),
             self.skipped
@@ -241,21 +270,44 @@ impl Report {
             s.push_str(&format!(" ({})", reasons.join(", ")));
         }
         s.push_str(&format!(
-            ", {} conflict{}, {} failure{} in {:.1} s ({}/s).",
+            ", {} conflict{}, {} failure{} in {:.1} s",
             self.conflicts,
             if self.conflicts == 1 { "" } else { "s" },
             self.failures,
             if self.failures == 1 { "" } else { "s" },
             self.elapsed_secs,
-            human_bytes((self.bytes as f64 / self.elapsed_secs.max(0.001)) as u64),
         ));
+        // A dry run moves no bytes: a rate would be the listing's speed, not the job's.
+        if !self.dry_run {
+            s.push_str(&format!(
+                " ({}/s)",
+                human_bytes((self.bytes as f64 / self.elapsed_secs.max(0.001)) as u64)
+            ));
+        }
+        s.push('.');
         if let Some(e) = &self.list_error {
             s.push_str(&format!(
                 " The listing failed, so objects after that point were not seen: {e}."
             ));
         }
-        if !self.is_complete() {
+        for note in &self.notes {
+            s.push(' ');
+            s.push_str(note);
+        }
+        if self.rerun_may_finish() {
             s.push_str(" Work was left undone: rerun to finish (done objects are skipped).");
+        }
+        let permanent = self.permanent_failures();
+        if permanent > 0 {
+            s.push_str(&format!(
+                " {permanent} failure{} will not go away by running it again: see {}.",
+                if permanent == 1 { "" } else { "s" },
+                if permanent == 1 {
+                    "its message"
+                } else {
+                    "their messages"
+                }
+            ));
         }
         s
     }
@@ -270,6 +322,15 @@ impl Report {
                 }
                 ("done", Some(bytes), None)
             }
+            Outcome::DoneAs { bytes, how } => {
+                self.done += 1;
+                self.bytes += bytes;
+                *self.done_by_kind.entry(how.clone()).or_default() += 1;
+                if !record_done {
+                    return;
+                }
+                ("done", Some(bytes), Some(how))
+            }
             Outcome::Skipped(why) => {
                 self.skipped += 1;
                 *self.skipped_by_reason.entry(why.clone()).or_default() += 1;
@@ -279,8 +340,13 @@ impl Report {
                 self.conflicts += 1;
                 ("conflict", None, Some(why))
             }
-            Outcome::Failed(why) | Outcome::Retry(why) => {
+            Outcome::Failed(why) => {
                 self.failures += 1;
+                ("failed", None, Some(why))
+            }
+            Outcome::Retry(why) => {
+                self.failures += 1;
+                self.transient_failures += 1;
                 ("failed", None, Some(why))
             }
         };
@@ -442,7 +508,7 @@ where
                         Outcome::Retry(_) | Outcome::Conflict(_) if attempts <= max_retries => {
                             tokio::time::sleep(backoff(attempts - 1)).await;
                         }
-                        Outcome::Retry(why) => break Outcome::Failed(why),
+                        // Retries ran out: recorded as a (transient) failure.
                         other => break other,
                     }
                 };
@@ -628,8 +694,22 @@ mod tests {
         let s = r.summary("sealed");
         assert!(s.contains("1 sealed (2.0 KiB)"), "{s}");
         assert!(s.contains("1 already sealed"), "{s}");
-        assert!(s.contains("rerun"), "{s}");
+        assert!(s.contains("(1.0 KiB/s)"), "{s}");
+        assert!(s.contains("rerun to finish"), "{s}");
+        assert!(!s.contains("will not go away"), "{s}");
         assert!(!s.contains('\n'));
+
+        // Failures a rerun cannot fix do not ask for one; a dry run gives no rate.
+        let mut permanent = Report {
+            dry_run: true,
+            ..Default::default()
+        };
+        permanent.record("e".into(), Outcome::Failed("no identity".into()), 1, true);
+        let s = permanent.summary("sealed");
+        assert!(!permanent.rerun_may_finish() && !permanent.is_complete());
+        assert!(!s.contains("rerun"), "{s}");
+        assert!(s.contains("1 failure will not go away"), "{s}");
+        assert!(!s.contains("/s)"), "{s}");
         let mut quiet = Report::default();
         quiet.record("a".into(), Outcome::Done { bytes: 1 }, 1, false);
         assert!(quiet.entries.is_empty());

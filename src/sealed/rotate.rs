@@ -47,6 +47,11 @@ pub enum Rekey {
     /// Whenever the file key was ever wrapped to a key outside the target set, or that is
     /// unknown (`--rekey`). A rerun finds every object keyed to its set and skips it.
     Always,
+    /// Every object last written before this time (by the store's last-modified time, or
+    /// whose time the store does not give), and newer ones as with `Always`
+    /// (`--rekey-all`: a data key may have leaked). The time is when the first run
+    /// started: a rerun with the same time skips what it re-keyed.
+    Before(std::time::SystemTime),
 }
 
 /// What to rotate every object to, and when to re-key.
@@ -211,6 +216,10 @@ impl SealedBucket {
             Rekey::Never => false,
             Rekey::Exposed => exposed,
             Rekey::Always => !(matches && state.recorded && state.history.is_subset(&target_ids)),
+            Rekey::Before(cutoff) => {
+                info.meta.last_modified.is_none_or(|m| m < cutoff)
+                    || !(matches && state.recorded && state.history.is_subset(&target_ids))
+            }
         };
         let action = if rekey {
             RotateAction::Rekey

@@ -573,7 +573,8 @@ pub struct MigrateArgs {
     /// Bucket or prefix to migrate (s3://BUCKET/PREFIX, r2://…, file://…)
     #[arg(value_name = "URL")]
     pub url: String,
-    /// Write into this bucket or prefix instead, leaving the source untouched
+    /// Write into this bucket or prefix instead, leaving the source untouched; a rerun
+    /// seals sources again whose copy differs (size, MD5: needs an identity)
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// Unseal sealed objects back to plaintext
@@ -583,7 +584,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub verify: bool,
     /// Store each object under its encrypted name (the keyring's name key or
-    /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one
+    /// R2SEAL_NAMES_KEY), read it back, then delete the plaintext-named one; objects
+    /// already sealed under plaintext names are moved (server-side copy, checked)
     #[arg(long, conflicts_with = "reverse")]
     pub encrypt_names: bool,
     /// Multipart part size in MiB (at least 5)
@@ -659,10 +661,13 @@ before the run. An object already sealed to its target set is skipped: a rerun i
 no-op, an interrupted run resumes.
 Without a re-key nothing but headers moves: each object is copied onto itself
 server-side with a new envelope (multipart copy over 5 GiB), conditional on its ETag.
-A re-key (fresh file key, body re-encrypted, streamed) happens with --rekey for every
-object whose file key was ever wrapped to a key outside its set, and by default for
-every object whose file key was ever wrapped to a revoked key; --no-rekey never re-keys
-(a rewrap does not protect against a copy of the old envelope: r2seal warns).
+A re-key (fresh file key, body re-encrypted, streamed) happens with --rekey-all for
+every object (a data key may have leaked: every object last written before the run
+started, by the store's last-modified time; an interrupted run is finished with
+--rekey-before and the start time it printed, else it starts over), with --rekey for
+every object whose file key was ever wrapped to a key outside its set, and by default
+for every object whose file key was ever wrapped to a revoked key; --no-rekey never
+re-keys (a rewrap does not protect against a copy of the old envelope: r2seal warns).
 After a complete run over a whole bucket, each removed key that was active becomes
 retired in the keyring (defaults and policies are not edited). SECURITY.md §4.5.
 Exit status: non-zero if any object was left undone (conflicts, failures).
@@ -670,14 +675,17 @@ Examples:
   r2seal rotate --dry-run r2://agent-bucket/
   r2seal rotate --add laptop r2://agent-bucket/
   r2seal rotate --remove agent r2://agent-bucket/        # agent revoked: re-keys
-  r2seal rotate --rekey --jobs 32 r2://agent-bucket/sessions/";
+  r2seal rotate --rekey --jobs 32 r2://agent-bucket/sessions/
+  r2seal rotate --rekey-all r2://agent-bucket/        # a data key may have leaked";
 
 const EXPORT_HELP: &str = "\
 export: one file per object under DIR (the key tree below the prefix), each written to a
 temp file and renamed only after its object authenticated (mode 0600); mtime from
 rclone's mtime metadata. DIR/.r2seal-export.json records what was written: objects with
 an unchanged ETag are skipped. Keys that would escape DIR (.., a leading /, //) are
-refused one by one.
+refused one by one. Files it wrote whose objects are gone are listed in the summary
+(after a complete walk of the one bucket and prefix exported there); --delete removes
+them, and never any other file.
 import: every file under DIR, sealed to the keyring's policy (or -r/-R/-i), its mtime
 stored as rclone does; files whose object has the same size and mtime are skipped.
 Examples:
@@ -700,8 +708,16 @@ pub struct RotateArgs {
     #[arg(long, value_name = "KEY")]
     pub remove: Vec<String>,
     /// Re-encrypt under fresh file keys every object whose file key was ever wrapped to a key outside its set
-    #[arg(long, conflicts_with = "no_rekey")]
+    #[arg(long, conflicts_with_all = ["no_rekey", "rekey_all", "rekey_before"])]
     pub rekey: bool,
+    /// Re-encrypt every object under fresh file keys (a data key may have leaked): every
+    /// object last written before this run started, so a rerun from scratch starts over
+    #[arg(long, conflicts_with_all = ["no_rekey", "rekey_before"])]
+    pub rekey_all: bool,
+    /// --rekey-all for objects last written before TIME (RFC 3339), e.g. the start time an
+    /// interrupted --rekey-all printed: what it re-keyed is not re-keyed again
+    #[arg(long, value_name = "TIME", conflicts_with = "no_rekey")]
+    pub rekey_before: Option<String>,
     /// Never re-key, even when removing a revoked key (a rewrap only)
     #[arg(long)]
     pub no_rekey: bool,
@@ -719,6 +735,10 @@ pub struct ExportArgs {
     /// Local directory (created if missing)
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Delete files an earlier export wrote whose objects are gone from the bucket (only
+    /// files its manifest lists, and only if unchanged in size)
+    #[arg(long)]
+    pub delete: bool,
     #[command(flatten)]
     pub job: JobArgs,
 }

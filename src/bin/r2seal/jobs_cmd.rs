@@ -95,13 +95,20 @@ fn finish_with(
             .with_context(|| format!("cannot write {}", path.display()))?;
         out.commit()?;
     }
+    // Quiet, with findings: the error below gives their count, once.
+    let quiet_findings = args.quiet && findings.is_some() && report.failures > 0;
     let problems = report
         .entries
         .iter()
         .filter(|e| e.outcome == "conflict" || e.outcome == "failed");
     for (i, e) in problems.enumerate() {
         if i == MAX_PROBLEM_LINES {
-            eprintln!("r2seal: … more in the report (--report FILE)");
+            // With --json every entry is on stdout already.
+            match (&args.report, args.json) {
+                (_, true) => {}
+                (Some(path), false) => eprintln!("r2seal: … more in {}", path.display()),
+                (None, false) => eprintln!("r2seal: … more: --report FILE lists them all"),
+            }
             break;
         }
         match (&findings, &e.detail) {
@@ -117,7 +124,7 @@ fn finish_with(
     if args.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{json}")?;
-    } else if !args.quiet || !report.is_complete() {
+    } else if !args.quiet || (!report.is_complete() && !quiet_findings) {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{summary}")?;
     }
@@ -133,14 +140,25 @@ fn finish_with(
         if report.conflicts > 0 {
             what.push(format!("{} conflicts", report.conflicts));
         }
-        if report.failures > 0 {
-            what.push(format!("{} failures", report.failures));
+        if report.transient_failures > 0 {
+            what.push(format!("{} failures", report.transient_failures));
+        }
+        if report.permanent_failures() > 0 {
+            what.push(format!(
+                "{} failures that running it again will not fix",
+                report.permanent_failures()
+            ));
         }
         if let Some(e) = &report.list_error {
             what.push(format!("listing failed: {e}"));
         }
+        let rerun = if report.rerun_may_finish() {
+            "; rerun to finish"
+        } else {
+            ""
+        };
         bail!(
-            "{}: work left undone ({}); rerun to finish",
+            "{}: work left undone ({}){rerun}",
             report.job,
             what.join(", ")
         );

@@ -1047,10 +1047,14 @@ pub fn cleanup(args: CleanupArgs) -> Result<()> {
             }
         }
         if uploads.is_empty() && !args.remote.json {
-            eprintln!(
-                "r2seal: no unfinished uploads older than {}",
-                args.older_than
-            );
+            if age.is_zero() {
+                eprintln!("r2seal: no unfinished uploads");
+            } else {
+                eprintln!(
+                    "r2seal: no unfinished uploads older than {}",
+                    args.older_than
+                );
+            }
         }
         Ok(())
     })

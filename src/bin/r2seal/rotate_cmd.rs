@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use r2seal::jobs::export::{run_export, run_import};
+use r2seal::jobs::export::{run_export_with, run_import, ExportOptions};
 use r2seal::jobs::rotate::run as run_rotate;
 use r2seal::keys::keyring::{KeyStatus, Keyring};
 use r2seal::keys::{Identity, KeyId, Recipient};
@@ -98,7 +98,11 @@ pub fn rotate(args: RotateArgs) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let rekey = if args.rekey {
+    let rekey = if let Some(t) = &args.rekey_before {
+        Rekey::Before(parse_time(t)?)
+    } else if args.rekey_all {
+        Rekey::Before(std::time::SystemTime::now())
+    } else if args.rekey {
         Rekey::Always
     } else if args.no_rekey {
         Rekey::Never
@@ -156,16 +160,24 @@ pub fn rotate(args: RotateArgs) -> Result<()> {
         let a: Vec<String> = add.iter().map(|r| describe(ring, &r.key_id())).collect();
         rule.push_str(&format!(" plus [{}]", a.join(", ")));
     }
-    rule.push_str(match rekey {
+    let rekey_text = match rekey {
         Rekey::Always => {
-            "; re-key every object whose file key was ever wrapped to a key outside its set"
+            "; re-key every object whose file key was ever wrapped to a key outside its set".into()
         }
-        Rekey::Exposed if exposed.is_empty() => "; rewrap only (no revoked key in the keyring)",
+        Rekey::Exposed if exposed.is_empty() => {
+            "; rewrap only (no revoked key in the keyring)".into()
+        }
         Rekey::Exposed => {
             "; re-key objects whose file key was ever wrapped to a revoked key, rewrap the rest"
+                .into()
         }
-        Rekey::Never => "; rewrap only (--no-rekey)",
-    });
+        Rekey::Never => "; rewrap only (--no-rekey)".into(),
+        Rekey::Before(t) => format!(
+            "; re-key every object last written before {} (to finish an interrupted run: --rekey-before {0})",
+            format_time(t)
+        ),
+    };
+    rule.push_str(&rekey_text);
     if !args.job.json && !args.job.quiet {
         eprintln!("{rule}");
     }
@@ -193,6 +205,12 @@ pub fn rotate(args: RotateArgs) -> Result<()> {
         "rotated ({} rewrapped, {} re-keyed), body bytes through this client",
         summary.rotation.rewrapped, summary.rotation.rekeyed
     );
+    if let (Rekey::Before(t), false) = (rekey, summary.report.is_complete()) {
+        eprintln!(
+            "r2seal: to finish re-keying without starting over: --rekey-before {}",
+            format_time(t)
+        );
+    }
     let outcome = jobs_cmd::finish(&summary.report, &args.job, &word);
 
     // Keyring statuses, after a complete run over the whole bucket only.
@@ -205,6 +223,22 @@ pub fn rotate(args: RotateArgs) -> Result<()> {
         }
     }
     outcome
+}
+
+/// An RFC 3339 time (`--rekey-before`).
+fn parse_time(s: &str) -> Result<std::time::SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(std::time::SystemTime::from)
+        .with_context(|| {
+            format!("--rekey-before {s:?}: expected an RFC 3339 time such as 2026-11-27T12:00:00Z")
+        })
+}
+
+/// RFC 3339 in UTC, to the nanosecond, so that `--rekey-before` gets the exact cut back.
+fn format_time(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Mark removed keys retired (active ones only; revoked stay revoked), unless defaults
@@ -251,7 +285,10 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let report = rt.block_on(async {
         let store = open_store(&target, args.job.endpoint.as_deref()).await?;
         let bucket = sealed_bucket(store, &names).with_identities(identities);
-        run_export(bucket, &target.key, &args.dir, &cfg)
+        let opts = ExportOptions {
+            delete_gone: args.delete,
+        };
+        run_export_with(bucket, &target.key, &args.dir, &cfg, &opts)
             .await
             .with_context(|| format!("export to {}", args.dir.display()))
     })?;
