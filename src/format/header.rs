@@ -301,10 +301,14 @@ struct LineReader<'a> {
 
 impl<'a> LineReader<'a> {
     /// The next "\n"-terminated line without its newline, or `None` if the input ends
-    /// first. Lines are bounded so a missing newline cannot make us scan forever.
+    /// first. No line of a header ends past [`MAX_HEADER_BYTES`]: the search stops there,
+    /// so a hostile input is refused before it is scanned or parsed any further (a 1 GiB
+    /// "header" of one-character stanzas would otherwise become a vector of stanzas
+    /// many times its size before the limit was checked).
     fn next_line(&mut self) -> Result<Option<&'a [u8]>, Error> {
         let rest = &self.input[self.pos..];
-        match rest.iter().position(|&b| b == b'\n') {
+        let window = &rest[..rest.len().min(MAX_HEADER_BYTES.saturating_sub(self.pos))];
+        match window.iter().position(|&b| b == b'\n') {
             Some(end) => {
                 let line = &rest[..end];
                 if line.contains(&b'\r') {
@@ -312,6 +316,9 @@ impl<'a> LineReader<'a> {
                 }
                 self.pos += end + 1;
                 Ok(Some(line))
+            }
+            None if window.len() < rest.len() => {
+                Err(Error::Malformed("header is larger than 256 KiB"))
             }
             None => Ok(None),
         }
@@ -388,6 +395,33 @@ mod tests {
         let mut h = sample();
         h.stanzas[1].body = vec![0; 300 * 1024];
         assert!(Header::parse_prefix(&h.to_file_bytes()).is_err());
+        // Lines past the limit are never reached: neither a long line without an end
+        // nor many small stanzas.
+        let too_large = |input: &[u8]| {
+            matches!(
+                Header::parse_prefix(input),
+                Err(Error::Malformed(m)) if m.contains("256 KiB")
+            )
+        };
+        let mut endless = VERSION_LINE.as_bytes().to_vec();
+        endless.extend_from_slice(b"\n-> X25519 ");
+        endless.resize(MAX_HEADER_BYTES + 1, b'a');
+        assert!(too_large(&endless));
+        let mut many = VERSION_LINE.as_bytes().to_vec();
+        many.push(b'\n');
+        while many.len() <= 4 * MAX_HEADER_BYTES {
+            many.extend_from_slice(b"-> a\n\n");
+        }
+        assert!(too_large(&many));
+        // Exactly at the limit, a header still parses.
+        let mut fits = sample();
+        let room = MAX_HEADER_BYTES - fits.to_file_bytes().len();
+        fits.stanzas[0].args.push("b".repeat(room - 1)); // and its space
+        assert_eq!(fits.to_file_bytes().len(), MAX_HEADER_BYTES);
+        let (parsed, used) = Header::parse_prefix(&fits.to_file_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!((parsed, used), (fits, MAX_HEADER_BYTES));
     }
 
     #[test]
