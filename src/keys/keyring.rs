@@ -113,6 +113,7 @@ impl Key {
 
 /// A prefix and the keys objects under it are sealed to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub prefix: String,
     pub keys: Vec<String>,
@@ -562,6 +563,28 @@ mod tests {
         let text = ring.to_toml();
         let back = Keyring::parse(text.as_bytes(), &mut no_pass).unwrap();
         assert_eq!(back.to_toml().as_str(), text.as_str());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_in_every_table() {
+        let mut ring = sample();
+        ring.set_policy("archive/", vec!["recovery".into()])
+            .unwrap();
+        let text = ring.to_toml();
+        assert!(Keyring::parse(text.as_bytes(), &mut no_pass).is_ok());
+        // A misspelt field would otherwise be ignored, and what it meant silently lost.
+        for (table, typo) in [
+            ("version = 1", "versoin = 1"),
+            ("[[key]]", "[[key]]\nrecovry = true"),
+            ("[[policy]]", "[[policy]]\nkyes = [\"main\"]"),
+        ] {
+            assert!(text.contains(table), "{table}");
+            let bad = text.replacen(table, &format!("{table}\n{typo}"), 1);
+            assert!(
+                Keyring::parse(bad.as_bytes(), &mut no_pass).is_err(),
+                "{typo} accepted"
+            );
+        }
     }
 
     #[test]
