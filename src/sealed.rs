@@ -677,17 +677,18 @@ impl SealedBucket {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if got.info.meta.size > MAX_DESCRIPTOR_LEN as u64 {
-            return Err(SealedError::Open {
-                location,
-                error: Error::Malformed("bucket descriptor: larger than 64 KiB"),
-            });
-        }
-        let bytes = got.bytes().await?;
         let open_err = |error| SealedError::Open {
             location: location.clone(),
             error,
         };
+        let too_large = || open_err(Error::Malformed("bucket descriptor: larger than 64 KiB"));
+        if got.info.meta.size > MAX_DESCRIPTOR_LEN as u64 {
+            return Err(too_large());
+        }
+        let bytes = got
+            .bytes_at_most(MAX_DESCRIPTOR_LEN)
+            .await?
+            .ok_or_else(too_large)?;
         let descriptor = Descriptor::parse(&bytes).map_err(open_err)?;
         let auth = descriptor.verify(&self.held_sym_keys()).map_err(open_err)?;
         Ok(Some((descriptor, auth)))
@@ -1712,7 +1713,9 @@ impl SealedBucket {
                         },
                     )
                     .await?;
-                Ok::<_, SealedError>((at, got.bytes().await?.to_vec()))
+                // A server that ignores the range sends more: never read it all.
+                let salt = got.bytes_at_most(PAYLOAD_NONCE_SIZE).await?;
+                Ok::<_, SealedError>((at, salt.ok_or_else(corrupt)?.to_vec()))
             })
             .buffered(16)
             .try_collect()
@@ -2869,6 +2872,9 @@ impl RangeSource {
         let mut out = Vec::with_capacity(want);
         let mut body = self.open_span(start, end_exclusive).await?;
         while let Some(chunk) = body.try_next().await? {
+            if out.len() + chunk.len() > want {
+                return Err(self.corrupt()); // not what was asked for: read no more
+            }
             out.extend_from_slice(&chunk);
         }
         if out.len() != want {

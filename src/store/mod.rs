@@ -249,6 +249,22 @@ impl GetResult {
         }
         Ok(Bytes::from(out))
     }
+
+    /// Read the whole body into memory if it holds at most `limit` bytes; `None` as soon
+    /// as it holds more (the rest is not read). For bodies whose size the caller knows,
+    /// from a store that may not keep to it: a server that ignores `Range`, or a declared
+    /// size that is no bound (a chunked answer).
+    pub async fn bytes_at_most(self, limit: usize) -> Result<Option<Bytes>, StoreError> {
+        let mut out = Vec::new();
+        let mut body = self.body;
+        while let Some(chunk) = body.try_next().await? {
+            if out.len() + chunk.len() > limit {
+                return Ok(None);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(Bytes::from(out)))
+    }
 }
 
 /// One page of a listing.
@@ -1006,6 +1022,44 @@ pub(crate) fn etag_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_reads_stop_past_their_limit() {
+        let get = |chunks: Vec<&'static [u8]>, consumed: Arc<std::sync::atomic::AtomicUsize>| {
+            let body = futures_util::stream::iter(chunks).map(move |c| {
+                consumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Bytes::from_static(c))
+            });
+            GetResult {
+                info: ObjectInfo {
+                    meta: ObjectMeta {
+                        key: "k".into(),
+                        size: 0,
+                        etag: "\"e\"".into(),
+                        last_modified: None,
+                    },
+                    content_type: None,
+                    cache_control: None,
+                    metadata: BTreeMap::new(),
+                },
+                range: None,
+                body: Box::pin(body),
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fits = rt.block_on(get(vec![b"ab", b"cd"], pulled.clone()).bytes_at_most(4));
+        assert_eq!(fits.unwrap().as_deref(), Some(&b"abcd"[..]));
+        // A server sending more than asked for: refused at the first chunk past the
+        // limit, the rest never pulled.
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let over =
+            rt.block_on(get(vec![b"ab", b"cde", b"fg", b"hi"], pulled.clone()).bytes_at_most(4));
+        assert_eq!(over.unwrap(), None);
+        assert_eq!(pulled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn byte_range_specs_parse_as_http_writes_them_and_nothing_else() {
