@@ -714,3 +714,155 @@ fn explicit_identity_is_not_widened_by_the_keyring() {
         .assert()
         .failure();
 }
+
+/// Every temp file r2seal writes starts with `.r2seal-` (`.partial` for `-o`/`get`,
+/// `.r2seal-tmp-` for `export`); the paths under `dir` that still do.
+fn temps_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let (path, kind) = (entry.path(), entry.file_type().unwrap());
+            if kind.is_dir() {
+                todo.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(".r2seal-")
+                && !entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".r2seal-export")
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Waits until `child` has a temp file under `dir` holding some bytes, sends it
+/// `signal` (by name, as for `kill -s`), and returns its exit code; fails if the child
+/// finished first.
+fn signal_once_writing(child: &mut std::process::Child, dir: &Path, signal: &str) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let writing = temps_under(dir)
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if writing {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("finished ({status}) before a temp file was seen; make the input larger");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temp file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sent = StdCommand::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait().unwrap().code()
+}
+
+/// Ctrl-C or SIGTERM during `seal -o`/`open -o` removes the temp file (partial,
+/// unauthenticated plaintext for `open`) and exits 128 + the signal's number. Input
+/// comes from a pipe kept open, so the command is mid-write when the signal arrives.
+#[test]
+fn a_signal_removes_partial_output() {
+    let (dir, recipient) = setup();
+    let plain = data(24 << 20);
+    let sealed = fs::read(seal_file(dir.path(), &recipient, &plain, None)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let mut open = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(["open", "-i", "key.txt", "-o", "out.bin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = open.stdin.take().unwrap();
+        // Most of the file, never the end: the opener waits for more.
+        stdin.write_all(&sealed[..16 << 20]).unwrap();
+        assert_eq!(
+            signal_once_writing(&mut open, dir.path(), signal),
+            Some(code),
+            "open, SIG{signal}"
+        );
+        drop(stdin);
+        assert_no_output_left(dir.path());
+
+        let mut seal = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(["seal", "-r", &recipient, "-o", "out.age"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = seal.stdin.take().unwrap();
+        stdin.write_all(&plain[..8 << 20]).unwrap();
+        assert_eq!(
+            signal_once_writing(&mut seal, dir.path(), signal),
+            Some(code),
+            "seal, SIG{signal}"
+        );
+        drop(stdin);
+        assert!(!dir.path().join("out.age").exists());
+        assert_eq!(temps_under(dir.path()), Vec::<PathBuf>::new());
+    }
+}
+
+/// The same for `get --recursive` and `export` from a file:// bucket: nothing under the
+/// destination but finished files.
+#[test]
+fn a_signal_removes_partial_downloads_and_exports() {
+    let (dir, recipient) = setup();
+    fs::create_dir_all(dir.path().join("bucket")).unwrap();
+    fs::create_dir_all(dir.path().join("src")).unwrap();
+    for i in 0..6 {
+        fs::write(dir.path().join(format!("src/f{i}.bin")), data(40 << 20)).unwrap();
+    }
+    let bucket = format!("file://{}/big/", dir.path().join("bucket").display());
+    r2seal(dir.path())
+        .args(["put", "-r", &recipient, "--recursive", "src", &bucket])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for (args, dest) in [
+        (["get", "--recursive", "--jobs", "1"], "got"),
+        (["export", "--jobs", "1", "-i"], "exported"),
+    ] {
+        let mut cmd = StdCommand::new(&bin);
+        cmd.current_dir(dir.path()).args(args);
+        if args[0] == "export" {
+            cmd.arg("key.txt");
+        } else {
+            cmd.args(["-i", "key.txt"]);
+        }
+        fs::create_dir_all(dir.path().join(dest)).unwrap();
+        let mut child = cmd
+            .args([bucket.as_str(), dest])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            signal_once_writing(&mut child, &dir.path().join(dest), "INT"),
+            Some(130),
+            "{}",
+            args[0]
+        );
+        assert_eq!(
+            temps_under(&dir.path().join(dest)),
+            Vec::<PathBuf>::new(),
+            "{}",
+            args[0]
+        );
+    }
+}

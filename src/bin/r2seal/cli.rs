@@ -66,7 +66,7 @@ pub enum Command {
 
     /// Open a sealed file (age v1) and authenticate every byte
     #[command(
-        after_help = "With -o, the plaintext is written to a temporary file and renamed into place only\nafter the whole object authenticated: no partial or unauthenticated file is left.\nTo stdout, each 64 KiB chunk is released once authenticated; a truncated or tampered\nobject ends with an error and a non-zero exit."
+        after_help = "With -o, the plaintext is written to a temporary file and renamed into place only\nafter the whole object authenticated: no partial or unauthenticated file is left,\nalso on Ctrl-C or SIGTERM.\nTo stdout, each 64 KiB chunk is released once authenticated; a truncated or tampered\nobject ends with an error and a non-zero exit."
     )]
     Open {
         #[command(flatten)]
