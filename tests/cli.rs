@@ -866,3 +866,41 @@ fn a_signal_removes_partial_downloads_and_exports() {
         );
     }
 }
+
+/// A closed stdout (`| head -1` that already exited) ends every printing command
+/// quietly with exit 0, never a panic. The read end is closed before the command
+/// starts, so each of its writes fails.
+#[test]
+fn printing_to_a_closed_pipe_exits_zero() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"x", None);
+    r2seal(dir.path())
+        .args(["key", "add", "k", "--sym", "--keyring", "ring.toml"])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for args in [
+        &["completions", "bash"][..],
+        &["key", "list", "--json", "--keyring", "ring.toml"],
+        &["key", "list", "--keyring", "ring.toml"],
+        &["inspect", "sealed.age"],
+        &["inspect", "--json", "sealed.age"],
+        &["recipient", "-i", "key.txt"],
+        &["key", "default", "k", "--keyring", "ring.toml"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).as_ref()),
+            (Some(0), ""),
+            "{args:?}"
+        );
+    }
+}

@@ -19,6 +19,15 @@ use r2seal::tempfiles::LiveTemp;
 /// large enough to keep the read-ahead thread and the sealer both busy.
 pub const IO_BUFFER: usize = 1024 * 1024;
 
+/// Prints one line to stdout. Every line of output goes through here, never `println!`,
+/// which panics on a closed pipe: the error is returned as a broken pipe, and main exits
+/// 0 on it (`r2seal key list | head -1`).
+pub fn print_line(line: impl std::fmt::Display) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
 pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     match path {
         None => Ok(Box::new(io::stdin())),

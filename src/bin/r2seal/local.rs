@@ -14,7 +14,7 @@ use r2seal::store::{ByteRange, ContentRange};
 use serde_json::json;
 
 use crate::cli::{IdentityArgs, RecipientArgs};
-use crate::io::{self as cio, Output, IO_BUFFER};
+use crate::io::{self as cio, print_line, Output, IO_BUFFER};
 use crate::objects::parse_range;
 use crate::pipeline;
 
@@ -294,9 +294,9 @@ pub fn inspect(json_output: bool, input: Option<&PathBuf>) -> Result<()> {
     };
     let summary = summarize(&header, form, body_len)?;
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        print_line(format_args!("{}", serde_json::to_string_pretty(&summary)?))?;
     } else {
-        print_summary(&summary);
+        print_summary(&summary)?;
     }
     Ok(())
 }
@@ -346,22 +346,22 @@ fn summarize(header: &Header, form: &str, body_len: Option<u64>) -> Result<serde
     }))
 }
 
-fn print_summary(v: &serde_json::Value) {
-    println!(
+fn print_summary(v: &serde_json::Value) -> Result<()> {
+    print_line(format_args!(
         "form:            {}",
         v["form"].as_str().unwrap_or_default()
-    );
-    println!(
+    ))?;
+    print_line(format_args!(
         "version:         {}",
         v["version"].as_str().unwrap_or_default()
-    );
-    println!(
+    ))?;
+    print_line(format_args!(
         "layout:          {}",
         v["layout"].as_str().unwrap_or_default()
-    );
-    println!("name bound:      {}", v["name_bound"]);
-    println!("sealed metadata: {}", v["sealed_metadata"]);
-    println!("stanzas:");
+    ))?;
+    print_line(format_args!("name bound:      {}", v["name_bound"]))?;
+    print_line(format_args!("sealed metadata: {}", v["sealed_metadata"]))?;
+    print_line(format_args!("stanzas:"))?;
     for s in v["stanzas"].as_array().into_iter().flatten() {
         let detail = match s["type"].as_str().unwrap_or_default() {
             "X25519" => "anonymous age recipient".to_owned(),
@@ -377,25 +377,31 @@ fn print_summary(v: &serde_json::Value) {
             "r2seal-salts" => format!("{} part salts", s["salts"]),
             _ => "not used by r2seal (ignored)".to_owned(),
         };
-        println!("  {:<14} {detail}", s["type"].as_str().unwrap_or_default());
+        print_line(format_args!(
+            "  {:<14} {detail}",
+            s["type"].as_str().unwrap_or_default()
+        ))?;
     }
-    println!("header bytes:    {}", v["header_bytes"]);
+    print_line(format_args!("header bytes:    {}", v["header_bytes"]))?;
     if let Some(n) = v["metadata_form_bytes"].as_u64() {
         let fits = if v["fits_r2_metadata"].as_bool() == Some(true) {
             "fits"
         } else {
             "does NOT fit"
         };
-        println!("metadata form:   {n} bytes ({fits} R2's 8,192-byte metadata limit)");
+        print_line(format_args!(
+            "metadata form:   {n} bytes ({fits} R2's 8,192-byte metadata limit)"
+        ))?;
     }
     if let Some(n) = v["body_bytes"].as_u64() {
-        println!("body bytes:      {n}");
+        print_line(format_args!("body bytes:      {n}"))?;
     }
     match v["plaintext_bytes"].as_u64() {
-        Some(n) => println!("plaintext bytes: {n}"),
-        None if v["body_bytes"].is_u64() => {
-            println!("plaintext bytes: (no valid object has this length)")
-        }
+        Some(n) => print_line(format_args!("plaintext bytes: {n}"))?,
+        None if v["body_bytes"].is_u64() => print_line(format_args!(
+            "plaintext bytes: (no valid object has this length)"
+        ))?,
         None => {}
     }
+    Ok(())
 }

@@ -85,7 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => rotate_cmd::export(args),
         Command::Import(args) => rotate_cmd::import(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
             Ok(())
         }
     }

@@ -27,7 +27,7 @@ use crate::cli::{
     BucketCommand, CatArgs, CleanupArgs, CopyArgs, GetArgs, HeadArgs, IdentityArgs, KeyringArg,
     LsArgs, PutArgs, RecipientArgs, RmArgs,
 };
-use crate::io::{self as cio, Output};
+use crate::io::{self as cio, print_line, Output};
 use crate::local;
 
 /// Transfers at least this large get a progress line (when stderr is a terminal).
@@ -240,15 +240,7 @@ fn read_identities(args: &IdentityArgs, allow_plaintext: bool) -> Result<Vec<Ide
 // Output helpers
 
 fn print_json(v: serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{v}")?;
-    Ok(())
-}
-
-fn print_line(line: impl Display) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    Ok(())
+    print_line(v)
 }
 
 fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
