@@ -898,9 +898,51 @@ fn printing_to_a_closed_pipe_exits_zero() {
             .output()
             .unwrap();
         assert_eq!(
-            (out.status.code(), String::from_utf8_lossy(&out.stderr).as_ref()),
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
             (Some(0), ""),
             "{args:?}"
         );
     }
+}
+
+/// A secret key given where a recipient goes is refused without being repeated: stderr
+/// often ends up in CI logs.
+#[test]
+fn a_secret_given_as_a_recipient_is_never_echoed() {
+    let (dir, _) = setup();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    let key_file = fs::read_to_string(dir.path().join("key.txt")).unwrap();
+    let age_secret = key_file
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_owned();
+    // Valid, lower-cased, and a symmetric key with a broken checksum.
+    let mut sym = String::from("R2SEAL-SYM-KEY-1");
+    sym.push_str(&"q".repeat(58));
+    for secret in [age_secret.clone(), age_secret.to_lowercase(), sym] {
+        for args in [
+            vec!["seal", "-r", &secret, "-o", "p.age", "p.txt"],
+            vec![
+                "key",
+                "add",
+                "x",
+                "--recipient",
+                &secret,
+                "--keyring",
+                "ring.toml",
+            ],
+        ] {
+            let out = r2seal(dir.path()).args(&args).assert().failure().code(1);
+            let err = one_line_error(&out.get_output().stderr);
+            // The key's data part, whatever the case.
+            let body = &secret.to_lowercase()[20..];
+            assert!(!err.to_lowercase().contains(body), "{args:?}: {err}");
+            assert!(err.contains("recipient"), "{err}");
+        }
+    }
+    assert!(!dir.path().join("p.age").exists());
 }

@@ -179,7 +179,8 @@ pub struct KeyringArg {
 
 #[derive(Debug, Args)]
 pub struct RecipientArgs {
-    /// Seal to RECIPIENT (age1…); repeatable
+    /// Seal to RECIPIENT (age1…, or a symmetric key R2SEAL-SYM-KEY-1…, which is a secret:
+    /// prefer -i FILE for it); repeatable
     #[arg(short, long = "recipient", value_name = "RECIPIENT")]
     pub recipients: Vec<String>,
     /// Seal to every recipient in FILE; repeatable

@@ -104,7 +104,7 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             } else if age {
                 KeyMaterial::X25519(Identity::generate_x25519())
             } else if let Some(r) = recipient {
-                match Recipient::parse(&r).with_context(|| format!("recipient {r:?}"))? {
+                match crate::local::parse_recipient_arg(&r)? {
                     Recipient::X25519(x) => KeyMaterial::RecipientOnly(Recipient::X25519(x)),
                     Recipient::Sym(_) => bail!(
                         "--recipient takes an age1… recipient; add symmetric keys with --import"

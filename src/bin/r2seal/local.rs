@@ -24,10 +24,30 @@ const R2_METADATA_LIMIT: usize = 8192;
 /// huge range never sits in memory at once.
 const RANGE_WINDOW: u64 = 16 * 1024 * 1024;
 
+/// A recipient given on the command line. An age recipient is public and is quoted in
+/// errors; a secret key given by mistake never is (stderr ends up in CI logs). A valid
+/// symmetric key is a recipient too: it seals to itself.
+pub fn parse_recipient_arg(value: &str) -> Result<Recipient> {
+    let trimmed = value.trim();
+    let starts_with = |prefix: &str| {
+        trimmed
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if starts_with("AGE-SECRET-KEY-") {
+        bail!("recipient: this is a secret key, not a recipient (give its recipient: r2seal recipient -i FILE)");
+    }
+    if starts_with("R2SEAL-SYM-KEY-") {
+        // The parse error names the format, never the value.
+        return Recipient::parse(trimmed).context("recipient: a symmetric secret key");
+    }
+    Recipient::parse(trimmed).with_context(|| format!("recipient {value:?}"))
+}
+
 pub fn resolve_recipients(args: &RecipientArgs, name: Option<&str>) -> Result<Vec<Recipient>> {
     let mut recipients = Vec::new();
     for r in &args.recipients {
-        recipients.push(Recipient::parse(r).with_context(|| format!("recipient {r:?}"))?);
+        recipients.push(parse_recipient_arg(r)?);
     }
     recipients.extend(cio::load_recipient_files(&args.recipient_files)?);
     recipients.extend(
