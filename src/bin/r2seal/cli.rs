@@ -410,7 +410,7 @@ pub struct LsArgs {
     /// Every key under the prefix, not just one level
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Size (plaintext), date and ETag
+    /// Size (plaintext), date (UTC) and the stored ETag, as the listing gives them
     #[arg(long, short = 'l')]
     pub long: bool,
     #[command(flatten)]

@@ -257,6 +257,30 @@ fn rfc3339(t: Option<SystemTime>) -> String {
     }
 }
 
+/// `ls --long`'s date column: UTC to the second, always 20 characters (stores differ in
+/// the fraction they give: file:// tenths, Garage milliseconds).
+fn listing_date(t: Option<SystemTime>) -> String {
+    match t {
+        Some(t) => {
+            let t = time::OffsetDateTime::from(t);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// `ls --long`'s ETag column: an MD5 in hex; a multipart ETag (`…-N`) is longer and
+/// shifts its key.
+const ETAG_WIDTH: usize = 32;
+
 /// A progress line on stderr, redrawn a few times a second, for large transfers only
 /// and only when stderr is a terminal.
 struct Progress {
@@ -739,7 +763,10 @@ pub fn ls(args: LsArgs) -> Result<()> {
                 if args.remote.json {
                     print_json(json!({"prefix": p, "url": target.url_of(p)}))?;
                 } else if args.long {
-                    print_line(format_args!("{:>14}  {:<20}  {p}", "PRE", ""))?;
+                    print_line(format_args!(
+                        "{:>14}  {:<20}  {:<ETAG_WIDTH$}  {p}",
+                        "PRE", "", ""
+                    ))?;
                 } else {
                     print_line(p)?;
                 }
@@ -754,8 +781,9 @@ pub fn ls(args: LsArgs) -> Result<()> {
                 } else if args.long {
                     let size = o.size.map_or_else(|| "?".to_string(), |s| s.to_string());
                     print_line(format_args!(
-                        "{size:>14}  {:<20}  {}",
-                        rfc3339(o.last_modified),
+                        "{size:>14}  {:<20}  {:<ETAG_WIDTH$}  {}",
+                        listing_date(o.last_modified),
+                        o.etag.trim_matches('"'),
                         o.key
                     ))?;
                 } else {
