@@ -946,3 +946,63 @@ fn a_secret_given_as_a_recipient_is_never_echoed() {
     }
     assert!(!dir.path().join("p.age").exists());
 }
+
+/// Retiring or revoking a key that the defaults or a policy still name warns where, and
+/// sealing then names the key and what names it; doing it twice says "already".
+#[test]
+fn retiring_a_named_key_warns_where_it_is_still_named() {
+    let dir = TempDir::new().unwrap();
+    fs::write(dir.path().join("p.txt"), b"payload").unwrap();
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", dir.path().join("ring.toml"))
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "agent", "--sym"]).success();
+    run(&["key", "add", "other", "--sym", "--recovery"]).success();
+    run(&["key", "default", "agent", "other"]).success();
+    run(&["key", "policy", "archive/", "agent"]).success();
+
+    let retired = run(&["key", "retire", "agent"]).success();
+    let out = retired.get_output();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "key \"agent\": active -> retired\n"
+    );
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.contains("the defaults still name \"agent\""),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("the policy for \"archive/\" still names \"agent\""),
+        "{warnings}"
+    );
+
+    let failed = run(&["seal", "--name", "notes", "-o", "n.age", "p.txt"]).failure();
+    let err = one_line_error(&failed.get_output().stderr);
+    assert!(
+        err.contains("the defaults name key \"agent\", which is retired"),
+        "{err}"
+    );
+    let failed = run(&["seal", "--name", "archive/a", "-o", "n.age", "p.txt"]).failure();
+    let err = one_line_error(&failed.get_output().stderr);
+    assert!(
+        err.contains("the policy for \"archive/\" names key \"agent\", which is retired"),
+        "{err}"
+    );
+
+    run(&["key", "retire", "agent"])
+        .success()
+        .stdout("key \"agent\" is already retired\n")
+        .stderr("");
+    run(&["key", "revoke", "agent"]).success();
+    run(&["key", "revoke", "agent"])
+        .success()
+        .stdout("key \"agent\" is already revoked\n")
+        .stderr("");
+    // Once nothing names it, no warning.
+    run(&["key", "add", "spare", "--sym"]).success();
+    run(&["key", "retire", "spare"]).success().stderr("");
+}

@@ -232,10 +232,25 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
 fn set_status(path: &Path, name: &str, status: KeyStatus) -> Result<()> {
     let mut loaded = LoadedKeyring::load(path)?;
     let old = loaded.ring.set_status(name, status)?;
+    if old == status {
+        print_line(format_args!("key {name:?} is already {status}"))?;
+        return Ok(());
+    }
     loaded.save()?;
     print_line(format_args!("key {name:?}: {old} -> {status}"))?;
     if status == KeyStatus::Revoked {
         eprintln!("r2seal: objects sealed to this key stay readable by whoever holds a copy of it; re-key them");
+    }
+    // Sealing fails while anything names a key that no longer seals: say so now.
+    for named_by in loaded.ring.named_by(name) {
+        match named_by {
+            None => eprintln!(
+                "r2seal: warning: the defaults still name {name:?}, so sealing with them fails: set them without it (r2seal key default KEY…)"
+            ),
+            Some(prefix) => eprintln!(
+                "r2seal: warning: the policy for {prefix:?} still names {name:?}, so sealing under it fails: set it without it (r2seal key policy {prefix:?} KEY…, or --remove)"
+            ),
+        }
     }
     Ok(())
 }
