@@ -39,6 +39,9 @@ pub enum Error {
     KdfTooExpensive(String),
     /// A passphrase was needed and none could be obtained.
     PassphraseUnavailable,
+    /// The passphrase given is empty: from `R2SEAL_PASSPHRASE` (set but empty) when
+    /// `from_env`, else typed.
+    EmptyPassphrase { from_env: bool },
     /// The recipient set is empty or mixes recipients that cannot be combined.
     InvalidRecipients(&'static str),
     /// A policy (`policy`: its prefix) or the defaults (`policy: None`) name a key that no
@@ -86,6 +89,12 @@ impl fmt::Display for Error {
             Error::PassphraseUnavailable => f.write_str(
                 "a passphrase is needed: set R2SEAL_PASSPHRASE or run from a terminal",
             ),
+            Error::EmptyPassphrase { from_env: true } => f.write_str(
+                "R2SEAL_PASSPHRASE is set but empty: give the passphrase there, or unset it to be asked on the terminal",
+            ),
+            Error::EmptyPassphrase { from_env: false } => {
+                f.write_str("an empty passphrase is refused")
+            }
             Error::InvalidRecipients(what) => write!(f, "invalid recipients: {what}"),
             Error::InactiveKeyNamed {
                 key,

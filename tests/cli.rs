@@ -1006,3 +1006,25 @@ fn retiring_a_named_key_warns_where_it_is_still_named() {
     run(&["key", "add", "spare", "--sym"]).success();
     run(&["key", "retire", "spare"]).success().stderr("");
 }
+
+/// `R2SEAL_PASSPHRASE` set but empty is named as such, not as a missing passphrase.
+#[test]
+fn an_empty_passphrase_variable_is_named() {
+    let dir = TempDir::new().unwrap();
+    r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "pw")
+        .args(["keygen", "--passphrase", "-o", "key.age"])
+        .assert()
+        .success();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "")
+        .args(["recipient", "-i", "key.age"])
+        .assert()
+        .failure()
+        .code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("identity file key.age: R2SEAL_PASSPHRASE is set but empty"),
+        "{err}"
+    );
+}

@@ -253,22 +253,26 @@ pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     out.commit()
 }
 
-/// The passphrase: `R2SEAL_PASSPHRASE`, else a prompt on the terminal (twice when
-/// setting a new one).
-pub fn ask_passphrase(confirm: bool) -> r2seal::Result<Passphrase> {
+/// The passphrase for `file` (its name is in the prompt): `R2SEAL_PASSPHRASE`, else a
+/// prompt on the terminal (twice when setting a new one).
+pub fn ask_passphrase(file: &Path, confirm: bool) -> r2seal::Result<Passphrase> {
     if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE") {
         if p.is_empty() {
-            return Err(r2seal::Error::PassphraseUnavailable);
+            return Err(r2seal::Error::EmptyPassphrase { from_env: true });
         }
         return Ok(Passphrase::new(p));
     }
-    let first = rpassword::prompt_password("Passphrase: ")
+    let shown = file
+        .file_name()
+        .unwrap_or(file.as_os_str())
+        .to_string_lossy();
+    let first = rpassword::prompt_password(format!("Passphrase for {shown}: "))
         .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
     if first.is_empty() {
-        return Err(r2seal::Error::PassphraseUnavailable);
+        return Err(r2seal::Error::EmptyPassphrase { from_env: false });
     }
     if confirm {
-        let second = rpassword::prompt_password("Confirm passphrase: ")
+        let second = rpassword::prompt_password(format!("Confirm passphrase for {shown}: "))
             .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
         if second != first {
             return Err(r2seal::Error::WrongPassphrase);
@@ -281,7 +285,7 @@ pub fn load_identity_files(paths: &[PathBuf]) -> Result<Vec<Identity>> {
     let mut all = Vec::new();
     for p in paths {
         let bytes = zeroize::Zeroizing::new(read_file(p)?);
-        let ids = parse_identity_file(&bytes, &mut || ask_passphrase(false))
+        let ids = parse_identity_file(&bytes, &mut || ask_passphrase(p, false))
             .with_context(|| format!("identity file {}", p.display()))?;
         all.extend(ids);
     }
@@ -316,7 +320,7 @@ impl LoadedKeyring {
         );
         let mut passphrase = None;
         let ring = Keyring::parse(&bytes, &mut || {
-            let p = ask_passphrase(false)?;
+            let p = ask_passphrase(path, false)?;
             passphrase = Some(Passphrase::new(p.expose().to_owned()));
             Ok(p)
         })
@@ -340,7 +344,7 @@ impl LoadedKeyring {
             return LoadedKeyring::load(path);
         }
         let passphrase = if protect {
-            Some(ask_passphrase(true)?)
+            Some(ask_passphrase(path, true)?)
         } else {
             None
         };

@@ -38,7 +38,8 @@ pub fn keygen(output: Option<&Path>, protect: bool) -> Result<()> {
     let recipient = identity.to_recipient().describe();
     let text = identity_file_text(&identity);
     let bytes = if protect {
-        let pass = cio::ask_passphrase(true)?;
+        // Without -o the key goes to stdout: the prompt names no file.
+        let pass = cio::ask_passphrase(output.unwrap_or(Path::new("the new key")), true)?;
         zeroize::Zeroizing::new(passphrase::protect(
             text.as_bytes(),
             &pass,
