@@ -1028,3 +1028,61 @@ fn an_empty_passphrase_variable_is_named() {
         "{err}"
     );
 }
+
+/// Output errors name the path the user gave: never the internal temp file, and a
+/// device that fails a write (/dev/full) is named too. A dangling symlink is refused:
+/// following it would create a file wherever it points, replacing it would drop the link.
+#[test]
+fn output_errors_name_the_users_path() {
+    let (dir, recipient) = setup();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    let seal_to = |out: &str| {
+        let failed = r2seal(dir.path())
+            .args(["seal", "-r", &recipient, "-o", out, "p.txt"])
+            .assert()
+            .failure()
+            .code(1);
+        one_line_error(&failed.get_output().stderr)
+    };
+    let err = seal_to("nodir/x");
+    assert!(err.starts_with("r2seal: cannot write nodir/x: "), "{err}");
+    assert!(!err.contains(".r2seal-"), "{err}");
+    if Path::new("/dev/full").exists() {
+        let err = seal_to("/dev/full");
+        assert!(err.starts_with("r2seal: cannot write /dev/full: "), "{err}");
+    }
+    std::os::unix::fs::symlink("nowhere/target", dir.path().join("dangling")).unwrap();
+    let err = seal_to("dangling");
+    assert!(
+        err.contains("symlink to a file that does not exist"),
+        "{err}"
+    );
+    assert!(fs::symlink_metadata(dir.path().join("dangling"))
+        .unwrap()
+        .is_symlink());
+    assert!(!dir.path().join("nowhere").exists());
+    assert_eq!(temps_under(dir.path()), Vec::<PathBuf>::new());
+}
+
+/// Printing a revoked key's secret warns (on stderr; stdout stays the bare secret).
+#[test]
+fn export_secret_of_a_revoked_key_warns() {
+    let dir = TempDir::new().unwrap();
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", dir.path().join("ring.toml"))
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "k", "--sym"]).success();
+    run(&["key", "export-secret", "k"]).success().stderr("");
+    run(&["key", "revoke", "k"]).success();
+    let out = run(&["key", "export-secret", "k"]).success();
+    let out = out.get_output();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("R2SEAL-SYM-KEY-1"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: key \"k\" is revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -168,6 +168,15 @@ impl Output {
             }
             Ok(_) => fs::canonicalize(path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?,
+            // A dangling symlink: following it would create a file wherever it points
+            // (perhaps outside the directory the user looked at); replacing it would drop
+            // the link. Neither is clearly what was asked, so refuse.
+            Err(_) if fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) => {
+                bail!(
+                    "cannot write {}: it is a symlink to a file that does not exist",
+                    path.display()
+                )
+            }
             Err(_) => path.to_owned(),
         };
         let dir = match dest.parent() {
@@ -182,8 +191,12 @@ impl Output {
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(s) => s.write_all(bytes),
-            Output::Special { file, .. } => file.write_all(bytes),
-            Output::File { file, .. } => file.write_all(bytes),
+            Output::Special { file, path } => {
+                file.write_all(bytes).map_err(|e| cannot_write(path, e))
+            }
+            Output::File { file, dest, .. } => {
+                file.write_all(bytes).map_err(|e| cannot_write(dest, e))
+            }
         }
     }
 
@@ -203,6 +216,11 @@ impl Output {
             }
         }
     }
+}
+
+/// Names the file in a write error; the kind stays, so a broken pipe is still one.
+fn cannot_write(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
 }
 
 /// A new 0600 file `.r2seal-XXXXXXXXXXXX.partial` in `dir`, never an existing one.

@@ -218,6 +218,9 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
                     bail!("key {name:?} is a public recipient only; it has no secret")
                 }
             };
+            if key.status == KeyStatus::Revoked {
+                eprintln!("r2seal: warning: key {name:?} is revoked: anything sealed to it must be re-keyed, and this copy of its secret is one more to keep safe");
+            }
             if std::io::stdout().is_terminal() {
                 eprintln!("r2seal: warning: printing a secret key to the terminal");
             }
