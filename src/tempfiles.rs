@@ -80,3 +80,39 @@ pub fn remove_all() -> Held {
     }
     Held { _registry: live }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(path: &Path) -> io::Result<(std::fs::File, PathBuf)> {
+        Ok((std::fs::File::create_new(path)?, path.to_owned()))
+    }
+
+    #[test]
+    fn temps_are_persisted_dropped_or_removed_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+
+        let (_file, temp) = LiveTemp::create(|| make(&a)).unwrap();
+        temp.persist(&dir.path().join("a.final")).unwrap();
+        assert!(dir.path().join("a.final").exists());
+        assert!(!live().contains(&a));
+
+        let (_file, temp) = LiveTemp::create(|| make(&b)).unwrap();
+        drop(temp);
+        assert!(!b.exists());
+        assert!(!live().contains(&b));
+
+        // What a signal handler does: every registered temp goes, persisted files stay.
+        let (_file, registered) = LiveTemp::create(|| make(&c)).unwrap();
+        drop(remove_all());
+        assert!(!c.exists());
+        assert!(dir.path().join("a.final").exists());
+        drop(registered);
+    }
+}
