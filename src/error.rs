@@ -39,8 +39,18 @@ pub enum Error {
     KdfTooExpensive(String),
     /// A passphrase was needed and none could be obtained.
     PassphraseUnavailable,
+    /// The passphrase given is empty: from `R2SEAL_PASSPHRASE` (set but empty) when
+    /// `from_env`, else typed.
+    EmptyPassphrase { from_env: bool },
     /// The recipient set is empty or mixes recipients that cannot be combined.
     InvalidRecipients(&'static str),
+    /// A policy (`policy`: its prefix) or the defaults (`policy: None`) name a key that no
+    /// longer seals: `status` is "retired" or "revoked".
+    InactiveKeyNamed {
+        key: String,
+        status: &'static str,
+        policy: Option<String>,
+    },
     /// An object key whose encrypted form would exceed the store's key limit.
     NameTooLong { size: usize, limit: usize },
 }
@@ -79,7 +89,29 @@ impl fmt::Display for Error {
             Error::PassphraseUnavailable => f.write_str(
                 "a passphrase is needed: set R2SEAL_PASSPHRASE or run from a terminal",
             ),
+            Error::EmptyPassphrase { from_env: true } => f.write_str(
+                "R2SEAL_PASSPHRASE is set but empty: give the passphrase there, or unset it to be asked on the terminal",
+            ),
+            Error::EmptyPassphrase { from_env: false } => {
+                f.write_str("an empty passphrase is refused")
+            }
             Error::InvalidRecipients(what) => write!(f, "invalid recipients: {what}"),
+            Error::InactiveKeyNamed {
+                key,
+                status,
+                policy: None,
+            } => write!(
+                f,
+                "invalid recipients: the defaults name key {key:?}, which is {status}; update them (r2seal key default KEY…)"
+            ),
+            Error::InactiveKeyNamed {
+                key,
+                status,
+                policy: Some(prefix),
+            } => write!(
+                f,
+                "invalid recipients: the policy for {prefix:?} names key {key:?}, which is {status}; update it (r2seal key policy {prefix:?} KEY…, or --remove)"
+            ),
             Error::NameTooLong { size, limit } => write!(
                 f,
                 "the encrypted object key would be {size} bytes, over the {limit}-byte key limit: use a shorter key (SECURITY.md §3.10)"

@@ -55,6 +55,8 @@ pub mod jobs;
 pub mod sealed;
 #[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "store")]
+pub mod tempfiles;
 
 pub use error::Error;
 

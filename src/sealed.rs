@@ -712,7 +712,7 @@ impl SealedBucket {
         if existing.is_some() && !replace {
             return Err(SealedError::Invalid {
                 location,
-                detail: "a bucket descriptor exists already (replace it explicitly)".into(),
+                detail: "a bucket descriptor exists already: replace it explicitly (r2seal bucket init --replace)".into(),
             });
         }
         let opts = store::PutOptions {

@@ -714,3 +714,375 @@ fn explicit_identity_is_not_widened_by_the_keyring() {
         .assert()
         .failure();
 }
+
+/// Every temp file r2seal writes starts with `.r2seal-` (`.partial` for `-o`/`get`,
+/// `.r2seal-tmp-` for `export`); the paths under `dir` that still do.
+fn temps_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let (path, kind) = (entry.path(), entry.file_type().unwrap());
+            if kind.is_dir() {
+                todo.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(".r2seal-")
+                && !entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".r2seal-export")
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Waits until `child` has a temp file under `dir` holding some bytes, sends it
+/// `signal` (by name, as for `kill -s`), and returns its exit code; fails if the child
+/// finished first.
+fn signal_once_writing(child: &mut std::process::Child, dir: &Path, signal: &str) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let writing = temps_under(dir)
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if writing {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("finished ({status}) before a temp file was seen; make the input larger");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temp file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sent = StdCommand::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait().unwrap().code()
+}
+
+/// Ctrl-C or SIGTERM during `seal -o`/`open -o` removes the temp file (partial,
+/// unauthenticated plaintext for `open`) and exits 128 + the signal's number. Input
+/// comes from a pipe kept open, so the command is mid-write when the signal arrives.
+#[test]
+fn a_signal_removes_partial_output() {
+    let (dir, recipient) = setup();
+    let plain = data(24 << 20);
+    let sealed = fs::read(seal_file(dir.path(), &recipient, &plain, None)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let mut open = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(["open", "-i", "key.txt", "-o", "out.bin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = open.stdin.take().unwrap();
+        // Most of the file, never the end: the opener waits for more.
+        stdin.write_all(&sealed[..16 << 20]).unwrap();
+        assert_eq!(
+            signal_once_writing(&mut open, dir.path(), signal),
+            Some(code),
+            "open, SIG{signal}"
+        );
+        drop(stdin);
+        assert_no_output_left(dir.path());
+
+        let mut seal = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(["seal", "-r", &recipient, "-o", "out.age"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = seal.stdin.take().unwrap();
+        stdin.write_all(&plain[..8 << 20]).unwrap();
+        assert_eq!(
+            signal_once_writing(&mut seal, dir.path(), signal),
+            Some(code),
+            "seal, SIG{signal}"
+        );
+        drop(stdin);
+        assert!(!dir.path().join("out.age").exists());
+        assert_eq!(temps_under(dir.path()), Vec::<PathBuf>::new());
+    }
+}
+
+/// The same for `get --recursive` and `export` from a file:// bucket: nothing under the
+/// destination but finished files.
+#[test]
+fn a_signal_removes_partial_downloads_and_exports() {
+    let (dir, recipient) = setup();
+    fs::create_dir_all(dir.path().join("bucket")).unwrap();
+    fs::create_dir_all(dir.path().join("src")).unwrap();
+    for i in 0..6 {
+        fs::write(dir.path().join(format!("src/f{i}.bin")), data(40 << 20)).unwrap();
+    }
+    let bucket = format!("file://{}/big/", dir.path().join("bucket").display());
+    r2seal(dir.path())
+        .args(["put", "-r", &recipient, "--recursive", "src", &bucket])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for (args, dest) in [
+        (["get", "--recursive", "--jobs", "1"], "got"),
+        (["export", "--jobs", "1", "-i"], "exported"),
+    ] {
+        let mut cmd = StdCommand::new(&bin);
+        cmd.current_dir(dir.path()).args(args);
+        if args[0] == "export" {
+            cmd.arg("key.txt");
+        } else {
+            cmd.args(["-i", "key.txt"]);
+        }
+        fs::create_dir_all(dir.path().join(dest)).unwrap();
+        let mut child = cmd
+            .args([bucket.as_str(), dest])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            signal_once_writing(&mut child, &dir.path().join(dest), "INT"),
+            Some(130),
+            "{}",
+            args[0]
+        );
+        assert_eq!(
+            temps_under(&dir.path().join(dest)),
+            Vec::<PathBuf>::new(),
+            "{}",
+            args[0]
+        );
+    }
+}
+
+/// A closed stdout (`| head -1` that already exited) ends every printing command
+/// quietly with exit 0, never a panic. The read end is closed before the command
+/// starts, so each of its writes fails.
+#[test]
+fn printing_to_a_closed_pipe_exits_zero() {
+    let (dir, recipient) = setup();
+    seal_file(dir.path(), &recipient, b"x", None);
+    r2seal(dir.path())
+        .args(["key", "add", "k", "--sym", "--keyring", "ring.toml"])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("r2seal");
+    for args in [
+        &["completions", "bash"][..],
+        &["key", "list", "--json", "--keyring", "ring.toml"],
+        &["key", "list", "--keyring", "ring.toml"],
+        &["inspect", "sealed.age"],
+        &["inspect", "--json", "sealed.age"],
+        &["recipient", "-i", "key.txt"],
+        &["key", "default", "k", "--keyring", "ring.toml"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = StdCommand::new(&bin)
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "{args:?}"
+        );
+    }
+}
+
+/// A secret key given where a recipient goes is refused without being repeated: stderr
+/// often ends up in CI logs.
+#[test]
+fn a_secret_given_as_a_recipient_is_never_echoed() {
+    let (dir, _) = setup();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    let key_file = fs::read_to_string(dir.path().join("key.txt")).unwrap();
+    let age_secret = key_file
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .to_owned();
+    // Valid, lower-cased, and a symmetric key with a broken checksum.
+    let mut sym = String::from("R2SEAL-SYM-KEY-1");
+    sym.push_str(&"q".repeat(58));
+    for secret in [age_secret.clone(), age_secret.to_lowercase(), sym] {
+        for args in [
+            vec!["seal", "-r", &secret, "-o", "p.age", "p.txt"],
+            vec![
+                "key",
+                "add",
+                "x",
+                "--recipient",
+                &secret,
+                "--keyring",
+                "ring.toml",
+            ],
+        ] {
+            let out = r2seal(dir.path()).args(&args).assert().failure().code(1);
+            let err = one_line_error(&out.get_output().stderr);
+            // The key's data part, whatever the case.
+            let body = &secret.to_lowercase()[20..];
+            assert!(!err.to_lowercase().contains(body), "{args:?}: {err}");
+            assert!(err.contains("recipient"), "{err}");
+        }
+    }
+    assert!(!dir.path().join("p.age").exists());
+}
+
+/// Retiring or revoking a key that the defaults or a policy still name warns where, and
+/// sealing then names the key and what names it; doing it twice says "already".
+#[test]
+fn retiring_a_named_key_warns_where_it_is_still_named() {
+    let dir = TempDir::new().unwrap();
+    fs::write(dir.path().join("p.txt"), b"payload").unwrap();
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", dir.path().join("ring.toml"))
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "agent", "--sym"]).success();
+    run(&["key", "add", "other", "--sym", "--recovery"]).success();
+    run(&["key", "default", "agent", "other"]).success();
+    run(&["key", "policy", "archive/", "agent"]).success();
+
+    let retired = run(&["key", "retire", "agent"]).success();
+    let out = retired.get_output();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "key \"agent\": active -> retired\n"
+    );
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.contains("the defaults still name \"agent\""),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("the policy for \"archive/\" still names \"agent\""),
+        "{warnings}"
+    );
+
+    let failed = run(&["seal", "--name", "notes", "-o", "n.age", "p.txt"]).failure();
+    let err = one_line_error(&failed.get_output().stderr);
+    assert!(
+        err.contains("the defaults name key \"agent\", which is retired"),
+        "{err}"
+    );
+    let failed = run(&["seal", "--name", "archive/a", "-o", "n.age", "p.txt"]).failure();
+    let err = one_line_error(&failed.get_output().stderr);
+    assert!(
+        err.contains("the policy for \"archive/\" names key \"agent\", which is retired"),
+        "{err}"
+    );
+
+    run(&["key", "retire", "agent"])
+        .success()
+        .stdout("key \"agent\" is already retired\n")
+        .stderr("");
+    run(&["key", "revoke", "agent"]).success();
+    run(&["key", "revoke", "agent"])
+        .success()
+        .stdout("key \"agent\" is already revoked\n")
+        .stderr("");
+    // Once nothing names it, no warning.
+    run(&["key", "add", "spare", "--sym"]).success();
+    run(&["key", "retire", "spare"]).success().stderr("");
+}
+
+/// `R2SEAL_PASSPHRASE` set but empty is named as such, not as a missing passphrase.
+#[test]
+fn an_empty_passphrase_variable_is_named() {
+    let dir = TempDir::new().unwrap();
+    r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "pw")
+        .args(["keygen", "--passphrase", "-o", "key.age"])
+        .assert()
+        .success();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", "")
+        .args(["recipient", "-i", "key.age"])
+        .assert()
+        .failure()
+        .code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("identity file key.age: R2SEAL_PASSPHRASE is set but empty"),
+        "{err}"
+    );
+}
+
+/// Output errors name the path the user gave: never the internal temp file, and a
+/// device that fails a write (/dev/full) is named too. A dangling symlink is refused:
+/// following it would create a file wherever it points, replacing it would drop the link.
+#[test]
+fn output_errors_name_the_users_path() {
+    let (dir, recipient) = setup();
+    fs::write(dir.path().join("p.txt"), b"abc").unwrap();
+    let seal_to = |out: &str| {
+        let failed = r2seal(dir.path())
+            .args(["seal", "-r", &recipient, "-o", out, "p.txt"])
+            .assert()
+            .failure()
+            .code(1);
+        one_line_error(&failed.get_output().stderr)
+    };
+    let err = seal_to("nodir/x");
+    assert!(err.starts_with("r2seal: cannot write nodir/x: "), "{err}");
+    assert!(!err.contains(".r2seal-"), "{err}");
+    if Path::new("/dev/full").exists() {
+        let err = seal_to("/dev/full");
+        assert!(err.starts_with("r2seal: cannot write /dev/full: "), "{err}");
+    }
+    std::os::unix::fs::symlink("nowhere/target", dir.path().join("dangling")).unwrap();
+    let err = seal_to("dangling");
+    assert!(
+        err.contains("symlink to a file that does not exist"),
+        "{err}"
+    );
+    assert!(fs::symlink_metadata(dir.path().join("dangling"))
+        .unwrap()
+        .is_symlink());
+    assert!(!dir.path().join("nowhere").exists());
+    assert_eq!(temps_under(dir.path()), Vec::<PathBuf>::new());
+}
+
+/// Printing a revoked key's secret warns (on stderr; stdout stays the bare secret).
+#[test]
+fn export_secret_of_a_revoked_key_warns() {
+    let dir = TempDir::new().unwrap();
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", dir.path().join("ring.toml"))
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "k", "--sym"]).success();
+    run(&["key", "export-secret", "k"]).success().stderr("");
+    run(&["key", "revoke", "k"]).success();
+    let out = run(&["key", "export-secret", "k"]).success();
+    let out = out.get_output();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("R2SEAL-SYM-KEY-1"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: key \"k\" is revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -151,7 +151,10 @@ fn names_are_encrypted_transparently_and_the_descriptor_guards_writers() {
     assert!(show.contains("matches"), "{show}");
     assert_eq!(c.run(&["ls", &c.url("")]).lines().count(), 2);
     let err = c.fail(&mut c.cmd(), &["bucket", "init", &c.url("")]);
-    assert!(err.contains("exists already"), "{err}");
+    assert!(
+        err.contains("exists already") && err.contains("bucket init --replace"),
+        "{err}"
+    );
     c.run(&["put", &b, &c.url("credentials/d.txt")]);
 
     // A writer with explicit recipients and no name key is refused: nothing written.

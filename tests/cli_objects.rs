@@ -637,6 +637,49 @@ fn no_clobber_refuses_to_replace() {
     assert!(c.run(&["cat", "-i", "key.txt", &c.url("big")]) == data(6 * MIB, 9));
 }
 
+/// `ls --long`: plaintext size, the date to the second, the stored ETag (as `--json`
+/// gives it), then the key, in columns that line up whatever the store's date precision.
+#[test]
+fn ls_long_shows_the_etag_in_aligned_columns() {
+    let c = fs_ctx("ls_long").unwrap();
+    let r = c.recipient.as_str();
+    let small = c.write("s.txt", b"x");
+    let large = c.write("l.bin", &data(100_000, 1));
+    c.run(&["put", "-r", r, &small, &c.url("d/a")]);
+    c.run(&["put", "-r", r, &large, &c.url("d/sub/long-name.bin")]);
+    let listed = String::from_utf8(c.run(&["ls", "--long", &c.url("d/")])).unwrap();
+    let etags: std::collections::BTreeMap<String, String> =
+        json_lines(&c.run(&["ls", "--json", "--recursive", &c.url("d/")]))
+            .iter()
+            .map(|v| {
+                let etag = v["etag"].as_str().unwrap().trim_matches('"').to_owned();
+                (v["key"].as_str().unwrap().to_owned(), etag)
+            })
+            .collect();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    let mut key_columns = Vec::new();
+    for line in &lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let key = *fields.last().unwrap();
+        key_columns.push(line.rfind(key).unwrap());
+        if key.ends_with('/') {
+            assert_eq!(fields, ["PRE", key], "{line:?}");
+            continue;
+        }
+        assert_eq!(fields.len(), 4, "{line:?}");
+        assert_eq!(fields[0], "1", "{line:?}");
+        let date = fields[1];
+        assert_eq!(date.len(), 20, "{line:?}");
+        assert!(
+            date.ends_with('Z') && date.as_bytes()[10] == b'T',
+            "{line:?}"
+        );
+        assert_eq!(fields[2], etags[key], "{line:?}");
+    }
+    assert_eq!(key_columns[0], key_columns[1], "{listed}");
+}
+
 /// A file:// bucket is found from any key below it, so names stay stable.
 #[test]
 fn file_bucket_root_is_stable() {

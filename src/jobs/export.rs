@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::rotate::outcome_of;
 use super::{Item, JobConfig, Outcome, Report};
 use crate::sealed::{PutOptions, SealedBucket};
+use crate::tempfiles::LiveTemp;
 
 /// The manifest's file name at the top of an export directory.
 pub const MANIFEST: &str = ".r2seal-export.json";
@@ -91,16 +92,12 @@ impl Manifest {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
         let tmp = dir.join(format!("{TEMP_PREFIX}{}", random_hex()));
-        let result = (|| {
-            let mut f = create_private(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(MANIFEST))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        // Dropped on an error, the registration removes the temp file.
+        let (mut f, live) = LiveTemp::create(|| Ok((create_private(&tmp)?, tmp.clone())))?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        drop(f);
+        live.persist(&dir.join(MANIFEST))
     }
 }
 
@@ -240,8 +237,11 @@ async fn write_object(
     }
     let got = bucket.get(key, None).await.map_err(ExportError::Sealed)?;
     let tmp = parent.join(format!("{TEMP_PREFIX}{}", random_hex()));
+    // Registered so that an interrupted process removes it (crate::tempfiles); dropped on
+    // an error, the registration removes it too.
+    let (file, live) = LiveTemp::create(|| Ok((create_private(&tmp)?, tmp.clone())))
+        .map_err(|e| local("cannot create a temp file", e))?;
     let result = async {
-        let file = create_private(&tmp).map_err(|e| local("cannot create a temp file", e))?;
         let mut file = tokio::fs::File::from_std(file);
         let mut body = got.body;
         let mut size = 0u64;
@@ -264,15 +264,14 @@ async fn write_object(
                 .map_err(|e| local("cannot set the modification time", e))?;
         }
         drop(file);
-        // Only now, with every byte authenticated, does the file get its name.
-        std::fs::rename(&tmp, path).map_err(|e| local("cannot rename into place", e))?;
         Ok((got.head.etag.clone(), size))
     }
     .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let done = result?;
+    // Only now, with every byte authenticated, does the file get its name.
+    live.persist(path)
+        .map_err(|e| local("cannot rename into place", e))?;
+    Ok(done)
 }
 
 /// How an export treats local files.

@@ -358,6 +358,29 @@ impl Keyring {
         Ok(std::mem::replace(&mut key.status, status))
     }
 
+    /// Where the key `name_or_id` is named: `None` for the defaults, `Some(prefix)` for
+    /// each policy that names it.
+    pub fn named_by(&self, name_or_id: &str) -> Vec<Option<String>> {
+        let Some(target) = self.find(name_or_id).map(|k| k.name.clone()) else {
+            return Vec::new();
+        };
+        let names_it = |names: &[String]| {
+            names
+                .iter()
+                .any(|n| self.get(n).is_some_and(|k| k.name == target))
+        };
+        let mut found = Vec::new();
+        if names_it(&self.default) {
+            found.push(None);
+        }
+        for p in &self.policies {
+            if names_it(&p.keys) {
+                found.push(Some(p.prefix.clone()));
+            }
+        }
+        found
+    }
+
     pub fn set_defaults(&mut self, names: Vec<String>) -> Result<(), Error> {
         let old = std::mem::replace(&mut self.default, names);
         self.check_references().inspect_err(|_| self.default = old)
@@ -504,13 +527,15 @@ impl Keyring {
             .filter(|k| !exclude.contains(&k.id()))
             .collect();
         if let Some(k) = chosen.iter().find(|k| k.status != KeyStatus::Active) {
-            return Err(Error::InvalidRecipients(
-                if k.status == KeyStatus::Revoked {
-                    "a policy or the defaults name a revoked key; update them"
+            return Err(Error::InactiveKeyNamed {
+                key: k.name.clone(),
+                status: if k.status == KeyStatus::Revoked {
+                    "revoked"
                 } else {
-                    "a policy or the defaults name a retired key; update them"
+                    "retired"
                 },
-            ));
+                policy: policy.map(|p| p.prefix.clone()),
+            });
         }
         Ok(SealPlan {
             lacks_recovery: !chosen.iter().any(|k| k.recovery),

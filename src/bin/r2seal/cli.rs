@@ -66,7 +66,7 @@ pub enum Command {
 
     /// Open a sealed file (age v1) and authenticate every byte
     #[command(
-        after_help = "With -o, the plaintext is written to a temporary file and renamed into place only\nafter the whole object authenticated: no partial or unauthenticated file is left.\nTo stdout, each 64 KiB chunk is released once authenticated; a truncated or tampered\nobject ends with an error and a non-zero exit."
+        after_help = "With -o, the plaintext is written to a temporary file and renamed into place only\nafter the whole object authenticated: no partial or unauthenticated file is left,\nalso on Ctrl-C or SIGTERM.\nTo stdout, each 64 KiB chunk is released once authenticated; a truncated or tampered\nobject ends with an error and a non-zero exit."
     )]
     Open {
         #[command(flatten)]
@@ -179,7 +179,8 @@ pub struct KeyringArg {
 
 #[derive(Debug, Args)]
 pub struct RecipientArgs {
-    /// Seal to RECIPIENT (age1…); repeatable
+    /// Seal to RECIPIENT (age1…, or a symmetric key R2SEAL-SYM-KEY-1…, which is a secret:
+    /// prefer -i FILE for it); repeatable
     #[arg(short, long = "recipient", value_name = "RECIPIENT")]
     pub recipients: Vec<String>,
     /// Seal to every recipient in FILE; repeatable
@@ -409,7 +410,7 @@ pub struct LsArgs {
     /// Every key under the prefix, not just one level
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Size (plaintext), date and ETag
+    /// Size (plaintext), date (UTC) and the stored ETag, as the listing gives them
     #[arg(long, short = 'l')]
     pub long: bool,
     #[command(flatten)]

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -12,11 +12,21 @@ use r2seal::keys::files::{parse_identity_file, parse_recipients_file};
 use r2seal::keys::keyring::Keyring;
 use r2seal::keys::passphrase::{self, Argon2Params, Passphrase};
 use r2seal::keys::{Identity, Recipient};
+use r2seal::tempfiles::LiveTemp;
 
 /// Read size for streaming: 16 chunks. Small enough that a buffer stays in cache
 /// between the read, the copy and the cipher (4 MiB measured slower: bench/format.sh),
 /// large enough to keep the read-ahead thread and the sealer both busy.
 pub const IO_BUFFER: usize = 1024 * 1024;
+
+/// Prints one line to stdout. Every line of output goes through here, never `println!`,
+/// which panics on a closed pipe: the error is returned as a broken pipe, and main exits
+/// 0 on it (`r2seal key list | head -1`).
+pub fn print_line(line: impl std::fmt::Display) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    Ok(())
+}
 
 pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     match path {
@@ -120,13 +130,19 @@ impl ReadAhead {
 /// Where output goes. A regular file (new or existing) appears only on commit: it is
 /// written to a 0600 temporary file beside the target and renamed into place, and
 /// dropped without `commit` the temporary file is removed and the target untouched.
+/// The temporary file is registered with [`r2seal::tempfiles`], so Ctrl-C or SIGTERM
+/// removes it too (see `remove_temps_on_signal` in main.rs).
 /// Anything else that exists (a device such as /dev/null, a FIFO) is written in
 /// place, like stdout: renaming over it would replace the device itself.
 pub enum Output {
     Stdout(io::StdoutLock<'static>),
-    Special(File),
+    Special {
+        file: File,
+        path: PathBuf,
+    },
     File {
-        tmp: tempfile::NamedTempFile,
+        file: File,
+        tmp: LiveTemp,
         dest: PathBuf,
     },
 }
@@ -141,33 +157,46 @@ impl Output {
         // Follow a symlink to its target so the rename replaces the file, not the link.
         let dest = match fs::metadata(path) {
             Ok(meta) if !meta.is_file() => {
-                let f = OpenOptions::new()
+                let file = OpenOptions::new()
                     .write(true)
                     .open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
-                return Ok(Output::Special(f));
+                return Ok(Output::Special {
+                    file,
+                    path: path.to_owned(),
+                });
             }
             Ok(_) => fs::canonicalize(path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?,
+            // A dangling symlink: following it would create a file wherever it points
+            // (perhaps outside the directory the user looked at); replacing it would drop
+            // the link. Neither is clearly what was asked, so refuse.
+            Err(_) if fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) => {
+                bail!(
+                    "cannot write {}: it is a symlink to a file that does not exist",
+                    path.display()
+                )
+            }
             Err(_) => path.to_owned(),
         };
         let dir = match dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".r2seal-")
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        Ok(Output::File { tmp, dest })
+        let (file, tmp) = LiveTemp::create(|| create_temp_in(&dir))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Output::File { file, tmp, dest })
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(s) => s.write_all(bytes),
-            Output::Special(f) => f.write_all(bytes),
-            Output::File { tmp, .. } => tmp.write_all(bytes),
+            Output::Special { file, path } => {
+                file.write_all(bytes).map_err(|e| cannot_write(path, e))
+            }
+            Output::File { file, dest, .. } => {
+                file.write_all(bytes).map_err(|e| cannot_write(dest, e))
+            }
         }
     }
 
@@ -175,13 +204,41 @@ impl Output {
     pub fn commit(self) -> Result<()> {
         match self {
             Output::Stdout(mut s) => s.flush().map_err(anyhow::Error::from),
-            Output::Special(mut f) => f.flush().map_err(anyhow::Error::from),
-            Output::File { tmp, dest } => {
-                tmp.as_file().sync_all().context("cannot sync output")?;
-                tmp.persist(&dest)
+            Output::Special { mut file, path } => file
+                .flush()
+                .with_context(|| format!("cannot write {}", path.display())),
+            Output::File { file, tmp, dest } => {
+                file.sync_all()
                     .with_context(|| format!("cannot write {}", dest.display()))?;
-                Ok(())
+                drop(file);
+                tmp.persist(&dest)
+                    .with_context(|| format!("cannot write {}", dest.display()))
             }
+        }
+    }
+}
+
+/// Names the file in a write error; the kind stays, so a broken pipe is still one.
+fn cannot_write(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+}
+
+/// A new 0600 file `.r2seal-XXXXXXXXXXXX.partial` in `dir`, never an existing one.
+fn create_temp_in(dir: &Path) -> io::Result<(File, PathBuf)> {
+    loop {
+        let mut random = [0u8; 6];
+        getrandom::getrandom(&mut random).map_err(io::Error::other)?;
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!(".r2seal-{hex}.partial"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -207,32 +264,33 @@ pub fn write_new_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Replaces a secret file atomically, keeping it 0600.
 pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Output's temp file is created 0600, and the rename keeps its mode.
     let mut out = Output::new(Some(path))?;
-    if let Output::File { tmp, .. } = &out {
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
     out.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     out.commit()
 }
 
-/// The passphrase: `R2SEAL_PASSPHRASE`, else a prompt on the terminal (twice when
-/// setting a new one).
-pub fn ask_passphrase(confirm: bool) -> r2seal::Result<Passphrase> {
+/// The passphrase for `file` (its name is in the prompt): `R2SEAL_PASSPHRASE`, else a
+/// prompt on the terminal (twice when setting a new one).
+pub fn ask_passphrase(file: &Path, confirm: bool) -> r2seal::Result<Passphrase> {
     if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE") {
         if p.is_empty() {
-            return Err(r2seal::Error::PassphraseUnavailable);
+            return Err(r2seal::Error::EmptyPassphrase { from_env: true });
         }
         return Ok(Passphrase::new(p));
     }
-    let first = rpassword::prompt_password("Passphrase: ")
+    let shown = file
+        .file_name()
+        .unwrap_or(file.as_os_str())
+        .to_string_lossy();
+    let first = rpassword::prompt_password(format!("Passphrase for {shown}: "))
         .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
     if first.is_empty() {
-        return Err(r2seal::Error::PassphraseUnavailable);
+        return Err(r2seal::Error::EmptyPassphrase { from_env: false });
     }
     if confirm {
-        let second = rpassword::prompt_password("Confirm passphrase: ")
+        let second = rpassword::prompt_password(format!("Confirm passphrase for {shown}: "))
             .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
         if second != first {
             return Err(r2seal::Error::WrongPassphrase);
@@ -245,7 +303,7 @@ pub fn load_identity_files(paths: &[PathBuf]) -> Result<Vec<Identity>> {
     let mut all = Vec::new();
     for p in paths {
         let bytes = zeroize::Zeroizing::new(read_file(p)?);
-        let ids = parse_identity_file(&bytes, &mut || ask_passphrase(false))
+        let ids = parse_identity_file(&bytes, &mut || ask_passphrase(p, false))
             .with_context(|| format!("identity file {}", p.display()))?;
         all.extend(ids);
     }
@@ -280,7 +338,7 @@ impl LoadedKeyring {
         );
         let mut passphrase = None;
         let ring = Keyring::parse(&bytes, &mut || {
-            let p = ask_passphrase(false)?;
+            let p = ask_passphrase(path, false)?;
             passphrase = Some(Passphrase::new(p.expose().to_owned()));
             Ok(p)
         })
@@ -304,7 +362,7 @@ impl LoadedKeyring {
             return LoadedKeyring::load(path);
         }
         let passphrase = if protect {
-            Some(ask_passphrase(true)?)
+            Some(ask_passphrase(path, true)?)
         } else {
             None
         };

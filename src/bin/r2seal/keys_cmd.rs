@@ -10,7 +10,7 @@ use r2seal::keys::{Identity, Recipient, SymKey};
 use serde_json::json;
 
 use crate::cli::KeyCommand;
-use crate::io::{self as cio, LoadedKeyring};
+use crate::io::{self as cio, print_line, LoadedKeyring};
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -38,7 +38,8 @@ pub fn keygen(output: Option<&Path>, protect: bool) -> Result<()> {
     let recipient = identity.to_recipient().describe();
     let text = identity_file_text(&identity);
     let bytes = if protect {
-        let pass = cio::ask_passphrase(true)?;
+        // Without -o the key goes to stdout: the prompt names no file.
+        let pass = cio::ask_passphrase(output.unwrap_or(Path::new("the new key")), true)?;
         zeroize::Zeroizing::new(passphrase::protect(
             text.as_bytes(),
             &pass,
@@ -50,7 +51,7 @@ pub fn keygen(output: Option<&Path>, protect: bool) -> Result<()> {
     match output {
         Some(path) => {
             cio::write_new_secret_file(path, &bytes)?;
-            println!("{recipient}");
+            print_line(format_args!("{recipient}"))?;
         }
         None => {
             if protect && std::io::stdout().is_terminal() {
@@ -69,7 +70,7 @@ pub fn recipient(files: &[PathBuf]) -> Result<()> {
     for id in &identities {
         match id {
             Identity::X25519(_) => {
-                println!("{}", id.to_recipient().describe());
+                print_line(format_args!("{}", id.to_recipient().describe()))?;
                 printed += 1;
             }
             Identity::Sym(k) => eprintln!(
@@ -104,7 +105,7 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             } else if age {
                 KeyMaterial::X25519(Identity::generate_x25519())
             } else if let Some(r) = recipient {
-                match Recipient::parse(&r).with_context(|| format!("recipient {r:?}"))? {
+                match crate::local::parse_recipient_arg(&r)? {
                     Recipient::X25519(x) => KeyMaterial::RecipientOnly(Recipient::X25519(x)),
                     Recipient::Sym(_) => bail!(
                         "--recipient takes an age1… recipient; add symmetric keys with --import"
@@ -141,8 +142,8 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             loaded.ring.add(key)?;
             loaded.save()?;
             match public {
-                Some(r) => println!("added {kind} key {name:?} (id {id}): {r}"),
-                None => println!("added {kind} key {name:?} (id {id})"),
+                Some(r) => print_line(format_args!("added {kind} key {name:?} (id {id}): {r}"))?,
+                None => print_line(format_args!("added {kind} key {name:?} (id {id})"))?,
             }
             Ok(())
         }
@@ -160,7 +161,7 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             let mut loaded = LoadedKeyring::load(cio::require_keyring(&keyring.keyring)?)?;
             loaded.ring.set_defaults(keys.clone())?;
             loaded.save()?;
-            println!("default recipients: {}", keys.join(", "));
+            print_line(format_args!("default recipients: {}", keys.join(", ")))?;
             Ok(())
         }
         KeyCommand::Policy {
@@ -176,14 +177,14 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
                 }
                 loaded.ring.set_policy(&prefix, Vec::new())?;
                 loaded.save()?;
-                println!("removed policy for {prefix:?}");
+                print_line(format_args!("removed policy for {prefix:?}"))?;
             } else {
                 loaded.ring.set_policy(&prefix, keys.clone())?;
                 loaded.save()?;
-                println!(
+                print_line(format_args!(
                     "objects under {prefix:?} are sealed to: {}",
                     keys.join(", ")
-                );
+                ))?;
             }
             Ok(())
         }
@@ -192,13 +193,15 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             if off {
                 loaded.ring.set_names(None)?;
                 loaded.save()?;
-                println!("names of new objects are no longer encrypted");
+                print_line(format_args!("names of new objects are no longer encrypted"))?;
             } else {
                 let name = key.expect("clap requires KEY without --off");
                 loaded.ring.set_names(Some(name.clone()))?;
                 loaded.save()?;
                 let id = loaded.ring.name_key().expect("set above").id();
-                println!("object names are encrypted under key {name:?} (name key id {id})");
+                print_line(format_args!(
+                    "object names are encrypted under key {name:?} (name key id {id})"
+                ))?;
             }
             Ok(())
         }
@@ -215,6 +218,9 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
                     bail!("key {name:?} is a public recipient only; it has no secret")
                 }
             };
+            if key.status == KeyStatus::Revoked {
+                eprintln!("r2seal: warning: key {name:?} is revoked: anything sealed to it must be re-keyed, and this copy of its secret is one more to keep safe");
+            }
             if std::io::stdout().is_terminal() {
                 eprintln!("r2seal: warning: printing a secret key to the terminal");
             }
@@ -230,10 +236,25 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
 fn set_status(path: &Path, name: &str, status: KeyStatus) -> Result<()> {
     let mut loaded = LoadedKeyring::load(path)?;
     let old = loaded.ring.set_status(name, status)?;
+    if old == status {
+        print_line(format_args!("key {name:?} is already {status}"))?;
+        return Ok(());
+    }
     loaded.save()?;
-    println!("key {name:?}: {old} -> {status}");
+    print_line(format_args!("key {name:?}: {old} -> {status}"))?;
     if status == KeyStatus::Revoked {
         eprintln!("r2seal: objects sealed to this key stay readable by whoever holds a copy of it; re-key them");
+    }
+    // Sealing fails while anything names a key that no longer seals: say so now.
+    for named_by in loaded.ring.named_by(name) {
+        match named_by {
+            None => eprintln!(
+                "r2seal: warning: the defaults still name {name:?}, so sealing with them fails: set them without it (r2seal key default KEY…)"
+            ),
+            Some(prefix) => eprintln!(
+                "r2seal: warning: the policy for {prefix:?} still names {name:?}, so sealing under it fails: set it without it (r2seal key policy {prefix:?} KEY…, or --remove)"
+            ),
+        }
     }
     Ok(())
 }
@@ -258,33 +279,37 @@ fn list(path: &Path, as_json: bool) -> Result<()> {
             .iter()
             .map(|p| json!({"prefix": p.prefix, "keys": p.keys}))
             .collect();
-        println!(
+        print_line(format_args!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({"keys": keys, "default": ring.defaults(), "policies": policies})
             )?
-        );
+        ))?;
         return Ok(());
     }
     if ring.keys().is_empty() {
-        println!("(no keys)");
+        print_line(format_args!("(no keys)"))?;
     }
     for k in ring.keys() {
         let flags = if k.recovery { " recovery" } else { "" };
-        println!(
+        print_line(format_args!(
             "{:<16} {:<12} {:<10} {:<8} {}{flags}",
             k.name,
             k.id(),
             k.kind(),
             k.status,
             k.created
-        );
+        ))?;
     }
     if !ring.defaults().is_empty() {
-        println!("default: {}", ring.defaults().join(", "));
+        print_line(format_args!("default: {}", ring.defaults().join(", ")))?;
     }
     for p in ring.policies() {
-        println!("policy:  {:<20} -> {}", p.prefix, p.keys.join(", "));
+        print_line(format_args!(
+            "policy:  {:<20} -> {}",
+            p.prefix,
+            p.keys.join(", ")
+        ))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use r2seal::store::{ByteRange, ContentRange};
 use serde_json::json;
 
 use crate::cli::{IdentityArgs, RecipientArgs};
-use crate::io::{self as cio, Output, IO_BUFFER};
+use crate::io::{self as cio, print_line, Output, IO_BUFFER};
 use crate::objects::parse_range;
 use crate::pipeline;
 
@@ -24,10 +24,30 @@ const R2_METADATA_LIMIT: usize = 8192;
 /// huge range never sits in memory at once.
 const RANGE_WINDOW: u64 = 16 * 1024 * 1024;
 
+/// A recipient given on the command line. An age recipient is public and is quoted in
+/// errors; a secret key given by mistake never is (stderr ends up in CI logs). A valid
+/// symmetric key is a recipient too: it seals to itself.
+pub fn parse_recipient_arg(value: &str) -> Result<Recipient> {
+    let trimmed = value.trim();
+    let starts_with = |prefix: &str| {
+        trimmed
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if starts_with("AGE-SECRET-KEY-") {
+        bail!("recipient: this is a secret key, not a recipient (give its recipient: r2seal recipient -i FILE)");
+    }
+    if starts_with("R2SEAL-SYM-KEY-") {
+        // The parse error names the format, never the value.
+        return Recipient::parse(trimmed).context("recipient: a symmetric secret key");
+    }
+    Recipient::parse(trimmed).with_context(|| format!("recipient {value:?}"))
+}
+
 pub fn resolve_recipients(args: &RecipientArgs, name: Option<&str>) -> Result<Vec<Recipient>> {
     let mut recipients = Vec::new();
     for r in &args.recipients {
-        recipients.push(Recipient::parse(r).with_context(|| format!("recipient {r:?}"))?);
+        recipients.push(parse_recipient_arg(r)?);
     }
     recipients.extend(cio::load_recipient_files(&args.recipient_files)?);
     recipients.extend(
@@ -294,9 +314,9 @@ pub fn inspect(json_output: bool, input: Option<&PathBuf>) -> Result<()> {
     };
     let summary = summarize(&header, form, body_len)?;
     if json_output {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        print_line(format_args!("{}", serde_json::to_string_pretty(&summary)?))?;
     } else {
-        print_summary(&summary);
+        print_summary(&summary)?;
     }
     Ok(())
 }
@@ -346,22 +366,22 @@ fn summarize(header: &Header, form: &str, body_len: Option<u64>) -> Result<serde
     }))
 }
 
-fn print_summary(v: &serde_json::Value) {
-    println!(
+fn print_summary(v: &serde_json::Value) -> Result<()> {
+    print_line(format_args!(
         "form:            {}",
         v["form"].as_str().unwrap_or_default()
-    );
-    println!(
+    ))?;
+    print_line(format_args!(
         "version:         {}",
         v["version"].as_str().unwrap_or_default()
-    );
-    println!(
+    ))?;
+    print_line(format_args!(
         "layout:          {}",
         v["layout"].as_str().unwrap_or_default()
-    );
-    println!("name bound:      {}", v["name_bound"]);
-    println!("sealed metadata: {}", v["sealed_metadata"]);
-    println!("stanzas:");
+    ))?;
+    print_line(format_args!("name bound:      {}", v["name_bound"]))?;
+    print_line(format_args!("sealed metadata: {}", v["sealed_metadata"]))?;
+    print_line(format_args!("stanzas:"))?;
     for s in v["stanzas"].as_array().into_iter().flatten() {
         let detail = match s["type"].as_str().unwrap_or_default() {
             "X25519" => "anonymous age recipient".to_owned(),
@@ -377,25 +397,31 @@ fn print_summary(v: &serde_json::Value) {
             "r2seal-salts" => format!("{} part salts", s["salts"]),
             _ => "not used by r2seal (ignored)".to_owned(),
         };
-        println!("  {:<14} {detail}", s["type"].as_str().unwrap_or_default());
+        print_line(format_args!(
+            "  {:<14} {detail}",
+            s["type"].as_str().unwrap_or_default()
+        ))?;
     }
-    println!("header bytes:    {}", v["header_bytes"]);
+    print_line(format_args!("header bytes:    {}", v["header_bytes"]))?;
     if let Some(n) = v["metadata_form_bytes"].as_u64() {
         let fits = if v["fits_r2_metadata"].as_bool() == Some(true) {
             "fits"
         } else {
             "does NOT fit"
         };
-        println!("metadata form:   {n} bytes ({fits} R2's 8,192-byte metadata limit)");
+        print_line(format_args!(
+            "metadata form:   {n} bytes ({fits} R2's 8,192-byte metadata limit)"
+        ))?;
     }
     if let Some(n) = v["body_bytes"].as_u64() {
-        println!("body bytes:      {n}");
+        print_line(format_args!("body bytes:      {n}"))?;
     }
     match v["plaintext_bytes"].as_u64() {
-        Some(n) => println!("plaintext bytes: {n}"),
-        None if v["body_bytes"].is_u64() => {
-            println!("plaintext bytes: (no valid object has this length)")
-        }
+        Some(n) => print_line(format_args!("plaintext bytes: {n}"))?,
+        None if v["body_bytes"].is_u64() => print_line(format_args!(
+            "plaintext bytes: (no valid object has this length)"
+        ))?,
         None => {}
     }
+    Ok(())
 }

@@ -25,6 +25,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The gateway drains on Ctrl-C/SIGTERM instead (gateway_cmd.rs).
+    if !matches!(cli.command, Command::Gateway(_)) {
+        if let Err(e) = remove_temps_on_signal() {
+            eprintln!("r2seal: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // `r2seal open … | head` is a success, as it is for cat.
@@ -78,10 +85,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => rotate_cmd::export(args),
         Command::Import(args) => rotate_cmd::import(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "r2seal", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
             Ok(())
         }
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: remove every temp file this process registered (partial,
+/// unauthenticated plaintext among them) and exit as a shell expects of a process the
+/// signal ended (128 + the signal's number). The handlers are installed before this
+/// returns, so no temp file is ever created without them.
+fn remove_temps_on_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut interrupt, mut terminate, mut hangup) = {
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("r2seal-signals".into())
+        .spawn(move || {
+            let code = rt.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => 130,
+                    _ = terminate.recv() => 143,
+                    _ = hangup.recv() => 129,
+                }
+            });
+            // Held until the process is gone: no temp file is renamed into place after
+            // its siblings were removed.
+            let _registry = r2seal::tempfiles::remove_all();
+            std::process::exit(code);
+        })?;
+    Ok(())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

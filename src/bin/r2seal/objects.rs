@@ -27,7 +27,7 @@ use crate::cli::{
     BucketCommand, CatArgs, CleanupArgs, CopyArgs, GetArgs, HeadArgs, IdentityArgs, KeyringArg,
     LsArgs, PutArgs, RecipientArgs, RmArgs,
 };
-use crate::io::{self as cio, Output};
+use crate::io::{self as cio, print_line, Output};
 use crate::local;
 
 /// Transfers at least this large get a progress line (when stderr is a terminal).
@@ -240,15 +240,7 @@ fn read_identities(args: &IdentityArgs, allow_plaintext: bool) -> Result<Vec<Ide
 // Output helpers
 
 fn print_json(v: serde_json::Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{v}")?;
-    Ok(())
-}
-
-fn print_line(line: impl Display) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    Ok(())
+    print_line(v)
 }
 
 fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
@@ -264,6 +256,30 @@ fn rfc3339(t: Option<SystemTime>) -> String {
         None => "-".into(),
     }
 }
+
+/// `ls --long`'s date column: UTC to the second, always 20 characters (stores differ in
+/// the fraction they give: file:// tenths, Garage milliseconds).
+fn listing_date(t: Option<SystemTime>) -> String {
+    match t {
+        Some(t) => {
+            let t = time::OffsetDateTime::from(t);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// `ls --long`'s ETag column: an MD5 in hex; a multipart ETag (`…-N`) is longer and
+/// shifts its key.
+const ETAG_WIDTH: usize = 32;
 
 /// A progress line on stderr, redrawn a few times a second, for large transfers only
 /// and only when stderr is a terminal.
@@ -747,7 +763,10 @@ pub fn ls(args: LsArgs) -> Result<()> {
                 if args.remote.json {
                     print_json(json!({"prefix": p, "url": target.url_of(p)}))?;
                 } else if args.long {
-                    print_line(format_args!("{:>14}  {:<20}  {p}", "PRE", ""))?;
+                    print_line(format_args!(
+                        "{:>14}  {:<20}  {:<ETAG_WIDTH$}  {p}",
+                        "PRE", "", ""
+                    ))?;
                 } else {
                     print_line(p)?;
                 }
@@ -762,8 +781,9 @@ pub fn ls(args: LsArgs) -> Result<()> {
                 } else if args.long {
                     let size = o.size.map_or_else(|| "?".to_string(), |s| s.to_string());
                     print_line(format_args!(
-                        "{size:>14}  {:<20}  {}",
-                        rfc3339(o.last_modified),
+                        "{size:>14}  {:<20}  {:<ETAG_WIDTH$}  {}",
+                        listing_date(o.last_modified),
+                        o.etag.trim_matches('"'),
                         o.key
                     ))?;
                 } else {
