@@ -11,8 +11,9 @@
 //! range planner over the store, and nothing else.
 //!
 //! # Layout (shared with the Worker build)
-//! - The header, in metadata form, is the user-metadata entry `r2seal`; it must fit R2's
-//!   8 KiB metadata budget ([`R2_METADATA_LIMIT`]) or nothing is written.
+//! - The header, in metadata form, is the user-metadata entry `r2seal`; it must fit the
+//!   store's metadata budget ([`Store::metadata_limit`]: R2's 8 KiB, AWS's 2 KB) or
+//!   nothing is written.
 //! - The body is the single-stream payload (16-byte nonce ‖ STREAM), so the plaintext size
 //!   is a function of the stored size and a listing shows true sizes without a HEAD.
 //! - The object is bound to its full key in the bucket (store prefix included).
@@ -41,7 +42,7 @@ use crate::descriptor::{
     Authenticity, BucketConfig, Descriptor, StoredForm, DESCRIPTOR_KEY, MAX_DESCRIPTOR_LEN,
 };
 use crate::format::envelope::PartsLayout;
-use crate::format::header::{Header, METADATA_KEY, R2_METADATA_LIMIT};
+use crate::format::header::{Header, METADATA_KEY};
 use crate::format::stream::{payload_len, PAYLOAD_NONCE_SIZE};
 use crate::format::{Binding, Envelope, FileKeyCache, SealedMetadata};
 use crate::keys::keyring::Keyring;
@@ -1070,7 +1071,7 @@ impl SealedBucket {
         }
         let value = envelope
             .header()
-            .to_metadata_value_within(R2_METADATA_LIMIT)
+            .to_metadata_value_within(self.store.metadata_limit())
             .map_err(seal_err)?;
         let stored = BTreeMap::from([(METADATA_KEY.to_string(), value)]);
         Ok((envelope, stored))
@@ -1927,6 +1928,7 @@ impl SealedBucket {
                         parts: envelope.parts().copied(),
                         part_salts: envelope.part_salts().map(<[_]>::to_vec),
                     },
+                    self.store.metadata_limit(),
                 )
                 .map_err(seal_err)?;
                 let (content_type, cache_control) = match &req.replace {
@@ -2144,7 +2146,10 @@ impl SealedBucket {
                     part_salts: None,
                 },
             )
-            .and_then(|e| e.header().to_metadata_value_within(R2_METADATA_LIMIT))
+            .and_then(|e| {
+                e.header()
+                    .to_metadata_value_within(self.store.metadata_limit())
+            })
             .map_err(seal_err)?;
         let pending = store::PutOptions {
             content_type: opts.content_type.clone(),
@@ -2324,6 +2329,7 @@ impl SealedBucket {
                 // Up to 128 parts: a ranged read then needs no GET per part salt.
                 part_salts: Some(salts),
             },
+            self.store.metadata_limit(),
         )
         .map_err(seal_err)?;
         let uploaded: Vec<UploadedPart> = parts
@@ -2469,6 +2475,7 @@ pub(crate) fn rewrap_within_limit(
     envelope: &Envelope,
     recipients: &[Recipient],
     binding: Binding,
+    limit: usize,
 ) -> Result<String, Error> {
     let without_salts = binding.part_salts.is_some().then(|| Binding {
         part_salts: None,
@@ -2478,7 +2485,7 @@ pub(crate) fn rewrap_within_limit(
         envelope
             .rewrap(recipients, binding)?
             .header()
-            .to_metadata_value_within(R2_METADATA_LIMIT)
+            .to_metadata_value_within(limit)
     };
     match (value(binding), without_salts) {
         (Err(Error::HeaderTooLarge { .. }), Some(binding)) => value(binding),
@@ -3078,6 +3085,7 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::header::R2_METADATA_LIMIT;
 
     #[test]
     fn name_prefix_comes_from_the_store_url() {
@@ -3120,15 +3128,15 @@ mod tests {
             opened.part_salts().map(<[_]>::to_vec)
         };
         // Small metadata: the salts fit and are written.
-        let value = rewrap_within_limit(&pending, &r, binding(100)).unwrap();
+        let value = rewrap_within_limit(&pending, &r, binding(100), R2_METADATA_LIMIT).unwrap();
         assert_eq!(salts_of(&value), Some(salts.clone()));
         // Metadata that fits only without the 2,790 bytes of salts: written without them.
-        let value = rewrap_within_limit(&pending, &r, binding(4000)).unwrap();
+        let value = rewrap_within_limit(&pending, &r, binding(4000), R2_METADATA_LIMIT).unwrap();
         assert!(value.len() + 2790 > R2_METADATA_LIMIT);
         assert_eq!(salts_of(&value), None);
         // Too large even without: still refused.
         assert!(matches!(
-            rewrap_within_limit(&pending, &r, binding(7000)),
+            rewrap_within_limit(&pending, &r, binding(7000), R2_METADATA_LIMIT),
             Err(Error::HeaderTooLarge { .. })
         ));
     }

@@ -1088,6 +1088,28 @@ mod cases {
         }
         let calls = h.wire.take();
         assert!(!calls.iter().any(Call::is_write), "{calls:?}");
+        // The budget is the store's: 1,500 bytes of metadata fit R2's 8 KiB, not AWS's 2 KB.
+        let mid = PutOptions {
+            metadata: BTreeMap::from([("blob".to_string(), "x".repeat(1500))]),
+            ..Default::default()
+        };
+        h.wire.limit_metadata(Some(2048));
+        for len in [10usize, 6 * MIB] {
+            let e = b.put("f/keep", pattern(len, 1), &mid).await.unwrap_err();
+            assert!(
+                matches!(
+                    e.format_error(),
+                    Some(Error::HeaderTooLarge { limit: 2048, .. })
+                ),
+                "{e}"
+            );
+        }
+        let calls = h.wire.take();
+        assert!(!calls.iter().any(Call::is_write), "{calls:?}");
+        h.wire.limit_metadata(None);
+        b.put("f/mid", b"fits".to_vec(), &mid).await.unwrap();
+        b.delete("f/mid").await.unwrap();
+        h.wire.take();
         // A source that fails mid-way through a multipart upload: aborted, old object kept.
         let mut chunks: Vec<std::io::Result<Bytes>> =
             (0..7).map(|i| Ok(Bytes::from(pattern(MIB, i)))).collect();

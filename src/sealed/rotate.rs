@@ -283,6 +283,7 @@ impl SealedBucket {
                 parts: envelope.parts().copied(),
                 part_salts: envelope.part_salts().map(<[_]>::to_vec),
             },
+            self.store.metadata_limit(),
         )
         .map_err(seal_err)?;
         // Other store metadata (none that r2seal writes) is kept as it is.

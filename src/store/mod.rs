@@ -336,6 +336,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Never contains credentials.
     fn url(&self) -> &str;
 
+    /// How many bytes of user metadata (every key and value, UTF-8) one object may
+    /// carry: R2's 8 KiB unless the store knows a smaller limit (AWS S3: 2 KB). Writers
+    /// check their header against it before the first request (SECURITY.md §3.4).
+    fn metadata_limit(&self) -> usize {
+        crate::format::header::R2_METADATA_LIMIT
+    }
+
     /// Write a whole object in one request.
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions)
         -> Result<PutResult, StoreError>;

@@ -151,6 +151,8 @@ pub struct S3Store {
     /// Send bodies as `UNSIGNED-PAYLOAD`: the transport already protects them (TLS, or
     /// loopback), so hashing each body once more for the signature only costs CPU.
     unsigned_payload: bool,
+    /// User metadata per object, in bytes: AWS's 2 KB, else R2's 8 KiB.
+    metadata_limit: usize,
     body_stall_timeout: Duration,
     /// GET, HEAD and PUT without the SDK's request pipeline (`s3_direct`), unless the
     /// configuration needs the SDK for them.
@@ -189,6 +191,29 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 /// Whether the connection to `endpoint` keeps a body from being changed on the way: TLS,
 /// or a loopback address (the same machine).
+/// AWS S3 allows 2 KB of user metadata per object, R2 8 KiB; other S3-compatible servers
+/// are taken at R2's figure. No endpoint (and not R2) means AWS.
+pub(crate) const AWS_METADATA_LIMIT: usize = 2048;
+
+fn metadata_limit_of(endpoint: Option<&str>) -> usize {
+    let Some(endpoint) = endpoint else {
+        return AWS_METADATA_LIMIT;
+    };
+    let host = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split(['/', '?', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") {
+        AWS_METADATA_LIMIT
+    } else {
+        crate::format::header::R2_METADATA_LIMIT
+    }
+}
+
 fn transport_protects_payload(endpoint: &str) -> bool {
     if endpoint.starts_with("https://") {
         return true;
@@ -336,6 +361,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix,
             unsigned_payload: endpoint.as_deref().is_none_or(transport_protects_payload),
+            metadata_limit: metadata_limit_of(endpoint.as_deref()),
             body_stall_timeout,
             endpoint,
             region,
@@ -1170,6 +1196,10 @@ impl Store for S3Store {
         &self.url
     }
 
+    fn metadata_limit(&self) -> usize {
+        self.metadata_limit
+    }
+
     async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Res<PutResult> {
         let op = Op::Put;
         if let Some(direct) = &self.direct {
@@ -1590,6 +1620,30 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_limits_follow_the_endpoint() {
+        for (endpoint, limit) in [
+            (None, AWS_METADATA_LIMIT),
+            (
+                Some("https://s3.eu-west-1.amazonaws.com"),
+                AWS_METADATA_LIMIT,
+            ),
+            (
+                Some("https://bucket.s3.us-east-1.AMAZONAWS.com."),
+                AWS_METADATA_LIMIT,
+            ),
+            (
+                Some("https://s3.cn-north-1.amazonaws.com.cn/path"),
+                AWS_METADATA_LIMIT,
+            ),
+            (Some("https://acct.r2.cloudflarestorage.com"), 8192),
+            (Some("http://127.0.0.1:3900"), 8192),
+            (Some("https://amazonaws.com.example.org"), 8192),
+        ] {
+            assert_eq!(metadata_limit_of(endpoint), limit, "{endpoint:?}");
+        }
+    }
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSECRETKEY";
     const TOKEN: &str = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN";

@@ -303,6 +303,8 @@ pub struct Watched {
     their_writes: Mutex<BTreeMap<String, Bytes>>,
     /// GETs of this key wait this long before they are forwarded (see `slow_gets`).
     slow_get: Mutex<Option<(String, std::time::Duration)>>,
+    /// A smaller user-metadata limit than the inner store's (AWS's 2 KB, say).
+    metadata_limit: Mutex<Option<usize>>,
 }
 
 impl Watched {
@@ -315,7 +317,14 @@ impl Watched {
             interfere: Mutex::new(None),
             their_writes: Mutex::default(),
             slow_get: Mutex::default(),
+            metadata_limit: Mutex::default(),
         }
+    }
+
+    /// From now on, report `limit` as the store's user-metadata limit (`None`: the inner
+    /// store's).
+    pub fn limit_metadata(&self, limit: Option<usize>) {
+        *self.metadata_limit.lock().unwrap() = limit;
     }
 
     /// Every later GET of `key` waits `delay` first: callers that start together are all
@@ -436,6 +445,12 @@ impl Watched {
 impl Store for Watched {
     fn url(&self) -> &str {
         self.inner.url()
+    }
+    fn metadata_limit(&self) -> usize {
+        self.metadata_limit
+            .lock()
+            .unwrap()
+            .unwrap_or_else(|| self.inner.metadata_limit())
     }
     async fn put(
         &self,
