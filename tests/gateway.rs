@@ -1493,6 +1493,40 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     assert_eq!((s, body.as_str()), (206, "ell"));
     let (s, body) = curl(&gw, &good, &["-H", "Range: bytes=10-20"], &obj);
     assert_eq!((s, code_of(&body)), (416, "InvalidRange"));
+    // Requests naming an object version are refused, not served (or carried out) on the
+    // current object.
+    for args in [vec![], vec!["-X", "DELETE"]] {
+        let (s, body) = curl(
+            &gw,
+            &good,
+            &args,
+            &format!("{obj}?versionId=3HL4kqtJlcpXroDTDmJ"),
+        );
+        assert_eq!(
+            (s, code_of(&body)),
+            (501, "NotImplemented"),
+            "{args:?}: {body}"
+        );
+    }
+    let key = format!("{prefix}obj");
+    let (s, body) = curl(
+        &gw,
+        &good,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            &format!("<Delete><Object><Key>{key}</Key><VersionId>3HL4kqtJlcpXroDTDmJ</VersionId></Object></Delete>"),
+        ],
+        &format!("/{}?delete=", up.bucket),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("<Code>NotImplemented</Code>") && !body.contains("<Deleted>"),
+        "{body}"
+    );
+    let (s, body) = curl(&gw, &good, &[], &obj);
+    assert_eq!((s, body.as_str()), (200, "hello"), "still there");
     let (s, _) = curl(&gw, &good, &["-X", "DELETE"], &obj);
     assert_eq!(s, 204);
 

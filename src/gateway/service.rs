@@ -508,6 +508,19 @@ fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
 }
 
+/// Object versions are not served: each request acts on the current object, so one
+/// naming a version (of a versioned upstream) is refused rather than answered with, or
+/// acting on, another version (a "delete this old version" would hide the current one).
+fn current_version_only(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        Some(_) => Err(s3_error!(
+            NotImplemented,
+            "object versions are not supported through the gateway: it reads and writes current objects only"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// What a listing learned of an object's plaintext size beyond the listing itself.
 enum Headed {
     /// Its HEAD: exact.
@@ -930,6 +943,7 @@ impl S3 for Gateway {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        current_version_only(input.version_id.as_deref())?;
         check_part_request(input.part_number, input.range.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let head = bucket
@@ -979,6 +993,7 @@ impl S3 for Gateway {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        current_version_only(input.version_id.as_deref())?;
         check_part_request(input.part_number, input.range.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let (got, parts_count) = match input.part_number {
@@ -1147,6 +1162,7 @@ impl S3 for Gateway {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
+        current_version_only(input.version_id.as_deref())?;
         let bucket = self.bucket(&input.bucket).await?;
         if input.if_match.is_some() {
             return Err(s3_error!(
@@ -1171,18 +1187,23 @@ impl S3 for Gateway {
         let input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
         let quiet = input.delete.quiet.unwrap_or(false);
-        let results: Vec<(String, Result<(), SealedError>)> =
-            futures_util::stream::iter(input.delete.objects)
-                .map(|o| {
-                    let bucket = bucket.clone();
-                    async move {
-                        let r = bucket.delete(&o.key).await;
-                        (o.key, r)
+        let results: Vec<(String, S3Result<()>)> = futures_util::stream::iter(input.delete.objects)
+            .map(|o| {
+                let bucket = bucket.clone();
+                async move {
+                    if let Err(e) = current_version_only(o.version_id.as_deref()) {
+                        return (o.key, Err(e));
                     }
-                })
-                .buffered(8)
-                .collect()
-                .await;
+                    let r = bucket
+                        .delete(&o.key)
+                        .await
+                        .map_err(|e| sealed_error(&e, Ctx::Object));
+                    (o.key, r)
+                }
+            })
+            .buffered(8)
+            .collect()
+            .await;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for (key, r) in results {
@@ -1192,8 +1213,7 @@ impl S3 for Gateway {
                     ..Default::default()
                 }),
                 Ok(()) => {}
-                Err(e) => {
-                    let s3 = sealed_error(&e, Ctx::Object);
+                Err(s3) => {
                     errors.push(Error {
                         code: Some(s3.code().as_str().to_string()),
                         key: Some(key),
