@@ -1950,6 +1950,33 @@ fn parts_stream_past_the_buffer_limit_and_failed_parts_replace_nothing() {
     // part it did not replace, so completing with that part fails there.)
     let (s, body) = put_part(2, &other_path, &content_md5(&other));
     assert_eq!(s, 200, "{body}");
+    // A Complete whose parts cannot form a sealed object (part 2 shorter than the part
+    // after it) is refused, and the upload stays open for another attempt, as on S3.
+    let (s, body) = put_part(3, &first_path, &content_md5(&first));
+    assert_eq!(s, 200, "{body}");
+    let uneven = format!(
+        r#"{{"Parts":[{{"ETag":"\"{}\"","PartNumber":1}},{{"ETag":"\"{}\"","PartNumber":2}},{{"ETag":"\"{}\"","PartNumber":3}}]}}"#,
+        md5_hex(&first),
+        md5_hex(&other),
+        md5_hex(&first)
+    );
+    let refused = aws(&gw)
+        .args([
+            "s3api",
+            "complete-multipart-upload",
+            "--bucket",
+            &up.bucket,
+            "--key",
+            &key,
+        ])
+        .args(["--upload-id", &upload_id, "--multipart-upload", &uneven])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("InvalidRequest"),
+        "{err}"
+    );
     let parts = format!(
         r#"{{"Parts":[{{"ETag":"\"{}\"","PartNumber":1}},{{"ETag":"\"{}\"","PartNumber":2}}]}}"#,
         md5_hex(&first),

@@ -1589,11 +1589,18 @@ impl S3 for Gateway {
         let result = bucket
             .complete_parts_upload(&upload.parts_upload, &parts, extra)
             .await;
-        // Whatever happened upstream, the upload is finished or gone there.
-        self.uploads
-            .lock()
-            .expect("not poisoned")
-            .remove(&input.upload_id);
+        // Done with it once it completed, or once the upstream no longer knows it. A
+        // refusal before the upstream's Complete (parts that cannot form a sealed object),
+        // or a failure the client may retry, leaves it open, as S3 does.
+        if result
+            .as_ref()
+            .map_or_else(SealedError::is_not_found, |_| true)
+        {
+            self.uploads
+                .lock()
+                .expect("not poisoned")
+                .remove(&input.upload_id);
+        }
         result.map_err(|e| sealed_error(&e, Ctx::Upload))?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),
