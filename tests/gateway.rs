@@ -1527,6 +1527,23 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     );
     let (s, body) = curl(&gw, &good, &[], &obj);
     assert_eq!((s, body.as_str()), (200, "hello"), "still there");
+    // Its stored body changed by whoever can write the bucket: it fails to open before
+    // the answer starts, so the client gets an S3 error rather than a cut connection.
+    let (rt, store) = raw_store(&up);
+    let stored = format!("{prefix}obj");
+    rt.block_on(async {
+        let got = store.get(&stored, None, &Default::default()).await.unwrap();
+        let opts = PutOptions {
+            metadata: got.info.metadata.clone(),
+            ..Default::default()
+        };
+        let mut body = got.bytes().await.unwrap().to_vec();
+        *body.last_mut().unwrap() ^= 1;
+        store.put(&stored, body.into(), &opts).await.unwrap();
+    });
+    let (s, body) = curl(&gw, &good, &[], &obj);
+    assert_eq!((s, code_of(&body)), (500, "InternalError"), "{body}");
+    assert!(!body.contains("hello"), "{body}");
     let (s, _) = curl(&gw, &good, &["-X", "DELETE"], &obj);
     assert_eq!(s, 204);
 

@@ -1021,6 +1021,17 @@ impl S3 for Gateway {
             ),
             None => (head.size, None),
         };
+        // The first chunk is opened before the answer starts: an object that fails to
+        // open there (a small object entirely) gets an S3 error, not a connection cut
+        // before any byte. A later chunk that fails can only cut the body short.
+        let mut body = got.body;
+        let body = match body.next().await {
+            Some(Err(e)) => return Err(sealed_error(&e, Ctx::Object)),
+            Some(Ok(first)) => futures_util::stream::once(async move { Ok(first) })
+                .chain(body)
+                .boxed(),
+            None => body,
+        };
         let m = &head.metadata;
         let output = GetObjectOutput {
             accept_ranges: Some("bytes".into()),
@@ -1035,7 +1046,7 @@ impl S3 for Gateway {
             last_modified: timestamp(head.last_modified),
             metadata: client_metadata(head),
             parts_count,
-            body: Some(StreamingBlob::wrap(SyncBody(Mutex::new(got.body)))),
+            body: Some(StreamingBlob::wrap(SyncBody(Mutex::new(body)))),
             ..Default::default()
         };
         Ok(S3Response::new(output))
