@@ -945,7 +945,7 @@ impl SealedBucket {
         format!("{}{key}", self.name_prefix)
     }
 
-    fn location(&self, key: &str) -> String {
+    pub(crate) fn location(&self, key: &str) -> String {
         let url = self.store.url();
         if url.ends_with('/') {
             format!("{url}{key}")

@@ -567,7 +567,7 @@ fn rclone_multipart_upload_opens_natively() {
 
 #[test]
 fn rclone_through_a_keyring_that_encrypts_names() {
-    let Some(up) = upstream_with(&["rclone"]) else {
+    let Some(up) = upstream_with(&["rclone", "aws"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -618,6 +618,51 @@ fn rclone_through_a_keyring_that_encrypts_names() {
         let (bytes, meta) = &raw[key];
         assert!(meta.contains_key("r2seal") && !contains(bytes, b"SECRETNAME"));
     }
+
+    // Listings come in plaintext key order, page after page, as S3 lists: `aws s3 sync`
+    // merges them with the local tree and takes anything out of place for missing.
+    let tree = dir.path().join("listing");
+    let mut want: Vec<String> = (0..10).map(|i| format!("f{i:02}")).collect();
+    want.extend(["a/x".into(), "z".into(), "Z".into(), "é".into()]);
+    for rel in &want {
+        let p = tree.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, rel.as_bytes()).unwrap();
+    }
+    let base = format!("{prefix}list/");
+    run(rclone(&conf)
+        .arg("copy")
+        .arg(&tree)
+        .arg(format!("gw:{}/{base}", up.bucket)));
+    want.sort();
+    let want: Vec<String> = want.iter().map(|k| format!("{base}{k}")).collect();
+    let page = |op: &str, extra: &[&str]| {
+        json(&run(s3api(&gw, op, &up.bucket)
+            .args(["--prefix", &base, "--page-size", "3"])
+            .args(extra)))
+    };
+    assert_eq!(
+        listed(&page("list-objects-v2", &[]), "Contents", "Key"),
+        want
+    );
+    assert_eq!(listed(&page("list-objects", &[]), "Contents", "Key"), want);
+    let after = format!("{base}f04");
+    let from = listed(
+        &page("list-objects-v2", &["--start-after", &after]),
+        "Contents",
+        "Key",
+    );
+    assert_eq!(
+        from,
+        want[want.iter().position(|k| *k == after).unwrap() + 1..]
+    );
+    let level = page("list-objects-v2", &["--delimiter", "/"]);
+    let mut both = listed(&level, "Contents", "Key");
+    both.extend(listed(&level, "CommonPrefixes", "Prefix"));
+    let mut sorted = both.clone();
+    sorted.sort();
+    assert_eq!(both.len(), 14, "{level}");
+    assert!(sorted.contains(&format!("{base}a/")), "{level}");
 }
 
 #[test]

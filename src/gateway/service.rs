@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
@@ -17,8 +18,8 @@ use super::checksum::{self, Declared};
 use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
 use crate::keys::Identity;
 use crate::sealed::{
-    CopyRequest, GetObject, ListFrom, ObjectHead, PartsUpload, PlainStream, PlainTap, PutOptions,
-    Recipients, SealedBucket, SealedError, SealedPart, PENDING_KEY,
+    CopyRequest, GetObject, ListFrom, ListPage, ListedObject, ObjectHead, PartsUpload, PlainStream,
+    PlainTap, PutOptions, Recipients, SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{self, ByteRange, ErrorKind};
@@ -198,8 +199,19 @@ impl Gateway {
         // rclone sends `delimiter=` for a recursive listing.
         let store_delimiter = delimiter.filter(|d| !d.is_empty());
         let max_keys = max_keys.map(|n| n.clamp(0, 1000) as u32);
+        let sorted = bucket.name_key().is_some();
         let page = match max_keys {
             Some(0) => Ok(Default::default()),
+            _ if sorted => {
+                sorted_page(
+                    &bucket,
+                    prefix,
+                    store_delimiter,
+                    from,
+                    max_keys.unwrap_or(1000),
+                )
+                .await
+            }
             _ => {
                 bucket
                     .list_from(prefix, store_delimiter, from, max_keys)
@@ -248,14 +260,26 @@ impl Gateway {
             .try_collect()
             .await
             .map_err(|e| sealed_error(&e, Ctx::Object))?;
-        // The entry listed last, in the order the listing came in (stored-key order).
+        // The entry listed last, in the order the listing came in.
         let last = page
             .objects
             .iter()
-            .map(|o| (o.stored_key.clone(), &o.key))
+            .map(|o| {
+                (
+                    if sorted {
+                        o.key.clone()
+                    } else {
+                        o.stored_key.clone()
+                    },
+                    &o.key,
+                )
+            })
             .chain(page.common_prefixes.iter().map(|p| {
-                let stored = bucket.stored_key(p).unwrap_or_else(|_| p.clone());
-                (stored, p)
+                let order = match sorted {
+                    true => p.clone(),
+                    false => bucket.stored_key(p).unwrap_or_else(|_| p.clone()),
+                };
+                (order, p)
             }))
             .max()
             .map(|(_, key)| enc(key));
@@ -506,6 +530,85 @@ fn content_encoding(v: Option<String>) -> Option<String> {
 
 fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
+}
+
+/// Continuation tokens of sorted listings (encrypted names) carry the last key given.
+const AFTER_TOKEN_PREFIX: &str = "r2seal-after:";
+
+/// A page of a listing under encrypted names, in plaintext key order as S3 lists (the
+/// store lists in stored-key order, which is the ciphertext's; a client such as
+/// `aws s3 sync` merges listings it takes to be sorted, and would take objects out of
+/// place for missing). Every page lists the whole prefix (with a delimiter, one level of
+/// it) upstream, decrypts, sorts, and answers the `max_keys` entries after `from`.
+async fn sorted_page(
+    bucket: &SealedBucket,
+    prefix: &str,
+    delimiter: Option<&str>,
+    from: ListFrom,
+    max_keys: u32,
+) -> Result<ListPage, SealedError> {
+    let after = match from {
+        ListFrom::Start => None,
+        ListFrom::After(key) => Some(key),
+        ListFrom::Continuation(token) => {
+            let key = token
+                .strip_prefix(AFTER_TOKEN_PREFIX)
+                .and_then(|t| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(t)
+                        .ok()
+                })
+                .and_then(|k| String::from_utf8(k).ok());
+            Some(key.ok_or_else(|| SealedError::Invalid {
+                location: bucket.location(prefix),
+                detail: "not a continuation token of this gateway".into(),
+            })?)
+        }
+    };
+    let mut all = ListPage::default();
+    let mut from = ListFrom::Start;
+    loop {
+        let page = bucket.list_from(prefix, delimiter, from, None).await?;
+        all.objects.extend(page.objects);
+        all.common_prefixes.extend(page.common_prefixes);
+        match page.next_continuation {
+            Some(t) => from = ListFrom::Continuation(t),
+            None => break,
+        }
+    }
+    enum Entry {
+        Object(ListedObject),
+        Prefix(String),
+    }
+    let mut entries: Vec<(String, Entry)> = all
+        .objects
+        .into_iter()
+        .map(|o| (o.key.clone(), Entry::Object(o)))
+        .chain(
+            all.common_prefixes
+                .into_iter()
+                .map(|p| (p.clone(), Entry::Prefix(p))),
+        )
+        .filter(|(key, _)| after.as_ref().is_none_or(|a| key.as_str() > a.as_str()))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let more = entries.len() > max_keys as usize;
+    entries.truncate(max_keys as usize);
+    let mut out = ListPage::default();
+    if more {
+        let last = &entries.last().expect("max_keys > 0").0;
+        out.next_continuation = Some(format!(
+            "{AFTER_TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+        ));
+    }
+    for (_, entry) in entries {
+        match entry {
+            Entry::Object(o) => out.objects.push(o),
+            Entry::Prefix(p) => out.common_prefixes.push(p),
+        }
+    }
+    Ok(out)
 }
 
 /// Object versions are not served: each request acts on the current object, so one
