@@ -666,6 +666,37 @@ fn rclone_through_a_keyring_that_encrypts_names() {
 }
 
 #[test]
+fn a_key_no_xml_can_carry_does_not_break_listings() {
+    let Some(up) = upstream_with(&["curl", "aws"]) else {
+        return;
+    };
+    let gw = Gateway::start(&up, &up.endpoint);
+    let prefix = unique("ctl");
+    // Written straight to the bucket by another client: a key holding U+0001.
+    let (s, body) = curl_at(
+        &up.endpoint,
+        &format!("{}:{}", up.access, up.secret),
+        &["-X", "PUT", "--data-binary", "x"],
+        &format!("/{}/{prefix}soh%01x", up.bucket),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = curl(
+        &gw,
+        &format!("{GW_KEY}:{GW_SECRET}"),
+        &["-X", "PUT", "--data-binary", "fine"],
+        &format!("/{}/{prefix}fine.txt", up.bucket),
+    );
+    assert_eq!(s, 200, "{body}");
+    let listing = json(&run(
+        s3api(&gw, "list-objects-v2", &up.bucket).args(["--prefix", &prefix])
+    ));
+    assert_eq!(
+        listed(&listing, "Contents", "Key"),
+        [format!("{prefix}fine.txt"), format!("{prefix}soh\u{1}x")]
+    );
+}
+
+#[test]
 fn plaintext_objects_stay_readable_while_writes_are_sealed() {
     let Some(up) = upstream_with(&["rclone"]) else {
         return;

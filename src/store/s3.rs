@@ -191,6 +191,31 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 /// Whether the connection to `endpoint` keeps a body from being changed on the way: TLS,
 /// or a loopback address (the same machine).
+/// A key as S3 URL-encodes it in listings (`encoding-type=url`): `%XX` escapes, and `+`
+/// for a space as in a form (S3 itself writes a `+` in a key as `%2B`). `None` if it does
+/// not decode to UTF-8.
+fn url_decode_form(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// AWS S3 allows 2 KB of user metadata per object, R2 8 KiB; other S3-compatible servers
 /// are taken at R2's figure. No endpoint (and not R2) means AWS.
 pub(crate) const AWS_METADATA_LIMIT: usize = 2048;
@@ -421,15 +446,35 @@ impl S3Store {
             .set_continuation_token(continuation)
             .set_start_after(start_after)
             .max_keys(max as i32)
+            // Keys are URL-encoded in the answer: XML 1.0 cannot carry every character a
+            // key may hold (U+0001, say), and one such key would fail every listing of
+            // its prefix. Decoded only where the server says it encoded.
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .send()
             .await
             .map_err(|e| map_err(op, self.loc(prefix), e))?;
+        let encoded = out.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
+        let decoded = |s: &str| -> Res<String> {
+            match encoded {
+                false => Ok(s.to_string()),
+                true => url_decode_form(s).ok_or_else(|| {
+                    StoreError::new(op, self.loc(prefix), ErrorKind::Other)
+                        .with_detail("a URL-encoded key in the listing does not decode")
+                }),
+            }
+        };
+        let keys: Vec<Option<String>> = out
+            .contents()
+            .iter()
+            .map(|o| o.key().map(decoded).transpose())
+            .collect::<Res<_>>()?;
         let objects = out
             .contents()
             .iter()
-            .filter_map(|o| {
+            .zip(keys)
+            .filter_map(|(o, key)| {
                 Some(ObjectMeta {
-                    key: self.strip(o.key()?)?.to_string(),
+                    key: self.strip(&key?)?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().unwrap_or_default().to_string(),
                     last_modified: to_system_time(o.last_modified()),
@@ -439,7 +484,10 @@ impl S3Store {
         let common_prefixes = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| Some(self.strip(p.prefix()?)?.to_string()))
+            .filter_map(|p| p.prefix().map(decoded))
+            .collect::<Res<Vec<String>>>()?
+            .iter()
+            .filter_map(|p| Some(self.strip(p)?.to_string()))
             .collect();
         let next_continuation = if out.is_truncated().unwrap_or(false) {
             // Without a token the caller could only loop forever on the first page.
@@ -1620,6 +1668,21 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_decode_as_s3_encodes_them() {
+        for (encoded, key) in [
+            ("a/b.json", "a/b.json"),
+            ("a+b%2Bc%25d", "a b+c%d"),
+            ("soh%01x%0Aend", "soh\u{1}x\nend"),
+            ("Z%C3%BCrich", "Zürich"),
+        ] {
+            assert_eq!(url_decode_form(encoded).as_deref(), Some(key), "{encoded}");
+        }
+        for bad in ["%", "%4", "%zz", "%C3", "%+1"] {
+            assert_eq!(url_decode_form(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn metadata_limits_follow_the_endpoint() {
