@@ -1565,6 +1565,18 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     assert_eq!(s, 200, "{body}");
     let (s, body) = curl(&gw, &good, &[], &obj);
     assert_eq!((s, body.as_str()), (200, "hello"));
+    // A conditional GET of what the client holds: 304, naming it (ETag, Last-Modified).
+    let md5 = md5_hex(b"hello");
+    let held = format!("If-None-Match: \"{md5}\"");
+    let (s, out) = curl(&gw, &good, &["-D", "-", "-H", &held], &obj);
+    let headers = out.to_ascii_lowercase();
+    assert_eq!(s, 304, "{out}");
+    assert!(
+        headers.contains(&format!("etag: \"{md5}\"")) && headers.contains("last-modified: "),
+        "{out}"
+    );
+    let (s, body) = curl(&gw, &good, &["-H", "If-None-Match: \"0123\""], &obj);
+    assert_eq!((s, body.as_str()), (200, "hello"));
     let (s, body) = curl(&gw, &good, &["-H", "Range: bytes=1-3"], &obj);
     assert_eq!((s, body.as_str()), (206, "ell"));
     let (s, body) = curl(&gw, &good, &["-H", "Range: bytes=10-20"], &obj);

@@ -488,7 +488,22 @@ fn check_conditions(head: &ObjectHead, conditions: Conditions<'_>) -> S3Result<(
             "modified since If-Unmodified-Since"
         )),
         Some(FailedIf::NoneMatch | FailedIf::ModifiedSince) => {
-            Err(S3Error::new(S3ErrorCode::NotModified))
+            // A 304 names what the client holds is still current, as S3's does.
+            let mut not_modified = S3Error::new(S3ErrorCode::NotModified);
+            let mut headers = hyper::http::HeaderMap::new();
+            if let Ok(v) = format!("\"{}\"", client_etag(head)).parse() {
+                headers.insert(hyper::http::header::ETAG, v);
+            }
+            let mut date = Vec::new();
+            if let Some(t) = timestamp(head.last_modified) {
+                if t.format(TimestampFormat::HttpDate, &mut date).is_ok() {
+                    if let Ok(v) = hyper::http::HeaderValue::from_bytes(&date) {
+                        headers.insert(hyper::http::header::LAST_MODIFIED, v);
+                    }
+                }
+            }
+            not_modified.set_headers(headers);
+            Err(not_modified)
         }
     }
 }
