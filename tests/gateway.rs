@@ -1442,6 +1442,7 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
     let good = format!("{GW_KEY}:{GW_SECRET}");
     let obj = format!("/{}/{prefix}obj", up.bucket);
     let put = ["-X", "PUT", "--data-binary", "MARKER-never-stored"];
+    let copy_self = format!("x-amz-copy-source: {obj}");
 
     // (what, user:secret, curl args, path, status, S3 code)
     type Case<'a> = (&'a str, String, Vec<&'a str>, String, u16, &'a str);
@@ -1528,6 +1529,14 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
             obj.clone(),
             404,
             "NoSuchKey",
+        ),
+        (
+            "copy onto itself without changes",
+            good.clone(),
+            vec!["-X", "PUT", "-H", &copy_self],
+            obj.clone(),
+            400,
+            "InvalidRequest",
         ),
     ];
     for (what, user, args, path, status, code) in &cases {

@@ -547,6 +547,14 @@ fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
 }
 
+/// A key the client sent, echoed in a listing encoded as the listing's keys are.
+fn echoed(key: Option<String>, encoding: Option<&EncodingType>) -> Option<String> {
+    match encoding {
+        Some(e) if e.as_str() == EncodingType::URL => key.map(|k| url_encode(&k)),
+        _ => key,
+    }
+}
+
 /// Continuation tokens of sorted listings (encrypted names) carry the last key given.
 const AFTER_TOKEN_PREFIX: &str = "r2seal-after:";
 
@@ -1184,7 +1192,7 @@ impl S3 for Gateway {
         list_objects!(self, input, ListObjectsV2Output, from, past_empty: false, |listing| {
             key_count: Some((listing.contents.len() + listing.common.len()) as i32),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
+            start_after: echoed(input.start_after, input.encoding_type.as_ref()),
             next_continuation_token: listing.next_continuation,
         })
     }
@@ -1201,7 +1209,7 @@ impl S3 for Gateway {
             _ => ListFrom::Start,
         };
         list_objects!(self, input, ListObjectsOutput, from, past_empty: true, |listing| {
-            marker: input.marker,
+            marker: echoed(input.marker, input.encoding_type.as_ref()),
             next_marker: listing.last.filter(|_| listing.next_continuation.is_some()),
         })
     }
@@ -1371,6 +1379,12 @@ impl S3 for Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if src_bucket == input.bucket.as_str() && src_key == input.key && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
+            ));
+        }
         let src_head = src
             .head(src_key)
             .await
@@ -1427,7 +1441,7 @@ impl S3 for Gateway {
                 .get(src_key, None)
                 .await
                 .map_err(|e| sealed_error(&e, Ctx::Object))?;
-            let opts = replace_opts.unwrap_or_else(|| PutOptions {
+            let mut opts = replace_opts.unwrap_or_else(|| PutOptions {
                 content_type: got.head.content_type.clone(),
                 cache_control: got.head.cache_control.clone(),
                 content_encoding: got.head.metadata.content_encoding.clone(),
@@ -1436,6 +1450,8 @@ impl S3 for Gateway {
                 metadata: got.head.metadata.user.clone(),
                 ..Default::default()
             });
+            // Sealed anew as one stream: its ETag is its MD5, not a multipart source's.
+            opts.metadata.remove(ETAG_KEY);
             let size = got.head.size;
             let (body, source) = PlainTap::new(got.body);
             let put = dst.put_stream(&input.key, body, Some(size), &opts).await;
@@ -2031,6 +2047,20 @@ mod tests {
             Some("gzip".into())
         );
         assert_eq!(content_encoding(Some("br".into())), Some("br".into()));
+    }
+
+    #[test]
+    fn keys_clients_sent_are_echoed_as_listed_keys_are_encoded() {
+        let url = EncodingType::from_static(EncodingType::URL);
+        assert_eq!(
+            echoed(Some("p/a+b c".into()), Some(&url)).as_deref(),
+            Some("p/a%2Bb%20c")
+        );
+        assert_eq!(
+            echoed(Some("p/a+b c".into()), None).as_deref(),
+            Some("p/a+b c")
+        );
+        assert_eq!(echoed(None, Some(&url)), None);
     }
 
     #[test]
