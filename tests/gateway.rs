@@ -663,6 +663,30 @@ fn rclone_through_a_keyring_that_encrypts_names() {
     sorted.sort();
     assert_eq!(both.len(), 14, "{level}");
     assert!(sorted.contains(&format!("{base}a/")), "{level}");
+
+    // Uploads in progress are listed and aborted by their plaintext keys, also by a
+    // gateway that never saw them (a restart forgets them).
+    let mpu = format!("{prefix}mpu/a b.bin");
+    let created = json(&run(
+        s3api(&gw, "create-multipart-upload", &up.bucket).args(["--key", &mpu])
+    ));
+    let upload_id = created["UploadId"].as_str().unwrap().to_string();
+    let uploads = |gw: &Gateway| {
+        let out = run(s3api(gw, "list-multipart-uploads", &up.bucket)
+            .args(["--prefix", &format!("{prefix}mpu/")]));
+        listed(&json(&out), "Uploads", "Key")
+    };
+    assert_eq!(uploads(&gw), [mpu.clone()]);
+    let restarted = Gateway::start_with(&up, &up.endpoint, Some(&ring));
+    run(
+        s3api(&restarted, "abort-multipart-upload", &up.bucket).args([
+            "--key",
+            &mpu,
+            "--upload-id",
+            &upload_id,
+        ]),
+    );
+    assert!(uploads(&restarted).is_empty());
 }
 
 #[test]

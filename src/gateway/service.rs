@@ -1771,12 +1771,18 @@ impl S3 for Gateway {
                 .abort_parts_upload(&upload.parts_upload)
                 .await
                 .map_err(|e| sealed_error(&e, Ctx::Upload))?,
-            // Forgotten (a restart): still let the client remove it upstream.
-            None => bucket
-                .store()
-                .abort_multipart(&input.key, &input.upload_id)
-                .await
-                .map_err(|e| store_error(&e, Ctx::Upload))?,
+            // Forgotten (a restart): still let the client remove it upstream, under its
+            // stored (perhaps encrypted) name.
+            None => {
+                let stored = bucket
+                    .stored_key(&input.key)
+                    .map_err(|e| sealed_error(&e, Ctx::Upload))?;
+                bucket
+                    .store()
+                    .abort_multipart(&stored, &input.upload_id)
+                    .await
+                    .map_err(|e| store_error(&e, Ctx::Upload))?
+            }
         }
         Ok(S3Response::with_status(
             AbortMultipartUploadOutput::default(),
@@ -1791,11 +1797,26 @@ impl S3 for Gateway {
         let input = req.input;
         let bucket = self.bucket(&input.bucket).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let uploads = bucket
+        // Under encrypted names: the uploads under the stored form of the prefix (its
+        // parent's, if it ends inside a segment), by plaintext key, in key order.
+        let stored_prefix = match bucket.name_key() {
+            Some(k) => k.list_prefix(&prefix).stored,
+            None => prefix.clone(),
+        };
+        let mut uploads: Vec<store::MultipartUpload> = bucket
             .store()
-            .list_multipart_uploads(&prefix)
+            .list_multipart_uploads(&stored_prefix)
             .await
-            .map_err(|e| store_error(&e, Ctx::Bucket))?;
+            .map_err(|e| store_error(&e, Ctx::Bucket))?
+            .into_iter()
+            .filter_map(|mut u| {
+                if let Some(k) = bucket.name_key() {
+                    u.key = k.decrypt(&u.key).ok()?;
+                }
+                u.key.starts_with(&prefix).then_some(u)
+            })
+            .collect();
+        uploads.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix,
