@@ -35,10 +35,6 @@ pub struct GatewayConfig {
     /// The key pair clients sign requests with (SigV4).
     pub access_key_id: String,
     pub secret_access_key: Zeroizing<String>,
-    /// Largest part a client may upload without declaring its length (no Content-Length,
-    /// no `x-amz-decoded-content-length`): such a part is held in memory while it is
-    /// sealed. Parts of declared length stream through, up to the upstream's 5 GiB limit.
-    pub max_part_size: u64,
     /// How long a shutdown waits for requests in flight before it cuts them.
     pub shutdown_grace: Duration,
     /// The migration window: serve objects stored without an r2seal envelope as they
@@ -55,7 +51,6 @@ impl fmt::Debug for GatewayConfig {
             .field("name_key", &self.name_key)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("max_part_size", &self.max_part_size)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("allow_plaintext", &self.allow_plaintext)
             .finish()

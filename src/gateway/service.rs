@@ -30,7 +30,6 @@ pub struct Gateway {
     recipients: Recipients,
     identities: Vec<Identity>,
     name_key: Option<crate::names::NameKey>,
-    max_part_size: u64,
     allow_plaintext: bool,
     /// By name: the sealed view, and the upstream store for bucket-level requests.
     buckets: tokio::sync::Mutex<HashMap<String, (SealedBucket, Arc<S3Store>)>>,
@@ -110,7 +109,6 @@ impl Gateway {
             recipients: config.recipients.clone(),
             identities: config.identities.clone(),
             name_key: config.name_key.clone(),
-            max_part_size: config.max_part_size,
             allow_plaintext: config.allow_plaintext,
             buckets: tokio::sync::Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
@@ -320,30 +318,6 @@ impl Gateway {
             last,
             next_continuation: page.next_continuation,
         })
-    }
-
-    /// A part body of unknown length, read whole (at most `max_part_size` bytes) and
-    /// checked against its declared checksums.
-    async fn buffered_part(
-        &self,
-        mut stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
-    ) -> S3Result<zeroize::Zeroizing<Vec<u8>>> {
-        let mut plain = zeroize::Zeroizing::new(Vec::new());
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| match checksum::digest_mismatch(&e) {
-                Some(m) => S3Error::with_message(S3ErrorCode::BadDigest, m.to_string()),
-                None => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
-            })?;
-            if plain.len() as u64 + chunk.len() as u64 > self.max_part_size {
-                return Err(s3_error!(
-                    EntityTooLarge,
-                    "a part without a Content-Length is held in memory: at most {} bytes (--max-part-size)",
-                    self.max_part_size
-                ));
-            }
-            plain.extend_from_slice(&chunk);
-        }
-        Ok(plain)
     }
 
     /// The stored ETag a client's ETag stands for, or PreconditionFailed.
@@ -1540,10 +1514,13 @@ impl S3 for Gateway {
         let body = input.body.unwrap_or_else(|| {
             StreamingBlob::wrap(futures_util::stream::empty::<Result<Bytes, io::Error>>())
         });
-        let len = body_len(&body, input.content_length, &headers);
-        if let Some(len) = len {
-            check_part_len(len)?;
-        }
+        // A part streams through sealed, so its length goes upstream first: as on S3,
+        // one without (no Content-Length, no x-amz-decoded-content-length) is refused.
+        // (s3s refuses such requests itself; this holds whatever layer is in front.)
+        let Some(len) = body_len(&body, input.content_length, &headers) else {
+            return Err(S3Error::new(S3ErrorCode::MissingContentLength));
+        };
+        check_part_len(len)?;
         let declared = declared(
             input.content_md5,
             [
@@ -1556,23 +1533,13 @@ impl S3 for Gateway {
             &headers,
         );
         let (stream, md5) = checksum::verified(body, declared, trailers);
-        let part = match len {
-            // Sealed as it arrives. A checksum is known wrong only at the end of the
-            // body, before the part's final chunk is sent: the upstream never gets it
-            // whole, and the part recorded below is only replaced on success.
-            Some(len) => bucket
-                .upload_sealed_part_stream(&upload.parts_upload, number, len, stream)
-                .await
-                .map_err(|e| sealed_error(&e, Ctx::Upload))?,
-            // No length to send upstream: the part is read into memory first.
-            None => {
-                let plain = self.buffered_part(stream).await?;
-                bucket
-                    .upload_sealed_part(&upload.parts_upload, number, &plain)
-                    .await
-                    .map_err(|e| sealed_error(&e, Ctx::Upload))?
-            }
-        };
+        // Sealed as it arrives. A checksum is known wrong only at the end of the body,
+        // before the part's final chunk is sent: the upstream never gets it whole, and
+        // the part recorded below is only replaced on success.
+        let part = bucket
+            .upload_sealed_part_stream(&upload.parts_upload, number, len, stream)
+            .await
+            .map_err(|e| sealed_error(&e, Ctx::Upload))?;
         let md5 = md5
             .lock()
             .expect("not poisoned")
@@ -2126,7 +2093,6 @@ mod tests {
             name_key: None,
             access_key_id: "AKID".into(),
             secret_access_key: zeroize::Zeroizing::new("very-secret-value".into()),
-            max_part_size: 1,
             shutdown_grace: std::time::Duration::from_secs(1),
             allow_plaintext: false,
         };

@@ -639,11 +639,6 @@ pub struct GatewayArgs {
     /// key pair reads plaintext: put TLS in front)
     #[arg(long)]
     pub allow_public: bool,
-    /// Largest multipart part a client may send without declaring its length, in MiB
-    /// (such a part is held in memory while sealed; parts with a Content-Length stream
-    /// through in bounded memory, up to S3's 5 GiB part limit)
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    pub max_part_size: u64,
     /// On Ctrl-C or SIGTERM: how long requests in flight may take to finish before they
     /// are cut (a cut request commits nothing)
     #[arg(long, value_name = "SECS", default_value_t = 30)]

@@ -32,9 +32,6 @@ pub fn run(args: GatewayArgs) -> Result<()> {
     }
     let access_key_id = env_var("R2SEAL_GATEWAY_ACCESS_KEY_ID")?;
     let secret = Zeroizing::new(env_var("R2SEAL_GATEWAY_SECRET_ACCESS_KEY")?);
-    if args.max_part_size == 0 {
-        bail!("--max-part-size must be at least 1 MiB");
-    }
     let (recipients, mut identities) = write_keys(&args.recipients, "")?;
     if identities.is_empty() {
         if let Some(path) = &args.recipients.keyring.keyring {
@@ -59,7 +56,6 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         name_key,
         access_key_id,
         secret_access_key: secret,
-        max_part_size: args.max_part_size * 1024 * 1024,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         allow_plaintext: args.allow_plaintext,
     };
