@@ -1086,3 +1086,56 @@ fn export_secret_of_a_revoked_key_warns() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A keyring command that cannot be done says "keyring: …", not "invalid key file: …"
+/// (the keyring file is fine); a keyring file that breaks the same rules is invalid.
+#[test]
+fn keyring_command_errors_name_the_keyring() {
+    let dir = TempDir::new().unwrap();
+    let ring = dir.path().join("ring.toml");
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", &ring)
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "main", "--sym"]).success();
+    run(&["key", "add", "agent", "--age"]).success();
+    let refused = |args: &[&str], expected: &str| {
+        let out = run(args).failure().code(1);
+        assert_eq!(
+            one_line_error(&out.get_output().stderr).trim_end(),
+            format!("r2seal: keyring: {expected}"),
+            "{args:?}"
+        );
+    };
+    refused(
+        &["key", "add", "main", "--sym"],
+        "a key named \"main\" already exists",
+    );
+    refused(
+        &["key", "retire", "nosuch"],
+        "no key named \"nosuch\" in the keyring",
+    );
+    refused(
+        &["key", "default", "nosuch"],
+        "no key named \"nosuch\" in the keyring",
+    );
+    refused(
+        &["key", "names", "agent"],
+        "names: key \"agent\" is not a symmetric key (names are encrypted under a sym key)",
+    );
+    run(&["key", "revoke", "main"]).success();
+    refused(
+        &["key", "retire", "main"],
+        "key \"main\" is revoked; revocation cannot be undone",
+    );
+
+    fs::write(&ring, "version = 1\ndefault = [\"ghost\"]\n").unwrap();
+    let out = run(&["key", "list"]).failure().code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("invalid key file: no key named \"ghost\" in the keyring"),
+        "{err}"
+    );
+}
