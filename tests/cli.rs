@@ -1139,3 +1139,44 @@ fn keyring_command_errors_name_the_keyring() {
         "{err}"
     );
 }
+
+/// A connection that cannot be made is named by its cause, on one line, the same through
+/// the SDK (`ls`) and the direct path (`cat`): no Debug dump of the SDK's error layers.
+#[test]
+fn an_unreachable_endpoint_reads_as_its_cause() {
+    let (dir, _) = setup();
+    let run = |sdk_only: &str, args: &[&str]| {
+        let out = r2seal(dir.path())
+            // An unresolvable name (RFC 2606 reserves .invalid): fails without a network.
+            .env("AWS_ENDPOINT_URL", "http://no-such-host.invalid:9")
+            .env("AWS_ACCESS_KEY_ID", "GKtest")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "auto")
+            .env("HOME", dir.path())
+            .env("R2SEAL_S3_SDK_ONLY", sdk_only)
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .args(args)
+            .assert()
+            .failure()
+            .code(1);
+        one_line_error(&out.get_output().stderr)
+    };
+    for (sdk_only, args, op) in [
+        ("0", &["ls", "s3://b/"][..], "list s3://b/"),
+        ("0", &["cat", "-i", "key.txt", "s3://b/k"], "get s3://b/k"),
+        ("1", &["cat", "-i", "key.txt", "s3://b/k"], "get s3://b/k"),
+    ] {
+        let err = run(sdk_only, args);
+        assert!(
+            err.starts_with(&format!(
+                "r2seal: {op}: network failure (retryable): endpoint unreachable: dns error: "
+            )),
+            "{args:?} sdk_only={sdk_only}: {err}"
+        );
+        assert!(
+            !err.contains("DispatchFailure") && !err.contains('{') && !err.contains("(Connect)"),
+            "{args:?} sdk_only={sdk_only}: {err}"
+        );
+    }
+}
