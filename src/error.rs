@@ -33,6 +33,9 @@ pub enum Error {
     InvalidKey(&'static str),
     /// A keyring or key file that does not parse (never echoes file contents).
     InvalidKeyFile(String),
+    /// A keyring change that cannot be made: an unknown or duplicate key name, a
+    /// revocation undone, a setting naming the wrong kind of key.
+    Keyring(String),
     /// Passphrase-protected file: wrong passphrase or tampered file (coarse on purpose).
     WrongPassphrase,
     /// Argon2id or scrypt parameters above the cap: refused rather than hang.
@@ -80,6 +83,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidKey(what) => write!(f, "invalid key: {what}"),
             Error::InvalidKeyFile(what) => write!(f, "invalid key file: {what}"),
+            Error::Keyring(what) => write!(f, "keyring: {what}"),
             Error::WrongPassphrase => {
                 f.write_str("wrong passphrase, or the protected file is corrupted")
             }

@@ -1086,3 +1086,97 @@ fn export_secret_of_a_revoked_key_warns() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A keyring command that cannot be done says "keyring: …", not "invalid key file: …"
+/// (the keyring file is fine); a keyring file that breaks the same rules is invalid.
+#[test]
+fn keyring_command_errors_name_the_keyring() {
+    let dir = TempDir::new().unwrap();
+    let ring = dir.path().join("ring.toml");
+    let run = |args: &[&str]| {
+        r2seal(dir.path())
+            .env("R2SEAL_KEYRING", &ring)
+            .args(args)
+            .assert()
+    };
+    run(&["key", "add", "main", "--sym"]).success();
+    run(&["key", "add", "agent", "--age"]).success();
+    let refused = |args: &[&str], expected: &str| {
+        let out = run(args).failure().code(1);
+        assert_eq!(
+            one_line_error(&out.get_output().stderr).trim_end(),
+            format!("r2seal: keyring: {expected}"),
+            "{args:?}"
+        );
+    };
+    refused(
+        &["key", "add", "main", "--sym"],
+        "a key named \"main\" already exists",
+    );
+    refused(
+        &["key", "retire", "nosuch"],
+        "no key named \"nosuch\" in the keyring",
+    );
+    refused(
+        &["key", "default", "nosuch"],
+        "no key named \"nosuch\" in the keyring",
+    );
+    refused(
+        &["key", "names", "agent"],
+        "names: key \"agent\" is not a symmetric key (names are encrypted under a sym key)",
+    );
+    run(&["key", "revoke", "main"]).success();
+    refused(
+        &["key", "retire", "main"],
+        "key \"main\" is revoked; revocation cannot be undone",
+    );
+
+    fs::write(&ring, "version = 1\ndefault = [\"ghost\"]\n").unwrap();
+    let out = run(&["key", "list"]).failure().code(1);
+    let err = one_line_error(&out.get_output().stderr);
+    assert!(
+        err.contains("invalid key file: no key named \"ghost\" in the keyring"),
+        "{err}"
+    );
+}
+
+/// A connection that cannot be made is named by its cause, on one line, the same through
+/// the SDK (`ls`) and the direct path (`cat`): no Debug dump of the SDK's error layers.
+#[test]
+fn an_unreachable_endpoint_reads_as_its_cause() {
+    let (dir, _) = setup();
+    let run = |sdk_only: &str, args: &[&str]| {
+        let out = r2seal(dir.path())
+            // An unresolvable name (RFC 2606 reserves .invalid): fails without a network.
+            .env("AWS_ENDPOINT_URL", "http://no-such-host.invalid:9")
+            .env("AWS_ACCESS_KEY_ID", "GKtest")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "auto")
+            .env("HOME", dir.path())
+            .env("R2SEAL_S3_SDK_ONLY", sdk_only)
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL_S3")
+            .args(args)
+            .assert()
+            .failure()
+            .code(1);
+        one_line_error(&out.get_output().stderr)
+    };
+    for (sdk_only, args, op) in [
+        ("0", &["ls", "s3://b/"][..], "list s3://b/"),
+        ("0", &["cat", "-i", "key.txt", "s3://b/k"], "get s3://b/k"),
+        ("1", &["cat", "-i", "key.txt", "s3://b/k"], "get s3://b/k"),
+    ] {
+        let err = run(sdk_only, args);
+        assert!(
+            err.starts_with(&format!(
+                "r2seal: {op}: network failure (retryable): endpoint unreachable: dns error: "
+            )),
+            "{args:?} sdk_only={sdk_only}: {err}"
+        );
+        assert!(
+            !err.contains("DispatchFailure") && !err.contains('{') && !err.contains("(Connect)"),
+            "{args:?} sdk_only={sdk_only}: {err}"
+        );
+    }
+}

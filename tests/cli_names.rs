@@ -176,10 +176,30 @@ fn names_are_encrypted_transparently_and_the_descriptor_guards_writers() {
     c.run(&["key", "names", "--off"]);
     let err = c.fail(&mut c.cmd(), &["put", &b, &c.url("plain.txt")]);
     assert!(err.contains("this writer has no name key"), "{err}");
-    let show = c.run(&["bucket", "show", "--json", &c.url("")]);
-    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    // It exits 1 then, after the report, so it serves as a check.
+    let show = c
+        .cmd()
+        .args(["bucket", "show", &c.url("")])
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8_lossy(&show.get_output().stdout).into_owned();
+    assert!(stdout.contains("DIFFERS (writes are refused)"), "{stdout}");
+    let refused = format!(
+        "r2seal: {}.r2seal/descriptor: this keyring differs from the descriptor: its writes are refused\n",
+        c.url("")
+    );
+    assert_eq!(String::from_utf8_lossy(&show.get_output().stderr), refused);
+    let show = c
+        .cmd()
+        .args(["bucket", "show", "--json", &c.url("")])
+        .assert()
+        .code(1);
+    assert_eq!(String::from_utf8_lossy(&show.get_output().stderr), refused);
+    let v: serde_json::Value = serde_json::from_slice(&show.get_output().stdout).unwrap();
     assert_eq!(v["matches_keyring"], false, "{v}");
     assert!(v["authenticated_by"].is_array(), "{v}");
+    let help = c.run(&["bucket", "show", "--help"]);
+    assert!(help.contains("1 when it differs"), "{help}");
     assert_eq!(stored_paths(&c.bucket_dir()), before);
     // With R2SEAL_NAMES_KEY (as a Worker gets it) the names decrypt again.
     let secret = std::fs::read_to_string(&key_file).unwrap();

@@ -249,9 +249,9 @@ impl Keyring {
                     return Err(bad("stored id does not match the key"));
                 }
             }
-            ring.add(key)?;
+            ring.add(key).map_err(in_file)?;
         }
-        ring.check_references()?;
+        ring.check_references().map_err(in_file)?;
         Ok(ring)
     }
 
@@ -319,19 +319,16 @@ impl Keyring {
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(Error::InvalidKeyFile(format!(
-                "invalid key name {:?}",
-                key.name
-            )));
+            return Err(Error::Keyring(format!("invalid key name {:?}", key.name)));
         }
         if self.get(&key.name).is_some() {
-            return Err(Error::InvalidKeyFile(format!(
+            return Err(Error::Keyring(format!(
                 "a key named {:?} already exists",
                 key.name
             )));
         }
         if self.keys.iter().any(|k| k.id() == key.id()) {
-            return Err(Error::InvalidKeyFile(format!(
+            return Err(Error::Keyring(format!(
                 "key {:?} is already in the keyring",
                 key.name
             )));
@@ -351,7 +348,7 @@ impl Keyring {
             .find(|k| k.name == name)
             .expect("found above");
         if key.status == KeyStatus::Revoked && status != KeyStatus::Revoked {
-            return Err(Error::InvalidKeyFile(format!(
+            return Err(Error::Keyring(format!(
                 "key {name:?} is revoked; revocation cannot be undone"
             )));
         }
@@ -451,7 +448,7 @@ impl Keyring {
             match self.get(n) {
                 None => return Err(no_such_key(n)),
                 Some(k) if !matches!(k.material, KeyMaterial::Sym(_)) => {
-                    return Err(Error::InvalidKeyFile(format!(
+                    return Err(Error::Keyring(format!(
                         "names: key {n:?} is not a symmetric key (names are encrypted under a sym key)"
                     )))
                 }
@@ -545,8 +542,16 @@ impl Keyring {
     }
 }
 
+/// A keyring error met while parsing a file is a problem with that file.
+fn in_file(e: Error) -> Error {
+    match e {
+        Error::Keyring(what) => Error::InvalidKeyFile(what),
+        other => other,
+    }
+}
+
 fn no_such_key(name: &str) -> Error {
-    Error::InvalidKeyFile(format!("no key named {name:?} in the keyring"))
+    Error::Keyring(format!("no key named {name:?} in the keyring"))
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_sdk_s3::Client;
@@ -59,7 +59,7 @@ use super::{
 };
 
 use super::s3_direct::{
-    chain, encode_key, is_certificate_error, set_header, Direct, Failure, Payload,
+    chain, encode_key, is_certificate_error, set_header, transport_detail, Direct, Failure, Payload,
 };
 use super::s3_endpoints::PerBucketEndpoints;
 use super::wire::parse_content_range;
@@ -1114,13 +1114,12 @@ where
             let message = se.err().message().unwrap_or("");
             service_error(op, status, code, message)
         }
-        SdkError::TimeoutError(_) => (
-            ErrorKind::Network,
-            true,
-            DisplayErrorContext(&err).to_string(),
-        ),
+        SdkError::TimeoutError(_) => (ErrorKind::Network, true, chain(&err)),
         SdkError::DispatchFailure(d) => {
-            let detail = DisplayErrorContext(&err).to_string();
+            let detail = match d.as_connector_error() {
+                Some(c) => connector_detail(c),
+                None => chain(&err),
+            };
             if has_credentials_error(&err) {
                 (ErrorKind::InvalidCredentials, false, detail)
             } else if is_certificate_error(&err) {
@@ -1142,24 +1141,16 @@ where
             }
         }
         // A response arrived but could not be parsed: typically a connection cut mid-body.
-        SdkError::ResponseError(_) => (
-            ErrorKind::Other,
-            true,
-            DisplayErrorContext(&err).to_string(),
-        ),
+        SdkError::ResponseError(_) => (ErrorKind::Other, true, chain(&err)),
         SdkError::ConstructionFailure(_) => {
             let kind = if has_credentials_error(&err) {
                 ErrorKind::InvalidCredentials
             } else {
                 ErrorKind::InvalidRequest
             };
-            (kind, false, DisplayErrorContext(&err).to_string())
+            (kind, false, chain(&err))
         }
-        _ => (
-            ErrorKind::Other,
-            false,
-            DisplayErrorContext(&err).to_string(),
-        ),
+        _ => (ErrorKind::Other, false, chain(&err)),
     };
     let e = StoreError::new(op, location, kind).with_retryable(retryable);
     let e = if detail.is_empty() {
@@ -1168,6 +1159,19 @@ where
         e.with_detail(detail)
     };
     e.with_source(err)
+}
+
+/// The cause of a failed dispatch without the SDK's layers around it ("dispatch failure:
+/// io error: …"): the HTTP client's error, else the connector error's own cause.
+fn connector_detail(c: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = c.source();
+    while let Some(e) = cur {
+        if let Some(http) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return transport_detail(http);
+        }
+        cur = e.source();
+    }
+    c.source().map_or_else(|| c.to_string(), chain)
 }
 
 fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -1340,7 +1344,7 @@ impl Store for S3Store {
                     None => Ok(None),
                     Some(Ok(chunk)) => Ok(Some((chunk, (body, loc)))),
                     Some(Err(e)) => Err(StoreError::new(Op::Get, loc, ErrorKind::Network)
-                        .with_detail(DisplayErrorContext(&e).to_string())
+                        .with_detail(chain(&e))
                         .with_source(e)),
                 }
             },

@@ -248,6 +248,17 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Why a request to the server failed, on one line. For a failed connection the HTTP
+/// client's own layer ("client error (Connect)") is left out: "endpoint unreachable"
+/// already says that much, the cause ("dns error: …", "tcp connect error: …") is what
+/// helps.
+pub(crate) fn transport_detail(e: &hyper_util::client::legacy::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) if e.is_connect() => chain(cause),
+        _ => chain(e),
+    }
+}
+
 /// Whether `e` comes from a refused server certificate (unknown issuer, wrong name,
 /// expired, ...), which no retry can mend. rustls's error sits inside an `io::Error`,
 /// whose `source` skips the error it wraps, so an `io::Error` is opened instead.
@@ -503,7 +514,7 @@ impl Direct {
             } else {
                 Failure::Transport {
                     connect: e.is_connect(),
-                    detail: chain(&e),
+                    detail: transport_detail(&e),
                 }
             }
         })?;

@@ -50,7 +50,7 @@ fn code(error: &Error) -> &'static str {
         Error::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
         Error::HeaderTooLarge { .. } => "HEADER_TOO_LARGE",
         Error::InvalidKey(_) => "INVALID_KEY",
-        Error::InvalidKeyFile(_) => "INVALID_CONFIG",
+        Error::InvalidKeyFile(_) | Error::Keyring(_) => "INVALID_CONFIG",
         Error::InvalidRecipients(_) => "INVALID_RECIPIENTS",
         Error::NameTooLong { .. } => "NAME_TOO_LONG",
         Error::WrongPassphrase | Error::KdfTooExpensive(_) | Error::PassphraseUnavailable => {

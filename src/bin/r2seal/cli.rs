@@ -505,6 +505,9 @@ pub enum BucketCommand {
         remote: RemoteArgs,
     },
     /// Print the bucket descriptor, whether it authenticates, and whether this keyring matches it
+    #[command(
+        after_help = "Exit status: 0 when this keyring matches the descriptor, 1 when it differs (its writes\nwould be refused) or on an error, so `r2seal bucket show URL` serves as a check."
+    )]
     Show {
         #[arg(value_name = "URL")]
         url: String,

@@ -274,29 +274,31 @@ pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The passphrase for `file` (its name is in the prompt): `R2SEAL_PASSPHRASE`, else a
 /// prompt on the terminal (twice when setting a new one).
 pub fn ask_passphrase(file: &Path, confirm: bool) -> r2seal::Result<Passphrase> {
-    if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE") {
-        if p.is_empty() {
+    // Every copy is a `Passphrase` as soon as it is read, so each one, the confirmation
+    // and a mismatched first try included, is wiped when dropped.
+    if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE").map(Passphrase::new) {
+        if p.expose().is_empty() {
             return Err(r2seal::Error::EmptyPassphrase { from_env: true });
         }
-        return Ok(Passphrase::new(p));
+        return Ok(p);
     }
     let shown = file
         .file_name()
         .unwrap_or(file.as_os_str())
         .to_string_lossy();
-    let first = rpassword::prompt_password(format!("Passphrase for {shown}: "))
-        .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
-    if first.is_empty() {
+    let prompt = |label: &str| {
+        rpassword::prompt_password(format!("{label} for {shown}: "))
+            .map(Passphrase::new)
+            .map_err(|_| r2seal::Error::PassphraseUnavailable)
+    };
+    let first = prompt("Passphrase")?;
+    if first.expose().is_empty() {
         return Err(r2seal::Error::EmptyPassphrase { from_env: false });
     }
-    if confirm {
-        let second = rpassword::prompt_password(format!("Confirm passphrase for {shown}: "))
-            .map_err(|_| r2seal::Error::PassphraseUnavailable)?;
-        if second != first {
-            return Err(r2seal::Error::WrongPassphrase);
-        }
+    if confirm && prompt("Confirm passphrase")?.expose() != first.expose() {
+        return Err(r2seal::Error::WrongPassphrase);
     }
-    Ok(Passphrase::new(first))
+    Ok(first)
 }
 
 pub fn load_identity_files(paths: &[PathBuf]) -> Result<Vec<Identity>> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use r2seal::descriptor::{Authenticity, DESCRIPTOR_KEY};
 use r2seal::keys::keyring::Keyring;
@@ -1143,13 +1143,23 @@ pub fn bucket(cmd: BucketCommand) -> Result<()> {
                 Authenticity::Authenticated(ids) => Some(ids.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
                 Authenticity::Unauthenticated => None,
             };
+            // A difference is a failure after the report, so `bucket show` works as a check.
+            let refused = || -> Result<()> {
+                ensure!(
+                    diff.is_empty(),
+                    "{}: this keyring differs from the descriptor: its writes are refused",
+                    target.url_of(DESCRIPTOR_KEY)
+                );
+                Ok(())
+            };
             if remote.json {
-                return print_json(json!({
+                print_json(json!({
                     "url": target.url_of(DESCRIPTOR_KEY), "config": d.config,
                     "mac_keys": d.mac_key_ids().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                     "authenticated_by": authenticated, "matches_keyring": diff.is_empty(),
                     "differences": diff,
-                }));
+                }))?;
+                return refused();
             }
             let c = &d.config;
             let mut lines = vec![
@@ -1171,7 +1181,8 @@ pub fn bucket(cmd: BucketCommand) -> Result<()> {
                 lines.push("this keyring:   DIFFERS (writes are refused):".into());
                 lines.extend(diff.iter().map(|d| format!("  - {d}")));
             }
-            print_line(lines.join("\n"))
+            print_line(lines.join("\n"))?;
+            refused()
         }),
     }
 }
