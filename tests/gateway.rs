@@ -1633,6 +1633,21 @@ fn bad_requests_get_s3_errors_and_write_nothing() {
             "NoSuchKey",
         ),
         (
+            "object tags, which the gateway would not keep",
+            good.clone(),
+            vec![
+                "-X",
+                "PUT",
+                "-H",
+                "x-amz-tagging: team=agents",
+                "--data-binary",
+                "MARKER-never-stored",
+            ],
+            obj.clone(),
+            501,
+            "NotImplemented",
+        ),
+        (
             "copy onto itself without changes",
             good.clone(),
             vec!["-X", "PUT", "-H", &copy_self],

@@ -608,6 +608,18 @@ async fn sorted_page(
     Ok(out)
 }
 
+/// Object tags are not kept (the tagging API answers NotImplemented): a write asking for
+/// some is refused rather than stored without them.
+fn no_tags(tagging: Option<&String>) -> S3Result<()> {
+    match tagging {
+        Some(t) if !t.is_empty() => Err(s3_error!(
+            NotImplemented,
+            "object tags are not supported through the gateway"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Object versions are not served: each request acts on the current object, so one
 /// naming a version (of a versioned upstream) is refused rather than answered with, or
 /// acting on, another version (a "delete this old version" would hide the current one).
@@ -1200,6 +1212,7 @@ impl S3 for Gateway {
         let headers = req.headers;
         let trailers = req.trailing_headers;
         let input = req.input;
+        no_tags(input.tagging.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let mut opts = put_options(
             input.content_type,
@@ -1362,6 +1375,7 @@ impl S3 for Gateway {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
+        no_tags(input.tagging.as_ref())?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let dst = self.bucket(&input.bucket).await?;
         let src = self.bucket(src_bucket).await?;
@@ -1467,6 +1481,7 @@ impl S3 for Gateway {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        no_tags(input.tagging.as_ref())?;
         let bucket = self.bucket(&input.bucket).await?;
         let opts = put_options(
             input.content_type,
