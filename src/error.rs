@@ -45,6 +45,8 @@ pub enum Error {
     /// The passphrase given is empty: from `R2SEAL_PASSPHRASE` (set but empty) when
     /// `from_env`, else typed.
     EmptyPassphrase { from_env: bool },
+    /// A new passphrase and its confirmation differ.
+    PassphrasesDiffer,
     /// The recipient set is empty or mixes recipients that cannot be combined.
     InvalidRecipients(&'static str),
     /// A policy (`policy`: its prefix) or the defaults (`policy: None`) name a key that no
@@ -98,6 +100,9 @@ impl fmt::Display for Error {
             ),
             Error::EmptyPassphrase { from_env: false } => {
                 f.write_str("an empty passphrase is refused")
+            }
+            Error::PassphrasesDiffer => {
+                f.write_str("the passphrase and its confirmation differ")
             }
             Error::InvalidRecipients(what) => write!(f, "invalid recipients: {what}"),
             Error::InactiveKeyNamed {

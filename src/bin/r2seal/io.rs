@@ -296,7 +296,7 @@ pub fn ask_passphrase(file: &Path, confirm: bool) -> r2seal::Result<Passphrase> 
         return Err(r2seal::Error::EmptyPassphrase { from_env: false });
     }
     if confirm && prompt("Confirm passphrase")?.expose() != first.expose() {
-        return Err(r2seal::Error::WrongPassphrase);
+        return Err(r2seal::Error::PassphrasesDiffer);
     }
     Ok(first)
 }
