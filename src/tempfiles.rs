@@ -37,6 +37,30 @@ impl LiveTemp {
         Ok((file, LiveTemp { path }))
     }
 
+    /// A new private (0600) file in `dir` named `prefix`, 16 random hex digits and
+    /// `suffix`, created and registered as [`create`](Self::create) does.
+    pub fn create_in(
+        dir: &Path,
+        prefix: &str,
+        suffix: &str,
+    ) -> io::Result<(std::fs::File, LiveTemp)> {
+        LiveTemp::create(|| loop {
+            let mut random = [0u8; 8];
+            crate::random::fill(&mut random);
+            let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            let path = dir.join(format!("{prefix}{hex}{suffix}"));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            match opts.open(&path) {
+                Ok(file) => return Ok((file, path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        })
+    }
+
     /// The temp file's path.
     pub fn path(&self) -> &Path {
         &self.path

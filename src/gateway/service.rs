@@ -929,16 +929,11 @@ fn check_part_request(part_number: Option<i32>, range: Option<&Range>) -> S3Resu
     Ok(())
 }
 
-/// Percent-encoding for `encoding-type=url` listings (keys keep their `/`).
+/// Percent-encoding for `encoding-type=url` listings (keys keep their `/`): the same
+/// as a key in a request path.
 fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    crate::store::s3_direct::encode_key(&mut out, s);
     out
 }
 

@@ -91,9 +91,8 @@ impl Manifest {
     /// Write atomically (temp file, fsync, rename).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", random_hex()));
         // Dropped on an error, the registration removes the temp file.
-        let (mut f, live) = LiveTemp::create(|| Ok((create_private(&tmp)?, tmp.clone())))?;
+        let (mut f, live) = LiveTemp::create_in(dir, TEMP_PREFIX, "")?;
         f.write_all(&json)?;
         f.sync_all()?;
         drop(f);
@@ -152,23 +151,6 @@ pub fn parse_mtime(v: &str) -> Option<SystemTime> {
 pub fn format_mtime(t: SystemTime) -> Option<String> {
     let d = t.duration_since(UNIX_EPOCH).ok()?;
     Some(format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).expect("OS randomness");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)
 }
 
 /// Export one object to `dir`. `rel` is its key relative to the exported prefix.
@@ -236,10 +218,9 @@ async fn write_object(
         )));
     }
     let got = bucket.get(key, None).await.map_err(ExportError::Sealed)?;
-    let tmp = parent.join(format!("{TEMP_PREFIX}{}", random_hex()));
     // Registered so that an interrupted process removes it (crate::tempfiles); dropped on
     // an error, the registration removes it too.
-    let (file, live) = LiveTemp::create(|| Ok((create_private(&tmp)?, tmp.clone())))
+    let (file, live) = LiveTemp::create_in(parent, TEMP_PREFIX, "")
         .map_err(|e| local("cannot create a temp file", e))?;
     let result = async {
         let mut file = tokio::fs::File::from_std(file);

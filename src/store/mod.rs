@@ -39,7 +39,7 @@ pub mod fs;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "s3")]
-mod s3_direct;
+pub(crate) mod s3_direct;
 #[cfg(feature = "s3")]
 mod s3_endpoints;
 #[doc(hidden)]
@@ -242,12 +242,8 @@ impl GetResult {
     /// Read the whole body into memory. Only for bodies known to be small: the point of
     /// [`GetResult::body`] is that large ones need not be.
     pub async fn bytes(self) -> Result<Bytes, StoreError> {
-        let mut out = Vec::new();
-        let mut body = self.body;
-        while let Some(chunk) = body.try_next().await? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(out))
+        let all = self.bytes_at_most(usize::MAX).await?;
+        Ok(all.expect("no body holds more than usize::MAX bytes"))
     }
 
     /// Read the whole body into memory if it holds at most `limit` bytes; `None` as soon

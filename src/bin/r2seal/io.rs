@@ -183,7 +183,7 @@ impl Output {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
-        let (file, tmp) = LiveTemp::create(|| create_temp_in(&dir))
+        let (file, tmp) = LiveTemp::create_in(&dir, ".r2seal-", ".partial")
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Output::File { file, tmp, dest })
     }
@@ -221,26 +221,6 @@ impl Output {
 /// Names the file in a write error; the kind stays, so a broken pipe is still one.
 fn cannot_write(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
-}
-
-/// A new 0600 file `.r2seal-XXXXXXXXXXXX.partial` in `dir`, never an existing one.
-fn create_temp_in(dir: &Path) -> io::Result<(File, PathBuf)> {
-    loop {
-        let mut random = [0u8; 6];
-        getrandom::getrandom(&mut random).map_err(io::Error::other)?;
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!(".r2seal-{hex}.partial"));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((file, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Writes a new secret file: created 0600, never overwriting an existing one.
