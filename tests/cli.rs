@@ -1180,3 +1180,43 @@ fn an_unreachable_endpoint_reads_as_its_cause() {
         );
     }
 }
+
+/// `R2SEAL_PASSPHRASE` is for r2seal alone: a process it starts (here an AWS
+/// `credential_process`, run as the first request is signed) does not inherit it.
+#[test]
+fn the_passphrase_variable_is_not_inherited() {
+    let dir = TempDir::new().unwrap();
+    let passphrase = "correct horse battery staple";
+    r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", passphrase)
+        .args(["keygen", "--passphrase", "-o", "key.age"])
+        .assert()
+        .success();
+    let child_env = dir.path().join("child-env");
+    let config = dir.path().join("aws-config");
+    fs::write(
+        &config,
+        format!(
+            "[default]\ncredential_process = sh -c 'env > {}; echo {{\\\"Version\\\": 1, \\\"AccessKeyId\\\": \\\"a\\\", \\\"SecretAccessKey\\\": \\\"b\\\"}}'\n",
+            child_env.display()
+        ),
+    )
+    .unwrap();
+    r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", passphrase)
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("HOME", dir.path())
+        .env("AWS_REGION", "auto")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .args(["cat", "-i", "key.age", "--endpoint", "http://127.0.0.1:9"])
+        .arg("s3://bucket/k")
+        .assert()
+        .failure();
+    let seen = fs::read_to_string(&child_env).expect("the credential process ran");
+    assert!(seen.contains("AWS_CONFIG_FILE="), "{seen}");
+    assert!(!seen.contains("R2SEAL_PASSPHRASE"), "{seen}");
+    assert!(!seen.contains(passphrase), "{seen}");
+}

@@ -251,16 +251,33 @@ pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
     out.commit()
 }
 
+/// `R2SEAL_PASSPHRASE`, taken out of the environment by [`take_env_passphrase`].
+static ENV_PASSPHRASE: std::sync::OnceLock<Option<Passphrase>> = std::sync::OnceLock::new();
+
+/// Moves `R2SEAL_PASSPHRASE` out of the environment, so that no process this one starts
+/// (an AWS `credential_process`, say) inherits the passphrase. Called first in `main`,
+/// while the process has one thread (changing the environment is not thread-safe).
+/// `/proc/PID/environ` still shows the environment the process started with, to the same
+/// user: SECURITY.md §6.
+pub fn take_env_passphrase() {
+    // A value that is not UTF-8 counts as unset (the prompt asks), as it always has.
+    let taken = std::env::var_os("R2SEAL_PASSPHRASE").and_then(|v| {
+        std::env::remove_var("R2SEAL_PASSPHRASE");
+        v.into_string().ok().map(Passphrase::new)
+    });
+    let _ = ENV_PASSPHRASE.set(taken);
+}
+
 /// The passphrase for `file` (its name is in the prompt): `R2SEAL_PASSPHRASE`, else a
 /// prompt on the terminal (twice when setting a new one).
 pub fn ask_passphrase(file: &Path, confirm: bool) -> r2seal::Result<Passphrase> {
     // Every copy is a `Passphrase` as soon as it is read, so each one, the confirmation
     // and a mismatched first try included, is wiped when dropped.
-    if let Ok(p) = std::env::var("R2SEAL_PASSPHRASE").map(Passphrase::new) {
+    if let Some(p) = ENV_PASSPHRASE.get().and_then(Option::as_ref) {
         if p.expose().is_empty() {
             return Err(r2seal::Error::EmptyPassphrase { from_env: true });
         }
-        return Ok(p);
+        return Ok(Passphrase::new(p.expose().to_owned()));
     }
     let shown = file
         .file_name()

@@ -24,6 +24,7 @@ use cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    io::take_env_passphrase();
     let cli = Cli::parse();
     // The gateway drains on Ctrl-C/SIGTERM instead (gateway_cmd.rs).
     if !matches!(cli.command, Command::Gateway(_)) {
