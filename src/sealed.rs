@@ -135,11 +135,10 @@ pub enum SealedError {
     /// The object was changed by someone else while this process rewrote it, where the
     /// store offers no atomic condition (detected afterwards; see SECURITY.md §3.9).
     Conflict { location: String, detail: String },
-    /// `get_json` found authentic plaintext that is not the expected JSON.
-    Json {
-        location: String,
-        error: serde_json::Error,
-    },
+    /// `get_json` found authentic plaintext that is not the expected JSON. `detail` says
+    /// what kind of mismatch and where, never what was found there: serde's own message
+    /// quotes the value, and the value may be a token.
+    Json { location: String, detail: String },
     /// The bucket descriptor (SECURITY.md §3.11) says the bucket is written otherwise
     /// than this writer would, or it is forged or unreadable: nothing was written.
     Descriptor { location: String, detail: String },
@@ -216,8 +215,8 @@ impl fmt::Display for SealedError {
             SealedError::Io { location, error } => {
                 write!(f, "{location}: cannot read the input: {error}")
             }
-            SealedError::Json { location, error } => {
-                write!(f, "{location}: authentic, but not the expected JSON: {error}")
+            SealedError::Json { location, detail } => {
+                write!(f, "{location}: authentic, but not the expected JSON: {detail}")
             }
             SealedError::Descriptor { location, detail } => write!(
                 f,
@@ -488,7 +487,9 @@ pub struct ListedObject {
     /// The key in the store: equal to `key` unless names are encrypted.
     pub stored_key: String,
     /// Plaintext size if the stored size is one a sealed single-stream object can have
-    /// (`None` otherwise: a plaintext object, or another layout). Not authenticated.
+    /// (`None` otherwise). Not authenticated, and computed as for a single stream: for a
+    /// plaintext object or one in the parts layout (SECURITY.md §8, larger than a part)
+    /// that happens to have such a size it is wrong, and `head` gives the true one.
     pub size: Option<u64>,
     pub stored_size: u64,
     pub etag: String,
@@ -851,11 +852,54 @@ impl SealedBucket {
         self
     }
 
-    /// Seal by the keyring's plan for each key and open with its identities.
+    /// Seal by the keyring's plan for each key, open with its identities, and, where the
+    /// keyring names a name key (`names = "…"`, `r2seal key names`), encrypt object names
+    /// with it as [`with_name_key`](Self::with_name_key) does.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use r2seal::keys::keyring::{Key, KeyMaterial, KeyStatus, Keyring};
+    /// use r2seal::keys::SymKey;
+    /// use r2seal::sealed::{PutOptions, SealedBucket};
+    /// use r2seal::store::{fs::FsStore, Store};
+    ///
+    /// let mut ring = Keyring::default();
+    /// ring.add(Key {
+    ///     name: "main".into(),
+    ///     material: KeyMaterial::Sym(SymKey::generate()),
+    ///     created: "2026-11-27T00:00:00Z".into(),
+    ///     status: KeyStatus::Active,
+    ///     recovery: false,
+    /// })?;
+    /// ring.set_names(Some("main".into()))?;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store: Arc<dyn Store> = Arc::new(FsStore::new(dir.path())?);
+    /// let bucket = SealedBucket::new(store.clone()).with_keyring(ring);
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// rt.block_on(async {
+    ///     let token = serde_json::json!({ "token": "xoxb-1" });
+    ///     bucket.put_json("credentials/slack.json", &token, &PutOptions::default()).await?;
+    ///     let back: serde_json::Value = bucket.get_json("credentials/slack.json").await?;
+    ///     assert_eq!(back, token);
+    ///     // The store holds neither the token nor the name.
+    ///     let stored = store.list("", None, None, None).await?;
+    ///     assert!(!stored.objects.is_empty());
+    ///     assert!(stored.objects.iter().all(|o| !o.key.contains("slack")));
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_keyring(self, keyring: Keyring) -> Self {
         let identities = keyring.identities();
-        self.with_recipients(Recipients::Keyring(Arc::new(keyring)))
-            .with_identities(identities)
+        let names = keyring.name_key();
+        let bucket = self
+            .with_recipients(Recipients::Keyring(Arc::new(keyring)))
+            .with_identities(identities);
+        match names {
+            Some(key) => bucket.with_name_key(key),
+            None => bucket,
+        }
     }
 
     /// Stored bytes per part of a multipart upload (at least 5 MiB; raised automatically
@@ -1536,9 +1580,18 @@ impl SealedBucket {
     /// Read and parse a JSON object stored with [`put_json`](Self::put_json).
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Res<T> {
         let (_, bytes) = self.get_bytes(key).await?;
-        serde_json::from_slice(&bytes).map_err(|error| SealedError::Json {
-            location: self.location(key),
-            error,
+        serde_json::from_slice(&bytes).map_err(|e| {
+            use serde_json::error::Category;
+            let what = match e.classify() {
+                Category::Syntax => "not JSON",
+                Category::Eof => "JSON cut short",
+                Category::Data => "JSON of another shape",
+                Category::Io => "unreadable",
+            };
+            SealedError::Json {
+                location: self.location(key),
+                detail: format!("{what} at line {}, column {}", e.line(), e.column()),
+            }
         })
     }
 

@@ -468,6 +468,31 @@ mod cases {
         );
         let e = b.get_json::<Vec<u8>>("raw/session.json").await.unwrap_err();
         assert!(matches!(e, SealedError::Json { .. }), "{e}");
+        // The error says what and where, never the value it found (serde's would).
+        let token = serde_json::json!({ "token": "xoxb-SECRET-TOKEN" });
+        b.put_json("raw/token.json", &token, &PutOptions::default())
+            .await
+            .unwrap();
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Numeric {
+            token: u64,
+        }
+        let e = b.get_json::<Numeric>("raw/token.json").await.unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("JSON of another shape at line 1"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        b.put(
+            "raw/token.txt",
+            &b"xoxb-SECRET-TOKEN"[..],
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        let e = b.get_json::<Numeric>("raw/token.txt").await.unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("not JSON at line 1, column 1"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 
     pub async fn name_binding(h: &Harness) {
