@@ -19,6 +19,7 @@
 //! - plaintext objects (the migration window): the stored ETag, which is theirs.
 
 mod checksum;
+mod listings;
 mod server;
 mod service;
 

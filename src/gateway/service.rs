@@ -15,11 +15,12 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use super::checksum::{self, Declared};
+use super::listings::{KeptListings, Resume, Sorted};
 use super::{ETAG_KEY, OPAQUE_ETAG_PREFIX};
 use crate::keys::Identity;
 use crate::sealed::{
-    CopyRequest, GetObject, ListFrom, ListPage, ListedObject, ObjectHead, PartsUpload, PlainStream,
-    PlainTap, PutOptions, Recipients, SealedBucket, SealedError, SealedPart, PENDING_KEY,
+    CopyRequest, GetObject, ListFrom, ListPage, ObjectHead, PartsUpload, PlainStream, PlainTap,
+    PutOptions, Recipients, SealedBucket, SealedError, SealedPart, PENDING_KEY,
 };
 use crate::store::s3::{S3Options, S3Store};
 use crate::store::{self, ByteRange, ErrorKind};
@@ -36,6 +37,8 @@ pub struct Gateway {
     /// Multipart uploads in progress, by upstream upload id. Their file keys live only
     /// here: a restart forgets them and their uploads answer NoSuchUpload.
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    /// Sorted listings (encrypted names) kept for their next page.
+    listings: KeptListings,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -112,6 +115,7 @@ impl Gateway {
             allow_plaintext: config.allow_plaintext,
             buckets: tokio::sync::Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            listings: KeptListings::default(),
         }
     }
 
@@ -201,10 +205,16 @@ impl Gateway {
         let page = match max_keys {
             Some(0) => Ok(Default::default()),
             _ if sorted => {
+                let resume = Resume {
+                    bucket: bucket_name.to_owned(),
+                    prefix: prefix.to_owned(),
+                    delimiter: store_delimiter.map(str::to_owned),
+                    after: String::new(),
+                };
                 sorted_page(
                     &bucket,
-                    prefix,
-                    store_delimiter,
+                    &self.listings,
+                    resume,
                     from,
                     max_keys.unwrap_or(1000),
                 )
@@ -533,14 +543,14 @@ fn echoed(key: Option<String>, encoding: Option<&EncodingType>) -> Option<String
 const AFTER_TOKEN_PREFIX: &str = "r2seal-after:";
 
 /// A page of a listing under encrypted names, in plaintext key order as S3 lists (the
-/// store lists in stored-key order, which is the ciphertext's; a client such as
-/// `aws s3 sync` merges listings it takes to be sorted, and would take objects out of
-/// place for missing). Every page lists the whole prefix (with a delimiter, one level of
-/// it) upstream, decrypts, sorts, and answers the `max_keys` entries after `from`.
+/// store lists in stored-key order, which is the ciphertext's: see [`super::listings`]).
+/// A first page lists the whole prefix (with a delimiter, one level of it) upstream,
+/// decrypts and sorts; the sorted listing is kept for the next page, which starts after
+/// the key its token (or marker) carries.
 async fn sorted_page(
     bucket: &SealedBucket,
-    prefix: &str,
-    delimiter: Option<&str>,
+    kept: &KeptListings,
+    mut resume: Resume,
     from: ListFrom,
     max_keys: u32,
 ) -> Result<ListPage, SealedError> {
@@ -557,55 +567,45 @@ async fn sorted_page(
                 })
                 .and_then(|k| String::from_utf8(k).ok());
             Some(key.ok_or_else(|| SealedError::Invalid {
-                location: bucket.location(prefix),
+                location: bucket.location(&resume.prefix),
                 detail: "not a continuation token of this gateway".into(),
             })?)
         }
     };
-    let mut all = ListPage::default();
-    let mut from = ListFrom::Start;
-    loop {
-        let page = bucket.list_from(prefix, delimiter, from, None).await?;
-        all.objects.extend(page.objects);
-        all.common_prefixes.extend(page.common_prefixes);
-        match page.next_continuation {
-            Some(t) => from = ListFrom::Continuation(t),
-            None => break,
+    let kept_listing = after.as_ref().and_then(|a| {
+        resume.after.clone_from(a);
+        kept.take(&resume)
+    });
+    let sorted = match kept_listing {
+        Some(sorted) => sorted,
+        None => {
+            let mut all = ListPage::default();
+            let mut from = ListFrom::Start;
+            loop {
+                let delimiter = resume.delimiter.as_deref();
+                let page = bucket
+                    .list_from(&resume.prefix, delimiter, from, None)
+                    .await?;
+                all.objects.extend(page.objects);
+                all.common_prefixes.extend(page.common_prefixes);
+                match page.next_continuation {
+                    Some(t) => from = ListFrom::Continuation(t),
+                    None => break,
+                }
+            }
+            Sorted::new(all)
         }
-    }
-    enum Entry {
-        Object(ListedObject),
-        Prefix(String),
-    }
-    let mut entries: Vec<(String, Entry)> = all
-        .objects
-        .into_iter()
-        .map(|o| (o.key.clone(), Entry::Object(o)))
-        .chain(
-            all.common_prefixes
-                .into_iter()
-                .map(|p| (p.clone(), Entry::Prefix(p))),
-        )
-        .filter(|(key, _)| after.as_ref().is_none_or(|a| key.as_str() > a.as_str()))
-        .collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let more = entries.len() > max_keys as usize;
-    entries.truncate(max_keys as usize);
-    let mut out = ListPage::default();
-    if more {
-        let last = &entries.last().expect("max_keys > 0").0;
-        out.next_continuation = Some(format!(
+    };
+    let (mut page, next) = sorted.page(after.as_deref(), max_keys as usize);
+    if let Some(last) = next {
+        page.next_continuation = Some(format!(
             "{AFTER_TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last)
         ));
+        resume.after = last;
+        kept.keep(resume, sorted);
     }
-    for (_, entry) in entries {
-        match entry {
-            Entry::Object(o) => out.objects.push(o),
-            Entry::Prefix(p) => out.common_prefixes.push(p),
-        }
-    }
-    Ok(out)
+    Ok(page)
 }
 
 /// Object tags are not kept (the tagging API answers NotImplemented): a write asking for
