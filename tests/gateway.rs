@@ -701,6 +701,46 @@ fn rclone_through_a_keyring_that_encrypts_names() {
         listed(&json(&out), "Uploads", "Key")
     };
     assert_eq!(uploads(&gw), std::slice::from_ref(&mpu));
+    // Paged as S3 pages them: a second upload, one per page, the markers lead on.
+    let mpu2 = format!("{prefix}mpu/b.bin");
+    let created2 = json(&run(
+        s3api(&gw, "create-multipart-upload", &up.bucket).args(["--key", &mpu2])
+    ));
+    let first = json(&run(s3api(&gw, "list-multipart-uploads", &up.bucket).args(
+        [
+            "--prefix",
+            &format!("{prefix}mpu/"),
+            "--max-uploads",
+            "1",
+            "--no-paginate",
+        ],
+    )));
+    assert_eq!(listed(&first, "Uploads", "Key"), std::slice::from_ref(&mpu));
+    assert_eq!(first["IsTruncated"], true, "{first}");
+    let second = json(&run(s3api(&gw, "list-multipart-uploads", &up.bucket).args(
+        [
+            "--prefix",
+            &format!("{prefix}mpu/"),
+            "--max-uploads",
+            "1",
+            "--no-paginate",
+            "--key-marker",
+            first["NextKeyMarker"].as_str().unwrap(),
+            "--upload-id-marker",
+            first["NextUploadIdMarker"].as_str().unwrap(),
+        ],
+    )));
+    assert_eq!(
+        listed(&second, "Uploads", "Key"),
+        std::slice::from_ref(&mpu2)
+    );
+    assert_eq!(second["IsTruncated"], false, "{second}");
+    run(s3api(&gw, "abort-multipart-upload", &up.bucket).args([
+        "--key",
+        &mpu2,
+        "--upload-id",
+        created2["UploadId"].as_str().unwrap(),
+    ]));
     let restarted = Gateway::start_with(&up, &up.endpoint, Some(&ring));
     run(
         s3api(&restarted, "abort-multipart-upload", &up.bucket).args([

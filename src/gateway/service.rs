@@ -1796,7 +1796,7 @@ impl S3 for Gateway {
             Some(k) => k.list_prefix(&prefix).stored,
             None => prefix.clone(),
         };
-        let mut uploads: Vec<store::MultipartUpload> = bucket
+        let uploads: Vec<store::MultipartUpload> = bucket
             .store()
             .list_multipart_uploads(&stored_prefix)
             .await
@@ -1809,25 +1809,141 @@ impl S3 for Gateway {
                 u.key.starts_with(&prefix).then_some(u)
             })
             .collect();
-        uploads.sort_by(|a, b| (&a.key, a.initiated).cmp(&(&b.key, b.initiated)));
+        let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
+        let page = uploads_page(
+            uploads,
+            &prefix,
+            delimiter,
+            input.key_marker.as_deref().filter(|m| !m.is_empty()),
+            input.upload_id_marker.as_deref().filter(|m| !m.is_empty()),
+            input
+                .max_uploads
+                .map_or(1000, |n| n.clamp(1, 1000) as usize),
+        );
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let (next_key_marker, next_upload_id_marker) = match page.next {
+            Some((key, id)) => (Some(enc(key)), id),
+            None => (None, None),
+        };
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
-            prefix: input.prefix,
-            is_truncated: Some(false),
+            is_truncated: Some(next_key_marker.is_some()),
+            next_key_marker,
+            next_upload_id_marker,
+            key_marker: input.key_marker.map(enc),
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: input.max_uploads,
             uploads: Some(
-                uploads
+                page.uploads
                     .into_iter()
                     .map(|u| MultipartUpload {
-                        key: Some(u.key),
+                        key: Some(enc(u.key)),
                         upload_id: Some(u.upload_id),
                         initiated: timestamp(u.initiated),
                         ..Default::default()
                     })
                     .collect(),
             ),
+            common_prefixes: (!page.common_prefixes.is_empty()).then(|| {
+                page.common_prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc(p)),
+                    })
+                    .collect()
+            }),
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
+            encoding_type: input.encoding_type,
             ..Default::default()
         }))
     }
+}
+
+/// One page of ListMultipartUploads.
+#[derive(Debug, Default)]
+struct UploadsPage {
+    uploads: Vec<store::MultipartUpload>,
+    common_prefixes: Vec<String>,
+    /// When truncated: the next page's key marker, and its upload-id marker if the page
+    /// ended on an upload (not a common prefix).
+    next: Option<(String, Option<String>)>,
+}
+
+/// S3's paging of ListMultipartUploads over every upload under `prefix`: sorted by key,
+/// then by initiation; after `key_marker` (and, for that key, after the upload
+/// `upload_id_marker`, or those with a greater id if it is gone); with a delimiter, the
+/// keys that go on past it after `prefix` are rolled into common prefixes, each counting
+/// as one of `max` entries, and a marker that is one of them skips all of its keys.
+fn uploads_page(
+    mut all: Vec<store::MultipartUpload>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    key_marker: Option<&str>,
+    upload_id_marker: Option<&str>,
+    max: usize,
+) -> UploadsPage {
+    all.retain(|u| u.key.starts_with(prefix));
+    all.sort_by(|a, b| {
+        (&a.key, a.initiated, &a.upload_id).cmp(&(&b.key, b.initiated, &b.upload_id))
+    });
+    let after_marker = |u: &store::MultipartUpload| -> bool {
+        let Some(km) = key_marker else { return true };
+        if delimiter.is_some_and(|d| km.ends_with(d)) && u.key.starts_with(km) {
+            return false; // inside a common prefix a previous page gave
+        }
+        match (u.key.as_str().cmp(km), upload_id_marker) {
+            (std::cmp::Ordering::Greater, _) => true,
+            (std::cmp::Ordering::Equal, Some(id)) => u.upload_id.as_str() > id,
+            _ => false,
+        }
+    };
+    let start = match (key_marker, upload_id_marker) {
+        // The marked upload itself: the ones after it in this order, ids aside.
+        (Some(km), Some(id)) => all
+            .iter()
+            .position(|u| u.key == km && u.upload_id == id)
+            .map(|i| i + 1),
+        _ => None,
+    };
+    let rest: Vec<store::MultipartUpload> = match start {
+        Some(i) => all.split_off(i),
+        None => all.into_iter().filter(|u| after_marker(u)).collect(),
+    };
+    let mut page = UploadsPage::default();
+    let mut given = 0;
+    for u in rest {
+        let rolled = delimiter.and_then(|d| {
+            let tail = u.key.get(prefix.len()..)?;
+            tail.find(d)
+                .map(|i| u.key[..prefix.len() + i + d.len()].to_owned())
+        });
+        if let Some(cp) = &rolled {
+            if page.common_prefixes.last() == Some(cp) {
+                continue;
+            }
+        }
+        if given == max {
+            page.next = Some(match (page.uploads.last(), page.common_prefixes.last()) {
+                // Whichever came last in key order is where the page ended.
+                (Some(u), Some(cp)) if cp.as_str() > u.key.as_str() => (cp.clone(), None),
+                (Some(u), _) => (u.key.clone(), Some(u.upload_id.clone())),
+                (None, Some(cp)) => (cp.clone(), None),
+                (None, None) => unreachable!("max >= 1"),
+            });
+            break;
+        }
+        given += 1;
+        match rolled {
+            Some(cp) => page.common_prefixes.push(cp),
+            None => page.uploads.push(u),
+        }
+    }
+    page
 }
 
 #[cfg(test)]
@@ -1855,6 +1971,72 @@ mod tests {
             sealed,
             parts: None,
         }
+    }
+
+    fn upload(key: &str, id: &str, at: u64) -> store::MultipartUpload {
+        store::MultipartUpload {
+            key: key.into(),
+            upload_id: id.into(),
+            initiated: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at)),
+        }
+    }
+
+    fn shown(page: &UploadsPage) -> Vec<String> {
+        let mut all: Vec<String> = page
+            .uploads
+            .iter()
+            .map(|u| format!("{}#{}", u.key, u.upload_id))
+            .chain(page.common_prefixes.iter().cloned())
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn uploads_are_paged_as_s3_pages_them() {
+        let all = vec![
+            upload("b", "z", 1),
+            upload("a", "y", 2),
+            upload("a", "x", 3),
+            upload("d/1", "q", 1),
+            upload("d/2", "r", 1),
+            upload("c", "p", 1),
+        ];
+        // Two at a time, by key then initiation; each page's markers lead to the next.
+        let mut seen = Vec::new();
+        let (mut km, mut idm) = (None::<String>, None::<String>);
+        loop {
+            let page = uploads_page(all.clone(), "", None, km.as_deref(), idm.as_deref(), 2);
+            seen.extend(shown(&page));
+            match page.next {
+                Some((k, id)) => (km, idm) = (Some(k), id),
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["a#x", "a#y", "b#z", "c#p", "d/1#q", "d/2#r"]);
+        // With a delimiter: d/ is one entry, and a page ending on it skips its keys.
+        let page = uploads_page(all.clone(), "", Some("/"), None, None, 4);
+        assert_eq!(shown(&page), ["a#x", "a#y", "b#z", "c#p"]);
+        assert_eq!(page.next, Some(("c".into(), Some("p".into()))));
+        let page = uploads_page(all.clone(), "", Some("/"), Some("c"), Some("p"), 4);
+        assert_eq!(shown(&page), ["d/"]);
+        assert_eq!(page.next, None);
+        let page = uploads_page(all.clone(), "", Some("/"), Some("b"), None, 2);
+        assert_eq!(shown(&page), ["c#p", "d/"]);
+        assert_eq!(page.next, None);
+        let more = [all.clone(), vec![upload("e", "s", 1)]].concat();
+        let page = uploads_page(more.clone(), "", Some("/"), Some("b"), None, 2);
+        assert_eq!(page.next, Some(("d/".into(), None)));
+        let page = uploads_page(more, "", Some("/"), Some("d/"), None, 2);
+        assert_eq!(shown(&page), ["e#s"]);
+        // An upload-id marker whose upload is gone: that key's greater ids, then on.
+        let page = uploads_page(all.clone(), "", None, Some("a"), Some("xx"), 10);
+        assert_eq!(shown(&page)[0], "a#y");
+        assert_eq!(page.uploads.len(), 5);
+        // Under a prefix, the delimiter applies after it.
+        let page = uploads_page(all, "d/", Some("/"), None, None, 10);
+        assert_eq!(shown(&page), ["d/1#q", "d/2#r"]);
     }
 
     #[test]
