@@ -105,6 +105,12 @@ pub fn remove_all() -> Held {
     Held { _registry: live }
 }
 
+/// Whether `path` is a registered temp file (for other modules' tests).
+#[cfg(test)]
+pub(crate) fn is_registered(path: &Path) -> bool {
+    live().contains(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

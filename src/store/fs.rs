@@ -46,6 +46,7 @@ use super::{
     GetOptions, GetResult, ListPage, MultipartUpload, ObjectInfo, ObjectMeta, Op, PartBody,
     PartCopySource, PutOptions, PutResult, Store, StoreError, UploadedPart, MIN_PART_SIZE,
 };
+use crate::tempfiles::LiveTemp;
 
 /// Name of the hidden directory under the root that holds everything but object bodies.
 pub const META_DIR: &str = ".r2seal-meta";
@@ -326,19 +327,22 @@ impl Inner {
         })
     }
 
-    /// A new temp file in the tmp dir, removed on drop unless persisted.
+    /// A new temp file in the tmp dir, removed on drop unless persisted, and registered
+    /// (crate::tempfiles) so that a CLI interrupted by a signal removes it too.
     fn temp_file(&self, op: Op, key: &str) -> Res<TempFile> {
         let path = self.meta_dir().join("tmp").join(random_hex(12));
-        let file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| self.io_err(op, key, e))?;
+        let (file, temp) = LiveTemp::create(|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .open(&path)?;
+            Ok((file, path.clone()))
+        })
+        .map_err(|e| self.io_err(op, key, e))?;
         Ok(TempFile {
-            path,
             file: Some(file),
-            keep: false,
+            temp,
         })
     }
 
@@ -1234,9 +1238,8 @@ fn stream_file(file: tokio::fs::File, len: u64, loc: String) -> super::ByteStrea
 
 /// A temp file in the store's tmp dir, deleted on drop unless persisted.
 struct TempFile {
-    path: PathBuf,
     file: Option<File>,
-    keep: bool,
+    temp: LiveTemp,
 }
 
 impl TempFile {
@@ -1261,17 +1264,7 @@ impl TempFile {
 
     fn persist(mut self, dest: &Path) -> io::Result<()> {
         drop(self.file.take());
-        fs::rename(&self.path, dest)?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
+        self.temp.persist(dest)
     }
 }
 
@@ -1384,6 +1377,24 @@ mod tests {
         ] {
             assert!(check_fs_key(good).is_ok(), "{good:?} should be accepted");
         }
+    }
+
+    /// Temp files are registered while they live, so an interrupted CLI removes them.
+    #[test]
+    fn temp_files_are_registered_until_persisted_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path()).unwrap();
+        let mut tmp = store.inner.temp_file(Op::Put, "k").unwrap();
+        let path = tmp.temp.path().to_owned();
+        tmp.write_all_sync(b"x").unwrap();
+        assert!(crate::tempfiles::is_registered(&path));
+        tmp.persist(&dir.path().join("done")).unwrap();
+        assert!(!crate::tempfiles::is_registered(&path) && !path.exists());
+        let tmp = store.inner.temp_file(Op::Put, "k").unwrap();
+        let path = tmp.temp.path().to_owned();
+        assert!(crate::tempfiles::is_registered(&path) && path.exists());
+        drop(tmp);
+        assert!(!crate::tempfiles::is_registered(&path) && !path.exists());
     }
 
     #[test]
