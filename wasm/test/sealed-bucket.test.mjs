@@ -120,6 +120,8 @@ describe("SealedBucket in workerd", () => {
     "descriptor",
     "bad_input",
     "secrets",
+    "unfinished_upload",
+    "json_errors",
   ]) {
     test(name, async () => {
       await runInWorker(name);

@@ -14,6 +14,7 @@ import {
   DescriptorError,
   InvalidArgumentError,
   IntegrityError,
+  InvalidJsonError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -495,7 +496,12 @@ const tests = {
     await put("x/obj", raw, { r2seal: mac });
     await rejects(b.get("x/obj"), SealError, "CORRUPT", "header MAC");
     await put("x/obj", raw, { r2seal: "garbage" });
-    await rejects(b.get("x/obj"), SealError, "NOT_SEALED", "not a header");
+    // The object has the header key, so it was tampered with: never "not sealed".
+    await rejects(b.get("x/obj"), IntegrityError, "MALFORMED", "not a header");
+    await rejects(b.head("x/obj"), IntegrityError, "MALFORMED", "not a header (head)");
+    await rejects(b.get("x/obj", { range: { offset: 0, length: 4 } }), IntegrityError, "MALFORMED", "not a header (range)");
+    await rejects(sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "true" }).get("x/obj"), IntegrityError, "MALFORMED", "not a header, plaintext allowed");
+    await rejects(async () => openBytes(b.keys, "x/obj", "garbage", raw), IntegrityError, "MALFORMED", "openBytes: not a header");
     await put("x/obj", raw, { r2seal: h.replace("age-encryption.org/v1", "age-encryption.org/v2") });
     await rejects(b.get("x/obj"), SealError, "UNSUPPORTED_VERSION", "future version");
     await put("x/obj", raw, { r2seal: h.replace("-> r2seal-name;", "-> r2seal-name extra;") });
@@ -558,6 +564,63 @@ const tests = {
     eq(writeOnly.keys.canOpen, false, "write-only");
     await writeOnly.put("wo/x", "drop box");
     await rejects(writeOnly.get("wo/x"), SealError, "NO_MATCHING_KEY", "write-only cannot read");
+    return {};
+  },
+
+  async unfinished_upload(env) {
+    // What the native library or gateway leaves if it dies between completing a parts
+    // upload and installing its header: ciphertext marked r2seal-pending, no r2seal.
+    const raw = bytes(200, 3);
+    await env.BUCKET.put("p/pending.bin", raw, { customMetadata: { "r2seal-pending": "1" } });
+    for (const [label, b] of [
+      ["strict", sealed(env)],
+      ["plaintext allowed", sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "true" })],
+    ]) {
+      for (const [op, f] of [
+        ["head", () => b.head("p/pending.bin")],
+        ["get", () => b.get("p/pending.bin")],
+        ["get onlyIf", () => b.get("p/pending.bin", { onlyIf: { etagMatches: "nope" } })],
+        ["range", () => b.get("p/pending.bin", { range: { offset: 0, length: 8 } })],
+        ["getJson", () => b.getJson("p/pending.bin")],
+      ]) {
+        const e = await rejects(f, IntegrityError, "UNFINISHED_UPLOAD", `${label} ${op}`);
+        assert(e.message.includes("unfinished sealed upload"), `${label} ${op}: says what it is: ${e.message}`);
+      }
+      const entry = (await b.list({ prefix: "p/" })).objects.find((o) => o.key === "p/pending.bin");
+      eq(entry.sealed, true, `${label}: listed as not plaintext`);
+      eq(entry.unfinished, true, `${label}: listed as unfinished`);
+      eq(entry.size, null, `${label}: no plaintext size`);
+    }
+    // Plaintext and sealed neighbours are not unfinished.
+    await env.BUCKET.put("p/plain.txt", "plain");
+    await sealed(env).put("p/sealed.txt", "sealed");
+    const listed = Object.fromEntries((await sealed(env).list({ prefix: "p/" })).objects.map((o) => [o.key, o]));
+    eq(listed["p/plain.txt"].unfinished, false, "plaintext: not unfinished");
+    eq(listed["p/plain.txt"].sealed, false, "plaintext");
+    eq(listed["p/sealed.txt"].unfinished, false, "sealed: not unfinished");
+    await env.BUCKET.delete(["p/pending.bin", "p/plain.txt", "p/sealed.txt"]);
+    return {};
+  },
+
+  async json_errors(env) {
+    const b = sealed(env);
+    const secret = "xoxb-1234-SECRET-TOKEN-value";
+    await b.put("nj/token.txt", secret);
+    for (const [label, f] of [
+      ["getJson", () => b.getJson("nj/token.txt")],
+      ["json()", async () => (await b.get("nj/token.txt")).json()],
+      ["ranged json()", async () => (await b.get("nj/token.txt", { range: { offset: 0, length: 12 } })).json()],
+    ]) {
+      const e = await rejects(f, InvalidJsonError, "INVALID_JSON", label);
+      for (const part of ["xoxb", "SECRET", "1234"]) assert(!e.message.includes(part), `${label}: no plaintext in the message: ${e.message}`);
+      assert(!String(e.stack).includes("xoxb"), `${label}: nor in the stack`);
+      eq(e.cause, undefined, `${label}: no cause carrying the parser's message`);
+    }
+    await env.BUCKET.put("nj/plain.txt", secret);
+    await rejects(sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "1" }).getJson("nj/plain.txt"), InvalidJsonError, "INVALID_JSON", "plaintext object");
+    await b.putJson("nj/ok.json", { a: 1 });
+    eq((await b.getJson("nj/ok.json")).a, 1, "valid JSON still parses");
+    await env.BUCKET.delete(["nj/token.txt", "nj/plain.txt", "nj/ok.json"]);
     return {};
   },
 

@@ -11,13 +11,16 @@
  * - Values beyond one part go up as a multipart upload: equal-size parts over one
  *   single-stream payload, sliced at arbitrary byte offsets.
  * - An object without `customMetadata.r2seal` is plaintext: refused unless
- *   `allowPlaintext`.
+ *   `allowPlaintext`. One carrying `r2seal-pending` instead is an unfinished sealed
+ *   upload of the native library or gateway (ciphertext without its header): never
+ *   plaintext, always an `IntegrityError` (`UNFINISHED_UPLOAD`).
  */
 import {
   checkDescriptor,
   descriptorFor,
   init,
   Opener,
+  openerFor,
   Sealer,
   SealKeys,
   plaintextLength,
@@ -30,6 +33,7 @@ import {
   DescriptorError,
   IntegrityError,
   InvalidArgumentError,
+  InvalidJsonError,
   LengthMismatchError,
   PlaintextObjectError,
   SealError,
@@ -39,6 +43,8 @@ import {
 
 /** The `customMetadata` key holding the header (metadata form). */
 export const METADATA_KEY = "r2seal";
+/** The marker of a parts upload whose header is not installed yet (native `PENDING_KEY`). */
+const PENDING_KEY = "r2seal-pending";
 /** R2's minimum size of every part but the last. */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Default part size, and the sealed size above which a value is uploaded in parts. */
@@ -120,12 +126,22 @@ export interface SealedObjectBody extends SealedObject {
 
 export interface SealedListEntry {
   readonly key: string;
-  /** Plaintext size (a pure function of the stored size), or null if no valid object has this size. */
+  /**
+   * Plaintext size, computed from the stored size as for a single stream (not
+   * authenticated; an object in the native parts layout shows a wrong figure until
+   * `head`). Null if no single-stream object has this size, or for an unfinished upload.
+   */
   readonly size: number | null;
   readonly storedSize: number;
   readonly etag: string;
   readonly uploaded: Date;
+  /** False only for a plaintext object (no `r2seal` header, no `r2seal-pending` marker). */
   readonly sealed: boolean;
+  /**
+   * An unfinished sealed upload of the native library or gateway (`r2seal-pending`, no
+   * `r2seal`): ciphertext without its header, unreadable (`UNFINISHED_UPLOAD`); upload it again.
+   */
+  readonly unfinished: boolean;
   /** The readable part: contentType, cacheControl, cacheExpiry. */
   readonly httpMetadata: R2HTTPMetadata;
 }
@@ -194,7 +210,7 @@ export class SealedBucket {
     const stored = await this.bucket.head(this.storedKey(key));
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
-    if (header === undefined) return this.plaintextObject(stored);
+    if (header === undefined) return this.plaintextObject(stored, key);
     const opener = this.opener(header, key);
     try {
       return describe(stored, opener, key);
@@ -211,9 +227,14 @@ export class SealedBucket {
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
     if (header === undefined) {
-      if (!("body" in stored)) return this.plaintextObject(stored);
-      if (!this.allowPlaintext) await stored.body.cancel();
-      return this.plaintextBody(stored);
+      if (!("body" in stored)) return this.plaintextObject(stored, key);
+      try {
+        this.checkPlaintext(stored, key);
+      } catch (e) {
+        await stored.body.cancel();
+        throw e;
+      }
+      return withBody(plainDescribe(stored, key), stored.body);
     }
     let opener: Opener;
     try {
@@ -402,9 +423,10 @@ export class SealedBucket {
       if (o.key.startsWith(RESERVED_PREFIX)) continue;
       const key = plain(o.key);
       if (key === null) continue;
-      const sealed = o.customMetadata?.[METADATA_KEY] !== undefined;
-      let size: number | null = o.size;
-      if (sealed) {
+      const unfinished = o.customMetadata?.[METADATA_KEY] === undefined && o.customMetadata?.[PENDING_KEY] !== undefined;
+      const sealed = o.customMetadata?.[METADATA_KEY] !== undefined || unfinished;
+      let size: number | null = unfinished ? null : o.size;
+      if (sealed && !unfinished) {
         try {
           size = plaintextSize(o.size);
         } catch {
@@ -418,6 +440,7 @@ export class SealedBucket {
         etag: o.etag,
         uploaded: o.uploaded,
         sealed,
+        unfinished,
         httpMetadata: readableHttp(o.httpMetadata),
       });
     }
@@ -452,17 +475,21 @@ export class SealedBucket {
   // ---- internals ----
 
   private opener(header: string, key: string): Opener {
-    return wasmCall(() => new Opener(this.keys.keys, header, key));
+    return openerFor(this.keys, header, key);
   }
 
-  private plaintextObject(stored: R2Object): SealedObject {
-    if (!this.allowPlaintext) throw plaintextError(stored.key);
-    return plainDescribe(stored);
+  /**
+   * An object without an `r2seal` header may be served as plaintext only if it is not an
+   * unfinished sealed upload (its bytes are ciphertext) and plaintext is allowed.
+   */
+  private checkPlaintext(stored: R2Object, key: string): void {
+    if (stored.customMetadata?.[PENDING_KEY] !== undefined) throw unfinishedError(key);
+    if (!this.allowPlaintext) throw plaintextError(key);
   }
 
-  private plaintextBody(stored: R2ObjectBody): SealedObjectBody {
-    if (!this.allowPlaintext) throw plaintextError(stored.key);
-    return withBody(plainDescribe(stored), stored.body);
+  private plaintextObject(stored: R2Object, key: string): SealedObject {
+    this.checkPlaintext(stored, key);
+    return plainDescribe(stored, key);
   }
 
   private async getRange(key: string, options: SealedGetOptions): Promise<SealedObjectBody | SealedObject | null> {
@@ -472,10 +499,10 @@ export class SealedBucket {
     const header = head.customMetadata?.[METADATA_KEY];
     const onlyIf = conditional(options.onlyIf);
     if (header === undefined) {
-      if (!this.allowPlaintext) throw plaintextError(key);
+      this.checkPlaintext(head, key);
       const stored = await this.bucket.get(skey, { range: options.range!, onlyIf: options.onlyIf ?? {} });
       if (stored === null) return null;
-      return "body" in stored ? this.plaintextBody(stored) : this.plaintextObject(stored);
+      return "body" in stored ? withBody(plainDescribe(stored, key), stored.body) : plainDescribe(stored, key);
     }
     const opener = this.opener(header, key);
     let base: SealedObject;
@@ -673,6 +700,13 @@ function plaintextError(key: string): PlaintextObjectError {
   );
 }
 
+function unfinishedError(key: string): IntegrityError {
+  return new IntegrityError(
+    "UNFINISHED_UPLOAD",
+    `object ${JSON.stringify(key)} is an unfinished sealed upload (r2seal-pending, its final header was never installed): it cannot be opened; upload it again`,
+  );
+}
+
 /** Single stream (metadata form): the plaintext size is a pure function of the stored size. */
 function plaintextSize(storedSize: number): number {
   return plaintextLength(storedSize);
@@ -723,10 +757,10 @@ function written(stored: R2Object, key: string, readable: R2HTTPMetadata, meta: 
   };
 }
 
-function plainDescribe(stored: R2Object): SealedObject {
+function plainDescribe(stored: R2Object, key: string): SealedObject {
   const httpMetadata = { ...stored.httpMetadata };
   return {
-    key: stored.key,
+    key,
     version: stored.version,
     size: stored.size,
     storedSize: stored.size,
@@ -872,7 +906,15 @@ function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedO
     },
     bytes: all,
     text: async () => new TextDecoder().decode(await all()),
-    json: async <T>() => JSON.parse(new TextDecoder().decode(await all())) as T,
+    json: async <T>() => {
+      const text = new TextDecoder().decode(await all());
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        // V8's message quotes the text: the plaintext must not reach logs or clients.
+        throw new InvalidJsonError("INVALID_JSON", `object ${JSON.stringify(meta.key)} is not valid JSON`);
+      }
+    },
   };
 }
 

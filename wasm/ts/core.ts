@@ -18,7 +18,7 @@ import {
   splitFileForm,
 } from "./wasm/r2seal_wasm.js";
 import wasmModule from "./wasm/r2seal_wasm_bg.wasm";
-import { KeyConfigError, sealError, wasmCall } from "./errors.js";
+import { IntegrityError, KeyConfigError, SealError, sealError, wasmCall } from "./errors.js";
 
 let instance: { memory: WebAssembly.Memory } | null = null;
 
@@ -207,6 +207,23 @@ function secretString(variable: string, value: unknown): string {
   return value;
 }
 
+/**
+ * Parses an object's `r2seal` header value for opening. A value that is not a header
+ * at all was tampered with (the object *has* the header key): `MALFORMED`, an
+ * `IntegrityError`, never the "not sealed" of an object without one.
+ */
+export function openerFor(keys: SealKeys, header: string, name: string): Opener {
+  init();
+  try {
+    return wasmCall(() => new Opener(keys.keys, header, name));
+  } catch (e) {
+    if (e instanceof SealError && e.code === "NOT_SEALED") {
+      throw new IntegrityError("MALFORMED", "the r2seal header does not parse: the object is corrupted or was tampered with");
+    }
+    throw e;
+  }
+}
+
 /** Maps "key \"main\": …" to "R2SEAL_KEY: …" so the message names the variable. */
 function renameForEnv(e: unknown): unknown {
   if (e instanceof KeyConfigError) {
@@ -289,8 +306,7 @@ export function openBytes(
   header: string,
   body: Uint8Array,
 ): { plaintext: Uint8Array; metadata: SealedMetadataOutput } {
-  init();
-  const opener = wasmCall(() => new Opener(keys.keys, header, name));
+  const opener = openerFor(keys, header, name);
   try {
     const parts: Uint8Array[] = [];
     for (let at = 0; at < body.length; at += SLICE) {

@@ -27,6 +27,8 @@ export type SealErrorCode =
   | "NAME_TOO_LONG"
   | "DESCRIPTOR_MISMATCH"
   | "DESCRIPTOR_INVALID"
+  | "UNFINISHED_UPLOAD"
+  | "INVALID_JSON"
   | "ERROR";
 
 export class SealError extends Error {
@@ -46,12 +48,17 @@ export class NoMatchingKeyError extends SealError {}
 
 /**
  * The object failed authentication or does not parse: tampered, truncated, extended,
- * moved to another key (`WRONG_NAME`), or written by a newer format version.
+ * moved to another key (`WRONG_NAME`), an `r2seal` header that is not one (`MALFORMED`),
+ * written by a newer format version, or an unfinished sealed upload
+ * (`UNFINISHED_UPLOAD`: `r2seal-pending` and no `r2seal`; never readable, upload it again).
  */
 export class IntegrityError extends SealError {}
 
 /** The object has no r2seal header: it is stored in plaintext (see `allowPlaintext`). */
 export class PlaintextObjectError extends SealError {}
+
+/** `json()` / `getJson`: the object opened (it is authentic) but is not JSON. The message quotes none of it. */
+export class InvalidJsonError extends SealError {}
 
 /** A byte range outside the object. */
 export class RangeNotSatisfiableError extends SealError {}
@@ -83,6 +90,8 @@ const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: 
   UNSUPPORTED_VERSION: IntegrityError,
   WRONG_NAME: IntegrityError,
   NAME_REQUIRED: IntegrityError,
+  UNFINISHED_UPLOAD: IntegrityError,
+  INVALID_JSON: InvalidJsonError,
   NOT_SEALED: PlaintextObjectError,
   PLAINTEXT_OBJECT: PlaintextObjectError,
   RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,

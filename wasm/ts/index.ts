@@ -54,6 +54,7 @@ export {
   NoMatchingKeyError,
   IntegrityError,
   PlaintextObjectError,
+  InvalidJsonError,
   RangeNotSatisfiableError,
   HeaderTooLargeError,
   LengthMismatchError,
