@@ -122,6 +122,9 @@ describe("SealedBucket in workerd", () => {
     "secrets",
     "unfinished_upload",
     "json_errors",
+    "range_race",
+    "range_arguments",
+    "range_calls",
   ]) {
     test(name, async () => {
       await runInWorker(name);

@@ -15,6 +15,7 @@ import {
   InvalidArgumentError,
   IntegrityError,
   InvalidJsonError,
+  ObjectChangedError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -119,6 +120,26 @@ async function hashStream(stream) {
 
 function sealed(env, options = {}) {
   return SealedBucket.fromEnv(env.BUCKET, env, options);
+}
+
+/**
+ * The R2 binding behind a Proxy: counts calls per method, and lets a test run `before`
+ * hooks (e.g. a concurrent writer) around them. What the wrapper sees is the real binding.
+ */
+function instrumented(bucket, hooks = {}) {
+  const calls = {};
+  const proxy = new Proxy(bucket, {
+    get(target, prop) {
+      const v = target[prop];
+      if (typeof v !== "function") return v;
+      return async (...args) => {
+        calls[prop] = (calls[prop] ?? 0) + 1;
+        if (hooks[prop]) return hooks[prop]((...a) => v.apply(target, a), ...args);
+        return v.apply(target, args);
+      };
+    },
+  });
+  return { bucket: proxy, calls };
 }
 
 const tests = {
@@ -622,6 +643,135 @@ const tests = {
     eq((await b.getJson("nj/ok.json")).a, 1, "valid JSON still parses");
     await env.BUCKET.delete(["nj/token.txt", "nj/plain.txt", "nj/ok.json"]);
     return {};
+  },
+
+  async range_race(env) {
+    const b0 = sealed(env);
+    const v1 = "0123456789".repeat(100);
+    const v2 = "abcdefghij".repeat(100);
+    const reset = () => b0.put("rr/obj", v1);
+    // A writer replaces the object after the first HEAD: the read starts again and
+    // returns the new version's bytes, never a body-less object.
+    await reset();
+    let swaps = 1;
+    const once = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (swaps-- > 0) await b0.put("rr/obj", v2);
+        return h;
+      },
+    });
+    const got = await new SealedBucket(once.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } });
+    assert(got !== null && "body" in got, "a body");
+    eq(await got.text(), "abcde", "the version read after the fresh HEAD");
+    // Replaced after every HEAD: a typed error after a few attempts.
+    await reset();
+    let flip = 0;
+    const always = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        await b0.put("rr/obj", flip++ % 2 ? v1 : v2);
+        return h;
+      },
+    });
+    await rejects(new SealedBucket(always.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } }), ObjectChangedError, "OBJECT_CHANGED", "always changing");
+    assert(always.calls.head <= 4, `bounded retries (${always.calls.head} HEADs)`);
+    // Deleted after the HEAD: null, as for a missing object.
+    await reset();
+    let deleted = false;
+    const deleting = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (!deleted) {
+          deleted = true;
+          await env.BUCKET.delete("rr/obj");
+        }
+        return h;
+      },
+    });
+    eq(await new SealedBucket(deleting.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } }), null, "deleted meanwhile");
+    // The caller's own condition: when it fails on an unchanged object, metadata only.
+    await reset();
+    const etag = (await b0.head("rr/obj")).etag;
+    const miss = await b0.get("rr/obj", { range: { offset: 0, length: 5 }, onlyIf: { etagDoesNotMatch: etag } });
+    assert(miss !== null && !("body" in miss), "own condition failed: no body");
+    // ...and when the object changed meanwhile, the condition is judged on the new version.
+    swaps = 1;
+    const racedCond = await new SealedBucket(once.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 }, onlyIf: { etagDoesNotMatch: etag } });
+    assert(racedCond !== null && "body" in racedCond, "the new version meets the condition");
+    eq(await racedCond.text(), "abcde", "new version");
+    // A plaintext object sealed between HEAD and GET is never served as plaintext.
+    await env.BUCKET.put("rr/plain", v1);
+    let sealedMeanwhile = false;
+    const sealing = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (!sealedMeanwhile) {
+          sealedMeanwhile = true;
+          await b0.put("rr/plain", v2);
+        }
+        return h;
+      },
+    });
+    const lax = new SealedBucket(sealing.bucket, b0.keys, { allowPlaintext: true });
+    const r = await lax.get("rr/plain", { range: { offset: 0, length: 5 } });
+    eq(r.sealed, true, "read as the sealed version");
+    eq(await r.text(), "abcde", "plaintext of the sealed version");
+    await env.BUCKET.delete(["rr/obj", "rr/plain"]);
+    return {};
+  },
+
+  async range_arguments(env) {
+    const b = sealed(env);
+    await b.put("ri/obj", "0123456789");
+    for (const range of [{ offset: 1.5, length: 2 }, { offset: 1, length: 2.5 }, { suffix: 0.5 }, { offset: -1 }, { offset: "1" }]) {
+      await rejects(b.get("ri/obj", { range }), InvalidArgumentError, "INVALID_ARGUMENT", `range ${JSON.stringify(range)}`);
+    }
+    await rejects(b.get("ri/obj", { range: { offset: 10 } }), SealError, "RANGE_NOT_SATISFIABLE", "past the end is still 416");
+    eq(await (await b.get("ri/obj", { range: { offset: 2, length: 3 } })).text(), "234", "integers work");
+    await b.delete("ri/obj");
+    return {};
+  },
+
+
+  async range_calls(env) {
+    // A long range of a single-stream object: one streamed GET (plus the HEAD, and the
+    // salt's own GET when the range starts far from it), not one GET per MiB.
+    const b0 = sealed(env);
+    const data = bytes(6 * MiB + 777, 17);
+    await b0.put("rc/obj", data);
+    const cases = [
+      [{ offset: 1 }, 1, data.length, 1],
+      [{ offset: 3 * MiB + 5 }, 3 * MiB + 5, data.length, 2],
+      [{ suffix: 2 * MiB }, data.length - 2 * MiB, data.length, 2],
+      [{ offset: 100, length: 5 * MiB }, 100, 100 + 5 * MiB, 1],
+      [{ offset: 65536 * 3 - 3, length: 10 }, 65536 * 3 - 3, 65536 * 3 + 7, 2],
+    ];
+    const counts = {};
+    for (const [range, from, to, gets] of cases) {
+      const { bucket, calls } = instrumented(env.BUCKET);
+      const got = await new SealedBucket(bucket, b0.keys).get("rc/obj", { range });
+      assert(same(await got.bytes(), data.slice(from, to)), `range ${JSON.stringify(range)} bytes`);
+      eq(calls.head, 1, `range ${JSON.stringify(range)}: one HEAD`);
+      eq(calls.get, gets, `range ${JSON.stringify(range)}: GETs`);
+      counts[JSON.stringify(range)] = calls.get;
+    }
+    // Cancelling a streamed range midway releases it; a later read still works.
+    const partial = await b0.get("rc/obj", { range: { offset: 0 } });
+    const reader = partial.body.getReader();
+    await reader.read();
+    await reader.read();
+    await reader.cancel();
+    assert(same(await (await b0.get("rc/obj", { range: { offset: 5, length: 5 } })).bytes(), data.slice(5, 10)), "after a cancel");
+    // Tampering in the middle of a streamed range: the stream errors there.
+    const raw = new Uint8Array(await (await env.BUCKET.get("rc/obj")).arrayBuffer());
+    const meta = (await env.BUCKET.head("rc/obj")).customMetadata;
+    raw[16 + 40 * 65552 + 9] ^= 1;
+    await env.BUCKET.put("rc/obj", raw, { customMetadata: meta });
+    const tampered = await b0.get("rc/obj", { range: { offset: 1 } });
+    await rejects(tampered.bytes(), IntegrityError, "CORRUPT", "tampered chunk in a streamed range");
+    await b0.delete("rc/obj");
+    return { gets: counts };
   },
 
   async bench(env, url) {

@@ -35,6 +35,7 @@ import {
   InvalidArgumentError,
   InvalidJsonError,
   LengthMismatchError,
+  ObjectChangedError,
   PlaintextObjectError,
   SealError,
   fromWasm,
@@ -56,6 +57,8 @@ export const RESERVED_PREFIX = ".r2seal/";
 export const DESCRIPTOR_KEY = ".r2seal/descriptor";
 /** Plaintext bytes opened per ranged fetch when a range is streamed (16 chunks). */
 const RANGE_WINDOW = 16 * 65536;
+/** Fresh starts of a ranged read whose object changed between its HEAD and first GET. */
+const RANGE_ATTEMPTS = 3;
 
 export interface SealedBucketOptions {
   /** Serve objects that have no r2seal header (not migrated yet) as they are. */
@@ -492,16 +495,46 @@ export class SealedBucket {
     return plainDescribe(stored, key);
   }
 
+  /**
+   * A plaintext range. The object is fetched in pieces, each pinned to the version the
+   * HEAD saw; if it changes before the first piece, the read starts again from a fresh
+   * HEAD (a few times, then `ObjectChangedError`). Metadata without a body is returned
+   * only when the caller's own `onlyIf` failed.
+   */
   private async getRange(key: string, options: SealedGetOptions): Promise<SealedObjectBody | SealedObject | null> {
     const skey = this.storedKey(key);
-    const head = await this.bucket.head(skey);
-    if (head === null) return null;
+    const ownCondition = Object.keys(conditional(options.onlyIf)).length > 0;
+    let head = await this.bucket.head(skey);
+    for (let attempt = 1; ; attempt++) {
+      if (head === null) return null;
+      const got = await this.rangeOf(skey, key, head, options);
+      if (got === null || !("failed" in got)) return got;
+      // The first pinned GET failed: the caller's condition, or a new version since the HEAD.
+      const now = await this.bucket.head(skey);
+      if (ownCondition && now !== null && now.etag === head.etag) return got.failed;
+      if (attempt >= RANGE_ATTEMPTS) throw objectChanged();
+      head = now;
+    }
+  }
+
+  /** One attempt of `getRange` on the version `head` describes. */
+  private async rangeOf(
+    skey: string,
+    key: string,
+    head: R2Object,
+    options: SealedGetOptions,
+  ): Promise<SealedObjectBody | SealedObject | { failed: SealedObject } | null> {
     const header = head.customMetadata?.[METADATA_KEY];
     const onlyIf = conditional(options.onlyIf);
     if (header === undefined) {
       this.checkPlaintext(head, key);
       const stored = await this.bucket.get(skey, { range: options.range!, onlyIf: options.onlyIf ?? {} });
       if (stored === null) return null;
+      if (stored.customMetadata?.[METADATA_KEY] !== undefined || stored.customMetadata?.[PENDING_KEY] !== undefined) {
+        // Sealed since the HEAD: never serve its bytes as plaintext; start again.
+        if ("body" in stored) await stored.body.cancel();
+        return { failed: plainDescribe(head, key) };
+      }
       return "body" in stored ? withBody(plainDescribe(stored, key), stored.body) : plainDescribe(stored, key);
     }
     const opener = this.opener(header, key);
@@ -538,7 +571,7 @@ export class SealedBucket {
       return bytes;
     };
     // One window: plan it, fetch salt(s) and chunks, open.
-    const openWindow = async (ws: number, we: number): Promise<Uint8Array | null> => {
+    const fetchWindow = async (ws: number, we: number): Promise<Uint8Array | null> => {
       const plan = wasmCall(() => opener.rangePlan(storedSize, ws, we));
       const parts: Uint8Array[] = [];
       for (let i = 3; i < plan.length; i += 4) {
@@ -564,6 +597,72 @@ export class SealedBucket {
       }
       return wasmCall(() => opener.openRange(storedSize, ws, we, concat(parts)));
     };
+    // A range within one stream (a single-stream object, or inside one part): one ranged
+    // GET streams its chunks and each window opens from the bytes as they arrive, instead
+    // of one GET per window. The salt comes with it if it is near, else in its own GET.
+    let whole: Float64Array;
+    try {
+      whole = wasmCall(() => opener.rangePlan(storedSize, start, end));
+    } catch (e) {
+      opener.free();
+      throw e;
+    }
+    let streamWindow: ((ws: number, we: number) => Promise<Uint8Array | null>) | null = null;
+    let releaseStream = (): void => undefined;
+    if (whole.length === 7) {
+      const [saltStart, saltEnd, chunksStart, chunksEnd] = Array.from(whole.subarray(3, 7)) as [number, number, number, number];
+      let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+      let salt: Uint8Array | null = null;
+      let pending: Uint8Array = new Uint8Array(0);
+      let at = chunksStart;
+      const corrupt = () => new IntegrityError("CORRUPT", "authentication failed: the object is corrupted or was tampered with");
+      const take = async (n: number): Promise<Uint8Array> => {
+        const parts: Uint8Array[] = [];
+        let have = 0;
+        while (have < n) {
+          if (pending.length === 0) {
+            const r = await reader!.read();
+            if (r.done) throw corrupt(); // shorter than the range asked for
+            pending = toBytes(r.value);
+          }
+          const k = Math.min(n - have, pending.length);
+          parts.push(pending.subarray(0, k));
+          pending = pending.subarray(k);
+          have += k;
+        }
+        return concat(parts);
+      };
+      releaseStream = () => {
+        reader?.cancel().catch(() => undefined);
+        reader = null;
+      };
+      streamWindow = async (ws, we) => {
+        const plan = wasmCall(() => opener.rangePlan(storedSize, ws, we));
+        const [cs, ce] = Array.from(plan.subarray(5, 7)) as [number, number];
+        if (plan.length !== 7 || cs !== at) throw corrupt(); // windows tile the range: cannot happen
+        if (reader === null) {
+          const near = chunksStart - saltEnd <= 65552;
+          if (!near) {
+            salt = await fetchRange(saltStart, saltEnd - saltStart);
+            if (salt === null) return null;
+          }
+          const from = near ? saltStart : chunksStart;
+          const got = await this.bucket.get(skey, { range: { offset: from, length: chunksEnd - from }, onlyIf: pinned });
+          if (got === null || !("body" in got)) return null;
+          reader = got.body.getReader();
+          if (near) {
+            salt = (await take(saltEnd - saltStart)).slice();
+            await take(chunksStart - saltEnd);
+          }
+        }
+        const chunks = await take(ce - cs);
+        at = ce;
+        if (ce === chunksEnd) releaseStream();
+        return wasmCall(() => opener.openRange(storedSize, ws, we, concat([salt!, chunks])));
+      };
+    }
+    const openWindow = async (ws: number, we: number): Promise<Uint8Array | null> =>
+      streamWindow !== null ? streamWindow(ws, we) : fetchWindow(ws, we);
     // Windows aligned to 64 KiB chunks, so no chunk is fetched twice.
     const windows: [number, number][] = [];
     for (let ws = start; ws <= end; ) {
@@ -575,12 +674,13 @@ export class SealedBucket {
     try {
       first = await openWindow(windows[0]![0], windows[0]![1]);
     } catch (e) {
+      releaseStream();
       opener.free();
       throw e;
     }
     if (first === null) {
       opener.free();
-      return base; // precondition failed
+      return { failed: base }; // the caller's condition failed, or the object changed
     }
     const meta: SealedObject = { ...base, range: { offset: start, length: end - start + 1 } };
     let next = 1;
@@ -594,7 +694,7 @@ export class SealedBucket {
           } else if (next < windows.length) {
             const [ws, we] = windows[next++]!;
             const chunk = await openWindow(ws, we);
-            if (chunk === null) throw new IntegrityError("CORRUPT", "the object changed while it was being read");
+            if (chunk === null) throw objectChanged();
             controller.enqueue(chunk);
           }
           if (pendingFirst === null && next >= windows.length) {
@@ -602,11 +702,13 @@ export class SealedBucket {
             opener.free();
           }
         } catch (e) {
+          releaseStream();
           opener.free();
           controller.error(fromWasm(e));
         }
       },
       cancel() {
+        releaseStream();
         opener.free();
       },
     });
@@ -705,6 +807,10 @@ function unfinishedError(key: string): IntegrityError {
     "UNFINISHED_UPLOAD",
     `object ${JSON.stringify(key)} is an unfinished sealed upload (r2seal-pending, its final header was never installed): it cannot be opened; upload it again`,
   );
+}
+
+function objectChanged(): ObjectChangedError {
+  return new ObjectChangedError("OBJECT_CHANGED", "the object changed while it was being read: read it again");
 }
 
 /** Single stream (metadata form): the plaintext size is a pure function of the stored size. */
@@ -854,6 +960,12 @@ function plaintextRange(range: R2Range | Headers, total: number): [number, numbe
     if (m[1] === "") r = { suffix: Number(m[2]) };
     else if (m[2] === "") r = { offset: Number(m[1]) };
     else r = { offset: Number(m[1]), length: Number(m[2]) - Number(m[1]) + 1 };
+  }
+  for (const field of ["offset", "length", "suffix"] as const) {
+    const v = (r as Record<string, unknown>)[field];
+    if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0)) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", `range ${field} must be a non-negative integer`);
+    }
   }
   let start: number;
   let end: number;

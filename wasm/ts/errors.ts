@@ -29,6 +29,7 @@ export type SealErrorCode =
   | "DESCRIPTOR_INVALID"
   | "UNFINISHED_UPLOAD"
   | "INVALID_JSON"
+  | "OBJECT_CHANGED"
   | "ERROR";
 
 export class SealError extends Error {
@@ -59,6 +60,12 @@ export class PlaintextObjectError extends SealError {}
 
 /** `json()` / `getJson`: the object opened (it is authentic) but is not JSON. The message quotes none of it. */
 export class InvalidJsonError extends SealError {}
+
+/**
+ * The object was replaced or deleted while it was being read (a ranged read fetches it
+ * in several requests, all pinned to one version). Reading again is safe.
+ */
+export class ObjectChangedError extends SealError {}
 
 /** A byte range outside the object. */
 export class RangeNotSatisfiableError extends SealError {}
@@ -92,6 +99,7 @@ const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: 
   NAME_REQUIRED: IntegrityError,
   UNFINISHED_UPLOAD: IntegrityError,
   INVALID_JSON: InvalidJsonError,
+  OBJECT_CHANGED: ObjectChangedError,
   NOT_SEALED: PlaintextObjectError,
   PLAINTEXT_OBJECT: PlaintextObjectError,
   RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,

@@ -55,6 +55,7 @@ export {
   IntegrityError,
   PlaintextObjectError,
   InvalidJsonError,
+  ObjectChangedError,
   RangeNotSatisfiableError,
   HeaderTooLargeError,
   LengthMismatchError,
