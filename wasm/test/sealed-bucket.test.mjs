@@ -123,6 +123,8 @@ describe("SealedBucket in workerd", () => {
     "unfinished_upload",
     "json_errors",
     "range_race",
+    "body_not_consumed",
+    "getjson_precondition",
     "range_arguments",
     "range_calls",
   ]) {

@@ -16,6 +16,7 @@ import {
   IntegrityError,
   InvalidJsonError,
   ObjectChangedError,
+  PreconditionFailedError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -718,6 +719,48 @@ const tests = {
     eq(r.sealed, true, "read as the sealed version");
     eq(await r.text(), "abcde", "plaintext of the sealed version");
     await env.BUCKET.delete(["rr/obj", "rr/plain"]);
+    return {};
+  },
+
+  async body_not_consumed(env) {
+    const b = sealed(env);
+    await b.put("bg/obj", "hello");
+    for (const [label, touch] of [
+      ["spread", (o) => ({ ...o })],
+      ["JSON.stringify", (o) => JSON.stringify(o)],
+      ["Object.keys", (o) => Object.keys(o)],
+      ["read .body", (o) => o.body],
+    ]) {
+      const o = await b.get("bg/obj");
+      const t = touch(o);
+      eq(o.bodyUsed, false, `${label}: not used`);
+      if (label === "spread") eq("body" in t, false, "spread: no body copied");
+      if (label === "JSON.stringify") assert(!t.includes("ReadableStream") && !t.includes('"body"'), t);
+      eq(await o.text(), "hello", `${label}: text() still works`);
+      eq(o.bodyUsed, true, `${label}: used after text()`);
+      await rejects(o.text(), InvalidArgumentError, "INVALID_STATE", `${label}: read twice`);
+    }
+    const o = await b.get("bg/obj");
+    assert("body" in o, "`in` still finds the body (the precondition check callers use)");
+    const reader = o.body.getReader();
+    eq(o.bodyUsed, true, "a reader holds the body: used");
+    await rejects(o.text(), InvalidArgumentError, "INVALID_STATE", "text() while a reader holds it");
+    eq(new TextDecoder().decode((await reader.read()).value), "hello", "the reader reads");
+    await b.delete("bg/obj");
+    return {};
+  },
+
+  async getjson_precondition(env) {
+    const b = sealed(env);
+    await b.putJson("gj/a", { a: 1 });
+    const etag = (await b.head("gj/a")).etag;
+    const e = await rejects(b.getJson("gj/a", { onlyIf: { etagDoesNotMatch: etag } }), PreconditionFailedError, "PRECONDITION_FAILED", "not modified");
+    eq(e.object.etag, etag, "the error carries the object's metadata");
+    eq(e.object.key, "gj/a", "its plaintext key");
+    await rejects(b.getJson("gj/a", { onlyIf: { etagMatches: "nope" } }), PreconditionFailedError, "PRECONDITION_FAILED", "etagMatches fails");
+    eq(await b.getJson("gj/missing", { onlyIf: { etagDoesNotMatch: etag } }), null, "missing: null");
+    eq((await b.getJson("gj/a", { onlyIf: { etagMatches: etag } })).a, 1, "condition met: the value");
+    await b.delete("gj/a");
     return {};
   },
 

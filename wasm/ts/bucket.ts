@@ -37,6 +37,7 @@ import {
   LengthMismatchError,
   ObjectChangedError,
   PlaintextObjectError,
+  PreconditionFailedError,
   SealError,
   fromWasm,
   wasmCall,
@@ -118,8 +119,12 @@ export interface SealedObject {
 }
 
 export interface SealedObjectBody extends SealedObject {
-  /** Plaintext. Errors (an `IntegrityError`) if the object proves truncated or tampered. */
+  /**
+   * Plaintext. Errors (an `IntegrityError`) if the object proves truncated or tampered.
+   * Not enumerable: spreading, logging or `JSON.stringify` of the object leave it unread.
+   */
   readonly body: ReadableStream<Uint8Array>;
+  /** True once the body is being read (locked) or was read by `text()`, `json()`, …. */
   readonly bodyUsed: boolean;
   arrayBuffer(): Promise<ArrayBuffer>;
   bytes(): Promise<Uint8Array>;
@@ -462,10 +467,17 @@ export class SealedBucket {
     };
   }
 
+  /**
+   * The object's value parsed as JSON, or `null` if there is no object. A failed `onlyIf`
+   * throws `PreconditionFailedError` (its `object`: the metadata R2 returns then), so
+   * "not modified" never reads as "missing". Not JSON: `InvalidJsonError`.
+   */
   async getJson<T = unknown>(key: string, options: SealedGetOptions = {}): Promise<T | null> {
     const object = await this.get(key, options);
     if (object === null) return null;
-    if (!("body" in object)) return null;
+    if (!("body" in object)) {
+      throw new PreconditionFailedError("PRECONDITION_FAILED", `onlyIf failed for ${JSON.stringify(key)}`, object);
+    }
     return object.json<T>();
   }
 
@@ -990,10 +1002,12 @@ function notSatisfiable(): SealError {
 }
 
 function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedObjectBody {
-  let used = false;
+  // Used means read: a reader holds the stream (a Response, pipeTo, getReader) or one
+  // of the methods below drained it. Merely touching `.body` does not count.
+  let drained = false;
   const all = async (): Promise<Uint8Array> => {
-    if (used) throw new InvalidArgumentError("INVALID_STATE", "the body has already been read");
-    used = true;
+    if (drained || body.locked) throw new InvalidArgumentError("INVALID_STATE", "the body has already been read");
+    drained = true;
     const parts: Uint8Array[] = [];
     const reader = body.getReader();
     for (;;) {
@@ -1003,14 +1017,10 @@ function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedO
     }
     return concat(parts);
   };
-  return {
+  const object = {
     ...meta,
-    get body() {
-      used = true;
-      return body;
-    },
     get bodyUsed() {
-      return used;
+      return drained || body.locked;
     },
     arrayBuffer: async () => {
       const b = await all();
@@ -1028,6 +1038,9 @@ function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedO
       }
     },
   };
+  // Not enumerable: `{...object}`, console.log and JSON.stringify must not touch the stream.
+  Object.defineProperty(object, "body", { value: body, enumerable: false });
+  return object as typeof object & { readonly body: ReadableStream<Uint8Array> };
 }
 
 /** Plaintext → payload. Counts bytes against a declared size. */

@@ -3,6 +3,7 @@
  * stable `code`. Messages come from the Rust core, which never quotes key material;
  * configuration errors name the environment variable, never its value.
  */
+import type { SealedObject } from "./bucket.js";
 
 export type SealErrorCode =
   | "MISSING_KEY"
@@ -30,6 +31,7 @@ export type SealErrorCode =
   | "UNFINISHED_UPLOAD"
   | "INVALID_JSON"
   | "OBJECT_CHANGED"
+  | "PRECONDITION_FAILED"
   | "ERROR";
 
 export class SealError extends Error {
@@ -67,6 +69,18 @@ export class InvalidJsonError extends SealError {}
  */
 export class ObjectChangedError extends SealError {}
 
+/**
+ * `getJson` with `onlyIf`: the condition failed (e.g. not modified). `object` is the
+ * stored object's metadata, as R2's `get` returns it on a failed condition.
+ */
+export class PreconditionFailedError extends SealError {
+  readonly object?: SealedObject;
+  constructor(code: SealErrorCode, message: string, object?: SealedObject) {
+    super(code, message);
+    this.object = object;
+  }
+}
+
 /** A byte range outside the object. */
 export class RangeNotSatisfiableError extends SealError {}
 
@@ -100,6 +114,7 @@ const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: 
   UNFINISHED_UPLOAD: IntegrityError,
   INVALID_JSON: InvalidJsonError,
   OBJECT_CHANGED: ObjectChangedError,
+  PRECONDITION_FAILED: PreconditionFailedError,
   NOT_SEALED: PlaintextObjectError,
   PLAINTEXT_OBJECT: PlaintextObjectError,
   RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,

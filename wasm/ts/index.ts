@@ -56,6 +56,7 @@ export {
   PlaintextObjectError,
   InvalidJsonError,
   ObjectChangedError,
+  PreconditionFailedError,
   RangeNotSatisfiableError,
   HeaderTooLargeError,
   LengthMismatchError,
