@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -123,6 +123,7 @@ describe("SealedBucket in workerd", () => {
     "unfinished_upload",
     "json_errors",
     "range_race",
+    "env_variables",
     "body_not_consumed",
     "getjson_precondition",
     "range_arguments",
@@ -266,6 +267,49 @@ describe("cross-implementation with the native CLI", () => {
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(data), `Worker opens native ${n} bytes`);
     }
   });
+});
+
+describe("the package as a Worker project uses it", () => {
+  test("README's Worker sample type-checks against the package, with a wrangler-style `interface Env`", () => {
+    const readme = readFileSync(join(repo, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("\n## Workers\n"));
+    const sample = section.match(/```ts\n([\s\S]*?)```/)?.[1];
+    assert.ok(sample && sample.includes("interface Env") && sample.includes("SealedBucket.fromEnv"), "the sample is in README's Workers section");
+    // Resolved as a Worker project resolves it: node_modules/r2seal-wasm → wasm/ (what
+    // `npm install /path/to/r2seal/wasm` makes), through its package.json exports.
+    const dir = join(here, ".types");
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, "node_modules"), { recursive: true });
+    try {
+      symlinkSync(wasmRoot, join(dir, "node_modules", "r2seal-wasm"), "dir");
+      writeFileSync(join(dir, "readme-sample.ts"), sample);
+      writeFileSync(
+        join(dir, "tsconfig.json"),
+        JSON.stringify({
+          compilerOptions: {
+            target: "ES2022",
+            module: "ES2022",
+            moduleResolution: "Bundler",
+            lib: ["ES2022"],
+            types: ["@cloudflare/workers-types"],
+            strict: true,
+            noEmit: true,
+            skipLibCheck: true,
+          },
+          files: ["readme-sample.ts"],
+        }),
+      );
+      const tsc = join(wasmRoot, "node_modules", ".bin", "tsc");
+      try {
+        execFileSync(tsc, ["-p", join(dir, "tsconfig.json")], { encoding: "utf8", stdio: "pipe" });
+      } catch (e) {
+        assert.fail(`tsc on README's sample:\n${e.stdout}${e.stderr}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
 });
 
 describe("measurements", () => {

@@ -722,6 +722,41 @@ const tests = {
     return {};
   },
 
+  async env_variables(env) {
+    const base = { R2SEAL_KEY: env.R2SEAL_KEY };
+    // Present but empty: an error (as for R2SEAL_KEY), never "names off".
+    for (const v of ["", " "]) {
+      const e = await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, R2SEAL_NAMES_KEY: v }), KeyConfigError, "MISSING_KEY", `R2SEAL_NAMES_KEY=${JSON.stringify(v)}`);
+      assert(e.message.includes("R2SEAL_NAMES_KEY"), e.message);
+    }
+    eq(await env.BUCKET.head("en/secret-name.txt"), null, "nothing written under a plaintext name");
+    // Unknown or misspelt R2SEAL_* variables: refused, named, value not echoed.
+    for (const variable of ["R2SEAL_NAME_KEY", "R2SEAL_POLICY", "R2SEAL_RECIPIENT_backup", "R2SEAL_KEY_backup", "R2SEAL_DEFAULT"]) {
+      const e = await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, [variable]: env.R2SEAL_KEY }), KeyConfigError, "INVALID_CONFIG", variable);
+      assert(e.message.startsWith(variable), `names ${variable}: ${e.message}`);
+      assert(!e.message.includes(env.R2SEAL_KEY.slice(16, 40)), "does not echo the value");
+    }
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, R2SEAL_ALLOW_PLAINTEXT: "yes" }), KeyConfigError, "INVALID_CONFIG", "R2SEAL_ALLOW_PLAINTEXT=yes");
+    // What is legitimately there: the Worker's variables, the native CLI's, bindings.
+    const ok = SealedBucket.fromEnv(env.BUCKET, {
+      ...base,
+      R2SEAL_KEY_BACKUP: env.OTHER_KEY,
+      R2SEAL_RECIPIENT_RECOVERY: env.R2SEAL_RECIPIENT_RECOVERY,
+      R2SEAL_NAMES_KEY: env.R2SEAL_KEY,
+      R2SEAL_DEFAULTS: "main,recovery",
+      R2SEAL_POLICIES: JSON.stringify({ "archive/": ["recovery"] }),
+      R2SEAL_ALLOW_PLAINTEXT: "0",
+      R2SEAL_KEYRING: "/home/agent/.config/r2seal/keyring.toml",
+      R2SEAL_PASSPHRASE: "hunter2",
+      R2SEAL_GATEWAY_ACCESS_KEY_ID: "agent",
+      R2SEAL_BUCKET: env.BUCKET,
+      OTHER_SETTING: "x",
+    });
+    eq(ok.allowPlaintext, false, "R2SEAL_ALLOW_PLAINTEXT=0");
+    assert(ok.keys.names !== null, "names on");
+    return {};
+  },
+
   async body_not_consumed(env) {
     const b = sealed(env);
     await b.put("bg/obj", "hello");

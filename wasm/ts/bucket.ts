@@ -16,6 +16,7 @@
  *   plaintext, always an `IntegrityError` (`UNFINISHED_UPLOAD`).
  */
 import {
+  allowPlaintextFromEnv,
   checkDescriptor,
   descriptorFor,
   init,
@@ -25,7 +26,6 @@ import {
   SealKeys,
   plaintextLength,
   sealedLength,
-  type SealEnv,
   type SealedMetadataInput,
   type SealedMetadataOutput,
 } from "./core.js";
@@ -193,12 +193,16 @@ export class SealedBucket {
     this.partSize = partSize;
   }
 
-  /** Keys from `env` (see `SealKeys.fromEnv`); `allowPlaintext` also from `R2SEAL_ALLOW_PLAINTEXT`. */
-  static fromEnv(bucket: R2Bucket, env: SealEnv | Record<string, unknown>, options: SealedBucketOptions = {}): SealedBucket {
-    const flag = String(env["R2SEAL_ALLOW_PLAINTEXT"] ?? "").toLowerCase();
+  /**
+   * Keys from `env` (see `SealKeys.fromEnv`); `allowPlaintext` also from
+   * `R2SEAL_ALLOW_PLAINTEXT` (true/1/false/0). `env` is any object: the Worker's `Env`,
+   * an interface as `wrangler types` writes it, or a record.
+   */
+  static fromEnv(bucket: R2Bucket, env: object, options: SealedBucketOptions = {}): SealedBucket {
+    const allowPlaintext = allowPlaintextFromEnv(env);
     return new SealedBucket(bucket, SealKeys.fromEnv(env), {
       ...options,
-      allowPlaintext: options.allowPlaintext ?? (flag === "true" || flag === "1"),
+      allowPlaintext: options.allowPlaintext ?? allowPlaintext ?? false,
     });
   }
 
