@@ -122,6 +122,7 @@ describe("SealedBucket in workerd", () => {
     "secrets",
     "unfinished_upload",
     "json_errors",
+    "names_list_paging",
     "range_race",
     "env_variables",
     "body_not_consumed",

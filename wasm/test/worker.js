@@ -646,6 +646,31 @@ const tests = {
     return {};
   },
 
+  async names_list_paging(env) {
+    const b = sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY }, { checkDescriptor: false });
+    const keys = ["sa/a", "sa/b", "sa/c", "sa/d"];
+    for (const k of keys) await b.put(k, k);
+    // A plaintext startAfter against base32 stored keys would select an arbitrary page.
+    const e = await rejects(b.list({ prefix: "sa/", startAfter: "sa/b" }), InvalidArgumentError, "INVALID_ARGUMENT", "startAfter with encrypted names");
+    assert(e.message.includes("cursor"), e.message);
+    // cursor pages through everything.
+    const seen = [];
+    let cursor;
+    do {
+      const page = await b.list({ prefix: "sa/", limit: 2, cursor });
+      seen.push(...page.objects.map((o) => o.key));
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+    eq([...seen].sort().join(), keys.join(), "cursor paging lists every key once");
+    // Without encrypted names startAfter is R2's own.
+    const plain = sealed(env);
+    for (const k of keys) await plain.put(`sp/${k}`, k);
+    eq((await plain.list({ prefix: "sp/", startAfter: "sp/sa/b" })).objects.map((o) => o.key).join(), "sp/sa/c,sp/sa/d", "plain names: startAfter");
+    await b.delete(keys);
+    await plain.delete(keys.map((k) => `sp/${k}`));
+    return {};
+  },
+
   async range_race(env) {
     const b0 = sealed(env);
     const v1 = "0123456789".repeat(100);

@@ -401,7 +401,11 @@ export class SealedBucket {
     return this.descriptorChecked;
   }
 
-  /** A listing with plaintext sizes (computed from stored sizes: no key needed). */
+  /**
+   * A listing with plaintext sizes (computed from stored sizes: no key needed). With
+   * encrypted names, objects come in stored-key order, not plaintext order, so
+   * `startAfter` (a plaintext key) is refused: page with `cursor`.
+   */
   async list(options: R2ListOptions = {}): Promise<SealedObjects> {
     // With encrypted names: list the stored form of the prefix up to its last "/",
     // decrypt, keep what the plaintext prefix selects (SECURITY.md §3.10).
@@ -410,6 +414,13 @@ export class SealedBucket {
     let storedPrefix = prefix;
     let partial = false;
     if (names !== null) {
+      if (options.startAfter !== undefined) {
+        // Stored keys sort by ciphertext: no stored key marks "after this plaintext key".
+        throw new InvalidArgumentError(
+          "INVALID_ARGUMENT",
+          "startAfter cannot be used with encrypted names (listings come in stored-key order, not plaintext order): page with cursor",
+        );
+      }
       if (options.delimiter !== undefined && options.delimiter !== "/") {
         throw new InvalidArgumentError("INVALID_ARGUMENT", 'with encrypted names the only delimiter is "/"');
       }
