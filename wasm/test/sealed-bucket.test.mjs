@@ -125,8 +125,12 @@ describe("SealedBucket in workerd", () => {
     "names_list_paging",
     "range_race",
     "env_variables",
+    "metadata_local_limit",
+    "descriptor_create_only",
     "body_not_consumed",
     "getjson_precondition",
+    "reserved_delete",
+    "conditional_big_put",
     "range_arguments",
     "range_calls",
   ]) {

@@ -17,6 +17,7 @@ import {
   InvalidJsonError,
   ObjectChangedError,
   PreconditionFailedError,
+  HeaderTooLargeError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -250,8 +251,9 @@ const tests = {
     // A range across the part boundary (stored offset 5 MiB).
     const r = await b.get("t/multipart-bytes", { range: { offset: 5 * MiB - 100, length: 200 } });
     assert(same(await r.bytes(), data.slice(5 * MiB - 100, 5 * MiB + 100)), "range across parts");
-    // onlyIf cannot be honoured by a multipart upload: refused, nothing written.
-    await rejects(b.put("t/multipart-cond", bytes(6 * MiB), { onlyIf: { etagDoesNotMatch: "*" } }), SealError, "PRECONDITION_UNSUPPORTED", "onlyIf+multipart");
+    // onlyIf cannot be honoured by a multipart upload: a stream of unknown size beyond one
+    // part is refused, nothing written (sized and in-memory values: conditional_big_put).
+    await rejects(b.put("t/multipart-cond", new Blob([bytes(6 * MiB)]).stream(), { onlyIf: { etagDoesNotMatch: "*" } }), SealError, "PRECONDITION_UNSUPPORTED", "onlyIf+multipart");
     eq(await env.BUCKET.head("t/multipart-cond"), null, "nothing written");
     return { parts: Math.ceil(sealedLength(total) / (5 * MiB)) };
   },
@@ -782,6 +784,44 @@ const tests = {
     return {};
   },
 
+  async metadata_local_limit(env) {
+    // Miniflare (and so wrangler dev) allows 2,048 bytes of metadata, R2 8,192: the
+    // wrapper's own budget passes, R2's refusal (10012) arrives typed.
+    const b = sealed(env);
+    const note = { note: "v".repeat(1500) };
+    const e = await rejects(b.put("mb/small", "x", { customMetadata: note }), HeaderTooLargeError, "HEADER_TOO_LARGE", "single put");
+    assert(e.message.includes("2,048"), e.message);
+    eq(await env.BUCKET.head("mb/small"), null, "nothing written");
+    // Within the local limit: written.
+    await b.put("mb/fits", "x", { customMetadata: { note: "v".repeat(500) } });
+    await b.delete("mb/fits");
+    return {};
+  },
+
+  async descriptor_create_only(env) {
+    await env.BUCKET.delete(".r2seal/descriptor");
+    const first = sealed(env);
+    const written = await first.writeDescriptor();
+    // A second writer whose HEAD ran before the first put (simulated: its HEAD sees
+    // nothing): its put must not replace the descriptor.
+    const other = SealKeys.fromConfig({ identities: { main: env.OTHER_KEY } });
+    const late = instrumented(env.BUCKET, {
+      async head(call, k) {
+        return k === ".r2seal/descriptor" ? null : call(k);
+      },
+    });
+    const e = await rejects(new SealedBucket(late.bucket, other).writeDescriptor(), DescriptorError, "DESCRIPTOR_INVALID", "lost race");
+    assert(e.message.includes("another writer"), e.message);
+    const stored = new Uint8Array(await (await env.BUCKET.get(".r2seal/descriptor")).arrayBuffer());
+    assert(same(stored, written), "the first descriptor stays");
+    // Both racing for real: exactly one wins.
+    await env.BUCKET.delete(".r2seal/descriptor");
+    const results = await Promise.allSettled([sealed(env).writeDescriptor(), new SealedBucket(env.BUCKET, other).writeDescriptor()]);
+    eq(results.filter((r) => r.status === "fulfilled").length, 1, `one writer wins: ${results.map((r) => r.status).join()}`);
+    await env.BUCKET.delete(".r2seal/descriptor");
+    return {};
+  },
+
   async body_not_consumed(env) {
     const b = sealed(env);
     await b.put("bg/obj", "hello");
@@ -821,6 +861,41 @@ const tests = {
     eq(await b.getJson("gj/missing", { onlyIf: { etagDoesNotMatch: etag } }), null, "missing: null");
     eq((await b.getJson("gj/a", { onlyIf: { etagMatches: etag } })).a, 1, "condition met: the value");
     await b.delete("gj/a");
+    return {};
+  },
+
+  async reserved_delete(env) {
+    const b = sealed(env);
+    await b.writeDescriptor({ replace: true });
+    await b.put("rd/x", "x");
+    await rejects(b.delete(".r2seal/descriptor"), InvalidArgumentError, "INVALID_ARGUMENT", "delete of the descriptor");
+    await rejects(b.delete(["rd/x", ".r2seal/descriptor"]), InvalidArgumentError, "INVALID_ARGUMENT", "in a batch");
+    assert((await env.BUCKET.head(".r2seal/descriptor")) !== null, "descriptor left");
+    assert((await b.head("rd/x")) !== null, "a refused batch deletes nothing");
+    await b.delete("rd/x");
+    await env.BUCKET.delete(".r2seal/descriptor");
+    return {};
+  },
+
+  async conditional_big_put(env) {
+    const { bucket, calls } = instrumented(env.BUCKET);
+    const b = new SealedBucket(bucket, sealed(env).keys, { partSize: 5 * MiB });
+    const data = bytes(6 * MiB + 3, 13);
+    // In memory, beyond one part, with onlyIf: one conditional put.
+    const put = await b.put("cb/bytes", data, { onlyIf: { etagDoesNotMatch: "*" } });
+    assert(put !== null, "written");
+    eq(calls.createMultipartUpload, undefined, "no multipart upload");
+    eq(await b.put("cb/bytes", data, { onlyIf: { etagDoesNotMatch: "*" } }), null, "second create-only put: condition fails");
+    assert(same(await (await b.get("cb/bytes")).bytes(), data), "round trip");
+    // A sized stream: the same.
+    const s = await b.put("cb/stream", new Blob([data]).stream(), { size: data.length, onlyIf: { etagDoesNotMatch: "*" } });
+    assert(s !== null, "sized stream written");
+    eq(calls.createMultipartUpload, undefined, "no multipart upload (stream)");
+    assert(same(await (await b.get("cb/stream")).bytes(), data), "stream round trip");
+    // Without onlyIf the same value still goes multipart.
+    await b.put("cb/plain", data);
+    eq(calls.createMultipartUpload, 1, "unconditional: multipart");
+    await b.delete(["cb/bytes", "cb/stream", "cb/plain"]);
     return {};
   },
 

@@ -31,6 +31,7 @@ import {
 } from "./core.js";
 import {
   DescriptorError,
+  HeaderTooLargeError,
   IntegrityError,
   InvalidArgumentError,
   InvalidJsonError,
@@ -52,6 +53,11 @@ export const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Default part size, and the sealed size above which a value is uploaded in parts. */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/**
+ * R2's largest single upload (5 GiB less 5 MiB, stored bytes): a conditional put (`onlyIf`)
+ * of a larger value is refused, since a multipart upload cannot be conditional.
+ */
+export const MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
 /** r2seal's own objects (the bucket descriptor): hidden from listings, never written by `put`. */
 export const RESERVED_PREFIX = ".r2seal/";
 /** The bucket descriptor (SECURITY.md §3.11). */
@@ -86,7 +92,12 @@ export interface SealedPutOptions {
   httpMetadata?: R2HTTPMetadata | Headers;
   /** Sealed in the header; the key "r2seal" is reserved. */
   customMetadata?: Record<string, string>;
-  /** Conditions on the stored object (R2 semantics): `null` is returned if they fail. */
+  /**
+   * Conditions on the stored object (R2 semantics): `null` is returned if they fail.
+   * A conditional value is always written in one put (R2's multipart uploads are
+   * unconditional), so it may be up to `MAX_SINGLE_PUT` stored bytes, beyond `partSize`;
+   * a `ReadableStream` beyond one part needs `size`.
+   */
   onlyIf?: R2Conditional | Headers;
   /**
    * Plaintext length of a `ReadableStream` value, when known: the sealed length is then
@@ -321,16 +332,18 @@ export class SealedBucket {
 
     try {
       let result: R2Object | null;
+      // A conditional value goes up in one put whatever its size: multipart cannot be conditional.
+      const singleLimit = stored.onlyIf !== undefined ? MAX_SINGLE_PUT : this.partSize;
       if (bytes !== null) {
         const body = concat([...sealSlices(sealer, bytes), sealer.finish()]);
         result =
-          body.length <= this.partSize
+          body.length <= singleLimit
             ? await this.bucket.put(skey, body, stored)
             : await this.multipart(skey, stored, singleChunkStream(body));
       } else {
         const ciphertext = stream!.pipeThrough(sealStream(sealer, size));
         const storedLength = size === undefined ? undefined : sealedLength(size);
-        if (storedLength !== undefined && storedLength <= this.partSize) {
+        if (storedLength !== undefined && storedLength <= singleLimit) {
           const fixed = new FixedLengthStream(storedLength);
           const pump = ciphertext.pipeTo(fixed.writable);
           [result] = await Promise.all([this.bucket.put(skey, fixed.readable, stored), pump]);
@@ -340,20 +353,28 @@ export class SealedBucket {
       }
       return result === null ? null : written(result, key, readable, meta);
     } catch (e) {
-      throw fromWasm(e);
+      throw fromR2(fromWasm(e));
     } finally {
       sealer.free();
     }
   }
 
+  /** Deletes objects by plaintext key; `.r2seal/` (the descriptor) is refused, as in `put`. */
   async delete(keys: string | string[]): Promise<void> {
-    await this.bucket.delete(Array.isArray(keys) ? keys.map((k) => this.storedKey(k)) : this.storedKey(keys));
+    const list = Array.isArray(keys) ? keys : [keys];
+    for (const k of list) {
+      if (typeof k === "string" && k.startsWith(RESERVED_PREFIX)) {
+        throw new InvalidArgumentError("INVALID_ARGUMENT", `${RESERVED_PREFIX} is reserved for r2seal's own objects`);
+      }
+    }
+    await this.bucket.delete(Array.isArray(keys) ? list.map((k) => this.storedKey(k)) : this.storedKey(keys));
   }
 
   /**
    * Write the bucket descriptor for these keys (as `r2seal bucket init` does from a
    * keyring): refuses to replace an existing one unless `replace` (then only the one it
-   * read, by its etag). Returns the bytes written.
+   * read, by its etag). Create-only when none exists: a descriptor another writer puts
+   * first wins and this call throws `DescriptorError`. Returns the bytes written.
    */
   async writeDescriptor(options: { replace?: boolean } = {}): Promise<Uint8Array> {
     const bytes = wasmCall(() => descriptorFor(this.keys.keys, this.keys.names?.keyId));
@@ -362,9 +383,18 @@ export class SealedBucket {
       throw new DescriptorError("DESCRIPTOR_INVALID", "a bucket descriptor exists already (replace it explicitly)");
     }
     const stored: R2PutOptions = { httpMetadata: { contentType: "text/plain; charset=utf-8" } };
-    if (existing !== null) stored.onlyIf = { etagMatches: existing.etag };
+    // Conditional either way, as the native `bucket init` (If-None-Match: *): of two
+    // writers racing, one wins and the other learns it.
+    stored.onlyIf = existing !== null ? { etagMatches: existing.etag } : { etagDoesNotMatch: "*" };
     const put = await this.bucket.put(DESCRIPTOR_KEY, bytes, stored);
-    if (put === null) throw new DescriptorError("DESCRIPTOR_INVALID", "the bucket descriptor changed while it was written");
+    if (put === null) {
+      throw new DescriptorError(
+        "DESCRIPTOR_INVALID",
+        existing === null
+          ? "another writer created a bucket descriptor meanwhile: read it, and replace it explicitly if it is wrong"
+          : "the bucket descriptor changed while it was written",
+      );
+    }
     this.descriptorChecked = Promise.resolve();
     return bytes;
   }
@@ -782,7 +812,8 @@ export class SealedBucket {
       await ciphertext.cancel();
       throw new InvalidArgumentError(
         "PRECONDITION_UNSUPPORTED",
-        "onlyIf is not supported for values larger than one part (R2 multipart uploads are unconditional)",
+        "onlyIf needs a single put (R2 multipart uploads are unconditional): at most MAX_SINGLE_PUT stored bytes, " +
+          "and a ReadableStream beyond one part needs its size",
       );
     }
     const upload = await this.bucket.createMultipartUpload(key, {
@@ -838,6 +869,21 @@ function unfinishedError(key: string): IntegrityError {
 
 function objectChanged(): ObjectChangedError {
   return new ObjectChangedError("OBJECT_CHANGED", "the object changed while it was being read: read it again");
+}
+
+/**
+ * R2 refuses metadata over its limit with error 10012. The wrapper budgets R2's 8,192
+ * bytes; local development (miniflare, `wrangler dev`) allows only 2,048.
+ */
+function fromR2(e: unknown): unknown {
+  if (e instanceof Error && !(e instanceof SealError) && /\(10012\)/.test(e.message)) {
+    return new HeaderTooLargeError(
+      "HEADER_TOO_LARGE",
+      "R2 refused the object's metadata as too large (10012): nothing was written. R2 allows 8,192 bytes; " +
+        "local development (miniflare, wrangler dev) only 2,048",
+    );
+  }
+  return e;
 }
 
 /** Single stream (metadata form): the plaintext size is a pure function of the stored size. */

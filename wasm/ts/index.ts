@@ -22,6 +22,7 @@ export {
   DESCRIPTOR_KEY,
   MIN_PART_SIZE,
   DEFAULT_PART_SIZE,
+  MAX_SINGLE_PUT,
   type SealedBucketOptions,
   type SealedGetOptions,
   type SealedListEntry,
