@@ -275,6 +275,18 @@ describe("cross-implementation with the native CLI", () => {
 });
 
 describe("the package as a Worker project uses it", () => {
+  test("`npm pack` ships the built code its manifest points at", () => {
+    // --ignore-scripts: pretest built pkg/ already; prepack would only re-check it.
+    const [packed] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: wasmRoot, encoding: "utf8" }));
+    const files = new Set(packed.files.map((f) => f.path));
+    const manifest = JSON.parse(readFileSync(join(wasmRoot, "package.json"), "utf8"));
+    const pointed = [manifest.main, manifest.types, manifest.exports["."].types, manifest.exports["."].default].map((f) => f.replace(/^\.\//, ""));
+    for (const f of [...pointed, "pkg/core.js", "pkg/bucket.js", "pkg/errors.js", "pkg/wasm/r2seal_wasm.js", "pkg/wasm/r2seal_wasm_bg.wasm"]) {
+      assert.ok(files.has(f), `${f} in the package (${[...files].join(", ")})`);
+    }
+    assert.ok(![...files].some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("pkg-vectors/")), "no sources, tests or the test-only vectors build");
+  });
+
   test("README's Worker sample type-checks against the package, with a wrangler-style `interface Env`", () => {
     const readme = readFileSync(join(repo, "README.md"), "utf8");
     const section = readme.slice(readme.indexOf("\n## Workers\n"));
@@ -315,6 +327,37 @@ describe("the package as a Worker project uses it", () => {
     }
   });
 
+  test("the example Worker: a malformed percent-escape is a 400, a tampered header a 502", async () => {
+    const example = new Miniflare({
+      modules: true,
+      scriptPath: join(repo, "examples", "worker", "src", "index.js"),
+      modulesRoot: repo,
+      modulesRules: [
+        { type: "ESModule", include: ["**/*.js"] },
+        { type: "CompiledWasm", include: ["**/*.wasm"] },
+      ],
+      compatibilityDate: "2026-04-01",
+      cf: false,
+      r2Buckets: ["BUCKET"],
+      r2Persist: false,
+      bindings: { R2SEAL_KEY: symKey },
+    });
+    try {
+      const bad = await example.dispatchFetch("http://localhost/objects/%E0%A4%A");
+      assert.equal(bad.status, 400, await bad.clone().text());
+      assert.equal((await bad.json()).error, "INVALID_ARGUMENT");
+      const put = await example.dispatchFetch("http://localhost/objects/a%20b.txt", { method: "PUT", body: "hello" });
+      assert.equal(put.status, 201, await put.clone().text());
+      assert.equal(await (await example.dispatchFetch("http://localhost/objects/a%20b.txt")).text(), "hello");
+      const bucket = await example.getR2Bucket("BUCKET");
+      await bucket.put("t.txt", "x", { customMetadata: { r2seal: "garbage" } });
+      const tampered = await example.dispatchFetch("http://localhost/objects/t.txt");
+      assert.equal(tampered.status, 502, await tampered.clone().text());
+      assert.equal((await tampered.json()).error, "MALFORMED");
+    } finally {
+      await example.dispose();
+    }
+  });
 });
 
 describe("measurements", () => {
