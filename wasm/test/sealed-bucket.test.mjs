@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -120,6 +120,19 @@ describe("SealedBucket in workerd", () => {
     "descriptor",
     "bad_input",
     "secrets",
+    "unfinished_upload",
+    "json_errors",
+    "names_list_paging",
+    "range_race",
+    "env_variables",
+    "metadata_local_limit",
+    "descriptor_create_only",
+    "body_not_consumed",
+    "getjson_precondition",
+    "reserved_delete",
+    "conditional_big_put",
+    "range_arguments",
+    "range_calls",
   ]) {
     test(name, async () => {
       await runInWorker(name);
@@ -257,6 +270,92 @@ describe("cross-implementation with the native CLI", () => {
       const res = await mf.dispatchFetch(`http://localhost/get?key=${encodeURIComponent(key)}`);
       assert.equal(res.status, 200, await res.clone().text());
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(data), `Worker opens native ${n} bytes`);
+    }
+  });
+});
+
+describe("the package as a Worker project uses it", () => {
+  test("`npm pack` ships the built code its manifest points at", () => {
+    // --ignore-scripts: pretest built pkg/ already; prepack would only re-check it.
+    const [packed] = JSON.parse(execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: wasmRoot, encoding: "utf8" }));
+    const files = new Set(packed.files.map((f) => f.path));
+    const manifest = JSON.parse(readFileSync(join(wasmRoot, "package.json"), "utf8"));
+    const pointed = [manifest.main, manifest.types, manifest.exports["."].types, manifest.exports["."].default].map((f) => f.replace(/^\.\//, ""));
+    for (const f of [...pointed, "pkg/core.js", "pkg/bucket.js", "pkg/errors.js", "pkg/wasm/r2seal_wasm.js", "pkg/wasm/r2seal_wasm_bg.wasm"]) {
+      assert.ok(files.has(f), `${f} in the package (${[...files].join(", ")})`);
+    }
+    assert.ok(![...files].some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("pkg-vectors/")), "no sources, tests or the test-only vectors build");
+  });
+
+  test("README's Worker sample type-checks against the package, with a wrangler-style `interface Env`", () => {
+    const readme = readFileSync(join(repo, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("\n## Workers\n"));
+    const sample = section.match(/```ts\n([\s\S]*?)```/)?.[1];
+    assert.ok(sample && sample.includes("interface Env") && sample.includes("SealedBucket.fromEnv"), "the sample is in README's Workers section");
+    // Resolved as a Worker project resolves it: node_modules/r2seal-wasm → wasm/ (what
+    // `npm install /path/to/r2seal/wasm` makes), through its package.json exports.
+    const dir = join(here, ".types");
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, "node_modules"), { recursive: true });
+    try {
+      symlinkSync(wasmRoot, join(dir, "node_modules", "r2seal-wasm"), "dir");
+      writeFileSync(join(dir, "readme-sample.ts"), sample);
+      writeFileSync(
+        join(dir, "tsconfig.json"),
+        JSON.stringify({
+          compilerOptions: {
+            target: "ES2022",
+            module: "ES2022",
+            moduleResolution: "Bundler",
+            lib: ["ES2022"],
+            types: ["@cloudflare/workers-types"],
+            strict: true,
+            noEmit: true,
+            skipLibCheck: true,
+          },
+          files: ["readme-sample.ts"],
+        }),
+      );
+      const tsc = join(wasmRoot, "node_modules", ".bin", "tsc");
+      try {
+        execFileSync(tsc, ["-p", join(dir, "tsconfig.json")], { encoding: "utf8", stdio: "pipe" });
+      } catch (e) {
+        assert.fail(`tsc on README's sample:\n${e.stdout}${e.stderr}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("the example Worker: a malformed percent-escape is a 400, a tampered header a 502", async () => {
+    const example = new Miniflare({
+      modules: true,
+      scriptPath: join(repo, "examples", "worker", "src", "index.js"),
+      modulesRoot: repo,
+      modulesRules: [
+        { type: "ESModule", include: ["**/*.js"] },
+        { type: "CompiledWasm", include: ["**/*.wasm"] },
+      ],
+      compatibilityDate: "2026-04-01",
+      cf: false,
+      r2Buckets: ["BUCKET"],
+      r2Persist: false,
+      bindings: { R2SEAL_KEY: symKey },
+    });
+    try {
+      const bad = await example.dispatchFetch("http://localhost/objects/%E0%A4%A");
+      assert.equal(bad.status, 400, await bad.clone().text());
+      assert.equal((await bad.json()).error, "INVALID_ARGUMENT");
+      const put = await example.dispatchFetch("http://localhost/objects/a%20b.txt", { method: "PUT", body: "hello" });
+      assert.equal(put.status, 201, await put.clone().text());
+      assert.equal(await (await example.dispatchFetch("http://localhost/objects/a%20b.txt")).text(), "hello");
+      const bucket = await example.getR2Bucket("BUCKET");
+      await bucket.put("t.txt", "x", { customMetadata: { r2seal: "garbage" } });
+      const tampered = await example.dispatchFetch("http://localhost/objects/t.txt");
+      assert.equal(tampered.status, 502, await tampered.clone().text());
+      assert.equal((await tampered.json()).error, "MALFORMED");
+    } finally {
+      await example.dispose();
     }
   });
 });

@@ -14,6 +14,10 @@ import {
   DescriptorError,
   InvalidArgumentError,
   IntegrityError,
+  InvalidJsonError,
+  ObjectChangedError,
+  PreconditionFailedError,
+  HeaderTooLargeError,
   fromFileForm,
   toFileForm,
   wasmMemoryBytes,
@@ -118,6 +122,26 @@ async function hashStream(stream) {
 
 function sealed(env, options = {}) {
   return SealedBucket.fromEnv(env.BUCKET, env, options);
+}
+
+/**
+ * The R2 binding behind a Proxy: counts calls per method, and lets a test run `before`
+ * hooks (e.g. a concurrent writer) around them. What the wrapper sees is the real binding.
+ */
+function instrumented(bucket, hooks = {}) {
+  const calls = {};
+  const proxy = new Proxy(bucket, {
+    get(target, prop) {
+      const v = target[prop];
+      if (typeof v !== "function") return v;
+      return async (...args) => {
+        calls[prop] = (calls[prop] ?? 0) + 1;
+        if (hooks[prop]) return hooks[prop]((...a) => v.apply(target, a), ...args);
+        return v.apply(target, args);
+      };
+    },
+  });
+  return { bucket: proxy, calls };
 }
 
 const tests = {
@@ -227,8 +251,9 @@ const tests = {
     // A range across the part boundary (stored offset 5 MiB).
     const r = await b.get("t/multipart-bytes", { range: { offset: 5 * MiB - 100, length: 200 } });
     assert(same(await r.bytes(), data.slice(5 * MiB - 100, 5 * MiB + 100)), "range across parts");
-    // onlyIf cannot be honoured by a multipart upload: refused, nothing written.
-    await rejects(b.put("t/multipart-cond", bytes(6 * MiB), { onlyIf: { etagDoesNotMatch: "*" } }), SealError, "PRECONDITION_UNSUPPORTED", "onlyIf+multipart");
+    // onlyIf cannot be honoured by a multipart upload: a stream of unknown size beyond one
+    // part is refused, nothing written (sized and in-memory values: conditional_big_put).
+    await rejects(b.put("t/multipart-cond", new Blob([bytes(6 * MiB)]).stream(), { onlyIf: { etagDoesNotMatch: "*" } }), SealError, "PRECONDITION_UNSUPPORTED", "onlyIf+multipart");
     eq(await env.BUCKET.head("t/multipart-cond"), null, "nothing written");
     return { parts: Math.ceil(sealedLength(total) / (5 * MiB)) };
   },
@@ -495,7 +520,12 @@ const tests = {
     await put("x/obj", raw, { r2seal: mac });
     await rejects(b.get("x/obj"), SealError, "CORRUPT", "header MAC");
     await put("x/obj", raw, { r2seal: "garbage" });
-    await rejects(b.get("x/obj"), SealError, "NOT_SEALED", "not a header");
+    // The object has the header key, so it was tampered with: never "not sealed".
+    await rejects(b.get("x/obj"), IntegrityError, "MALFORMED", "not a header");
+    await rejects(b.head("x/obj"), IntegrityError, "MALFORMED", "not a header (head)");
+    await rejects(b.get("x/obj", { range: { offset: 0, length: 4 } }), IntegrityError, "MALFORMED", "not a header (range)");
+    await rejects(sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "true" }).get("x/obj"), IntegrityError, "MALFORMED", "not a header, plaintext allowed");
+    await rejects(async () => openBytes(b.keys, "x/obj", "garbage", raw), IntegrityError, "MALFORMED", "openBytes: not a header");
     await put("x/obj", raw, { r2seal: h.replace("age-encryption.org/v1", "age-encryption.org/v2") });
     await rejects(b.get("x/obj"), SealError, "UNSUPPORTED_VERSION", "future version");
     await put("x/obj", raw, { r2seal: h.replace("-> r2seal-name;", "-> r2seal-name extra;") });
@@ -559,6 +589,367 @@ const tests = {
     await writeOnly.put("wo/x", "drop box");
     await rejects(writeOnly.get("wo/x"), SealError, "NO_MATCHING_KEY", "write-only cannot read");
     return {};
+  },
+
+  async unfinished_upload(env) {
+    // What the native library or gateway leaves if it dies between completing a parts
+    // upload and installing its header: ciphertext marked r2seal-pending, no r2seal.
+    const raw = bytes(200, 3);
+    await env.BUCKET.put("p/pending.bin", raw, { customMetadata: { "r2seal-pending": "1" } });
+    for (const [label, b] of [
+      ["strict", sealed(env)],
+      ["plaintext allowed", sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "true" })],
+    ]) {
+      for (const [op, f] of [
+        ["head", () => b.head("p/pending.bin")],
+        ["get", () => b.get("p/pending.bin")],
+        ["get onlyIf", () => b.get("p/pending.bin", { onlyIf: { etagMatches: "nope" } })],
+        ["range", () => b.get("p/pending.bin", { range: { offset: 0, length: 8 } })],
+        ["getJson", () => b.getJson("p/pending.bin")],
+      ]) {
+        const e = await rejects(f, IntegrityError, "UNFINISHED_UPLOAD", `${label} ${op}`);
+        assert(e.message.includes("unfinished sealed upload"), `${label} ${op}: says what it is: ${e.message}`);
+      }
+      const entry = (await b.list({ prefix: "p/" })).objects.find((o) => o.key === "p/pending.bin");
+      eq(entry.sealed, true, `${label}: listed as not plaintext`);
+      eq(entry.unfinished, true, `${label}: listed as unfinished`);
+      eq(entry.size, null, `${label}: no plaintext size`);
+    }
+    // Plaintext and sealed neighbours are not unfinished.
+    await env.BUCKET.put("p/plain.txt", "plain");
+    await sealed(env).put("p/sealed.txt", "sealed");
+    const listed = Object.fromEntries((await sealed(env).list({ prefix: "p/" })).objects.map((o) => [o.key, o]));
+    eq(listed["p/plain.txt"].unfinished, false, "plaintext: not unfinished");
+    eq(listed["p/plain.txt"].sealed, false, "plaintext");
+    eq(listed["p/sealed.txt"].unfinished, false, "sealed: not unfinished");
+    await env.BUCKET.delete(["p/pending.bin", "p/plain.txt", "p/sealed.txt"]);
+    return {};
+  },
+
+  async json_errors(env) {
+    const b = sealed(env);
+    const secret = "xoxb-1234-SECRET-TOKEN-value";
+    await b.put("nj/token.txt", secret);
+    for (const [label, f] of [
+      ["getJson", () => b.getJson("nj/token.txt")],
+      ["json()", async () => (await b.get("nj/token.txt")).json()],
+      ["ranged json()", async () => (await b.get("nj/token.txt", { range: { offset: 0, length: 12 } })).json()],
+    ]) {
+      const e = await rejects(f, InvalidJsonError, "INVALID_JSON", label);
+      for (const part of ["xoxb", "SECRET", "1234"]) assert(!e.message.includes(part), `${label}: no plaintext in the message: ${e.message}`);
+      assert(!String(e.stack).includes("xoxb"), `${label}: nor in the stack`);
+      eq(e.cause, undefined, `${label}: no cause carrying the parser's message`);
+    }
+    await env.BUCKET.put("nj/plain.txt", secret);
+    await rejects(sealed({ ...env, R2SEAL_ALLOW_PLAINTEXT: "1" }).getJson("nj/plain.txt"), InvalidJsonError, "INVALID_JSON", "plaintext object");
+    await b.putJson("nj/ok.json", { a: 1 });
+    eq((await b.getJson("nj/ok.json")).a, 1, "valid JSON still parses");
+    await env.BUCKET.delete(["nj/token.txt", "nj/plain.txt", "nj/ok.json"]);
+    return {};
+  },
+
+  async names_list_paging(env) {
+    const b = sealed({ ...env, R2SEAL_NAMES_KEY: env.R2SEAL_KEY }, { checkDescriptor: false });
+    const keys = ["sa/a", "sa/b", "sa/c", "sa/d"];
+    for (const k of keys) await b.put(k, k);
+    // A plaintext startAfter against base32 stored keys would select an arbitrary page.
+    const e = await rejects(b.list({ prefix: "sa/", startAfter: "sa/b" }), InvalidArgumentError, "INVALID_ARGUMENT", "startAfter with encrypted names");
+    assert(e.message.includes("cursor"), e.message);
+    // cursor pages through everything.
+    const seen = [];
+    let cursor;
+    do {
+      const page = await b.list({ prefix: "sa/", limit: 2, cursor });
+      seen.push(...page.objects.map((o) => o.key));
+      cursor = page.cursor;
+    } while (cursor !== undefined);
+    eq([...seen].sort().join(), keys.join(), "cursor paging lists every key once");
+    // Without encrypted names startAfter is R2's own.
+    const plain = sealed(env);
+    for (const k of keys) await plain.put(`sp/${k}`, k);
+    eq((await plain.list({ prefix: "sp/", startAfter: "sp/sa/b" })).objects.map((o) => o.key).join(), "sp/sa/c,sp/sa/d", "plain names: startAfter");
+    await b.delete(keys);
+    await plain.delete(keys.map((k) => `sp/${k}`));
+    return {};
+  },
+
+  async range_race(env) {
+    const b0 = sealed(env);
+    const v1 = "0123456789".repeat(100);
+    const v2 = "abcdefghij".repeat(100);
+    const reset = () => b0.put("rr/obj", v1);
+    // A writer replaces the object after the first HEAD: the read starts again and
+    // returns the new version's bytes, never a body-less object.
+    await reset();
+    let swaps = 1;
+    const once = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (swaps-- > 0) await b0.put("rr/obj", v2);
+        return h;
+      },
+    });
+    const got = await new SealedBucket(once.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } });
+    assert(got !== null && "body" in got, "a body");
+    eq(await got.text(), "abcde", "the version read after the fresh HEAD");
+    // Replaced after every HEAD: a typed error after a few attempts.
+    await reset();
+    let flip = 0;
+    const always = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        await b0.put("rr/obj", flip++ % 2 ? v1 : v2);
+        return h;
+      },
+    });
+    await rejects(new SealedBucket(always.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } }), ObjectChangedError, "OBJECT_CHANGED", "always changing");
+    assert(always.calls.head <= 4, `bounded retries (${always.calls.head} HEADs)`);
+    // Deleted after the HEAD: null, as for a missing object.
+    await reset();
+    let deleted = false;
+    const deleting = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (!deleted) {
+          deleted = true;
+          await env.BUCKET.delete("rr/obj");
+        }
+        return h;
+      },
+    });
+    eq(await new SealedBucket(deleting.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 } }), null, "deleted meanwhile");
+    // The caller's own condition: when it fails on an unchanged object, metadata only.
+    await reset();
+    const etag = (await b0.head("rr/obj")).etag;
+    const miss = await b0.get("rr/obj", { range: { offset: 0, length: 5 }, onlyIf: { etagDoesNotMatch: etag } });
+    assert(miss !== null && !("body" in miss), "own condition failed: no body");
+    // ...and when the object changed meanwhile, the condition is judged on the new version.
+    swaps = 1;
+    const racedCond = await new SealedBucket(once.bucket, b0.keys).get("rr/obj", { range: { offset: 0, length: 5 }, onlyIf: { etagDoesNotMatch: etag } });
+    assert(racedCond !== null && "body" in racedCond, "the new version meets the condition");
+    eq(await racedCond.text(), "abcde", "new version");
+    // A plaintext object sealed between HEAD and GET is never served as plaintext.
+    await env.BUCKET.put("rr/plain", v1);
+    let sealedMeanwhile = false;
+    const sealing = instrumented(env.BUCKET, {
+      async head(call, k) {
+        const h = await call(k);
+        if (!sealedMeanwhile) {
+          sealedMeanwhile = true;
+          await b0.put("rr/plain", v2);
+        }
+        return h;
+      },
+    });
+    const lax = new SealedBucket(sealing.bucket, b0.keys, { allowPlaintext: true });
+    const r = await lax.get("rr/plain", { range: { offset: 0, length: 5 } });
+    eq(r.sealed, true, "read as the sealed version");
+    eq(await r.text(), "abcde", "plaintext of the sealed version");
+    await env.BUCKET.delete(["rr/obj", "rr/plain"]);
+    return {};
+  },
+
+  async env_variables(env) {
+    const base = { R2SEAL_KEY: env.R2SEAL_KEY };
+    // Present but empty: an error (as for R2SEAL_KEY), never "names off".
+    for (const v of ["", " "]) {
+      const e = await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, R2SEAL_NAMES_KEY: v }), KeyConfigError, "MISSING_KEY", `R2SEAL_NAMES_KEY=${JSON.stringify(v)}`);
+      assert(e.message.includes("R2SEAL_NAMES_KEY"), e.message);
+    }
+    eq(await env.BUCKET.head("en/secret-name.txt"), null, "nothing written under a plaintext name");
+    // Unknown or misspelt R2SEAL_* variables: refused, named, value not echoed.
+    for (const variable of ["R2SEAL_NAME_KEY", "R2SEAL_POLICY", "R2SEAL_RECIPIENT_backup", "R2SEAL_KEY_backup", "R2SEAL_DEFAULT"]) {
+      const e = await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, [variable]: env.R2SEAL_KEY }), KeyConfigError, "INVALID_CONFIG", variable);
+      assert(e.message.startsWith(variable), `names ${variable}: ${e.message}`);
+      assert(!e.message.includes(env.R2SEAL_KEY.slice(16, 40)), "does not echo the value");
+    }
+    await rejects(async () => SealedBucket.fromEnv(env.BUCKET, { ...base, R2SEAL_ALLOW_PLAINTEXT: "yes" }), KeyConfigError, "INVALID_CONFIG", "R2SEAL_ALLOW_PLAINTEXT=yes");
+    // What is legitimately there: the Worker's variables, the native CLI's, bindings.
+    const ok = SealedBucket.fromEnv(env.BUCKET, {
+      ...base,
+      R2SEAL_KEY_BACKUP: env.OTHER_KEY,
+      R2SEAL_RECIPIENT_RECOVERY: env.R2SEAL_RECIPIENT_RECOVERY,
+      R2SEAL_NAMES_KEY: env.R2SEAL_KEY,
+      R2SEAL_DEFAULTS: "main,recovery",
+      R2SEAL_POLICIES: JSON.stringify({ "archive/": ["recovery"] }),
+      R2SEAL_ALLOW_PLAINTEXT: "0",
+      R2SEAL_KEYRING: "/home/agent/.config/r2seal/keyring.toml",
+      R2SEAL_PASSPHRASE: "hunter2",
+      R2SEAL_GATEWAY_ACCESS_KEY_ID: "agent",
+      R2SEAL_BUCKET: env.BUCKET,
+      OTHER_SETTING: "x",
+    });
+    eq(ok.allowPlaintext, false, "R2SEAL_ALLOW_PLAINTEXT=0");
+    assert(ok.keys.names !== null, "names on");
+    return {};
+  },
+
+  async metadata_local_limit(env) {
+    // Miniflare (and so wrangler dev) allows 2,048 bytes of metadata, R2 8,192: the
+    // wrapper's own budget passes, R2's refusal (10012) arrives typed.
+    const b = sealed(env);
+    const note = { note: "v".repeat(1500) };
+    const e = await rejects(b.put("mb/small", "x", { customMetadata: note }), HeaderTooLargeError, "HEADER_TOO_LARGE", "single put");
+    assert(e.message.includes("2,048"), e.message);
+    eq(await env.BUCKET.head("mb/small"), null, "nothing written");
+    // Within the local limit: written.
+    await b.put("mb/fits", "x", { customMetadata: { note: "v".repeat(500) } });
+    await b.delete("mb/fits");
+    return {};
+  },
+
+  async descriptor_create_only(env) {
+    await env.BUCKET.delete(".r2seal/descriptor");
+    const first = sealed(env);
+    const written = await first.writeDescriptor();
+    // A second writer whose HEAD ran before the first put (simulated: its HEAD sees
+    // nothing): its put must not replace the descriptor.
+    const other = SealKeys.fromConfig({ identities: { main: env.OTHER_KEY } });
+    const late = instrumented(env.BUCKET, {
+      async head(call, k) {
+        return k === ".r2seal/descriptor" ? null : call(k);
+      },
+    });
+    const e = await rejects(new SealedBucket(late.bucket, other).writeDescriptor(), DescriptorError, "DESCRIPTOR_INVALID", "lost race");
+    assert(e.message.includes("another writer"), e.message);
+    const stored = new Uint8Array(await (await env.BUCKET.get(".r2seal/descriptor")).arrayBuffer());
+    assert(same(stored, written), "the first descriptor stays");
+    // Both racing for real: exactly one wins.
+    await env.BUCKET.delete(".r2seal/descriptor");
+    const results = await Promise.allSettled([sealed(env).writeDescriptor(), new SealedBucket(env.BUCKET, other).writeDescriptor()]);
+    eq(results.filter((r) => r.status === "fulfilled").length, 1, `one writer wins: ${results.map((r) => r.status).join()}`);
+    await env.BUCKET.delete(".r2seal/descriptor");
+    return {};
+  },
+
+  async body_not_consumed(env) {
+    const b = sealed(env);
+    await b.put("bg/obj", "hello");
+    for (const [label, touch] of [
+      ["spread", (o) => ({ ...o })],
+      ["JSON.stringify", (o) => JSON.stringify(o)],
+      ["Object.keys", (o) => Object.keys(o)],
+      ["read .body", (o) => o.body],
+    ]) {
+      const o = await b.get("bg/obj");
+      const t = touch(o);
+      eq(o.bodyUsed, false, `${label}: not used`);
+      if (label === "spread") eq("body" in t, false, "spread: no body copied");
+      if (label === "JSON.stringify") assert(!t.includes("ReadableStream") && !t.includes('"body"'), t);
+      eq(await o.text(), "hello", `${label}: text() still works`);
+      eq(o.bodyUsed, true, `${label}: used after text()`);
+      await rejects(o.text(), InvalidArgumentError, "INVALID_STATE", `${label}: read twice`);
+    }
+    const o = await b.get("bg/obj");
+    assert("body" in o, "`in` still finds the body (the precondition check callers use)");
+    const reader = o.body.getReader();
+    eq(o.bodyUsed, true, "a reader holds the body: used");
+    await rejects(o.text(), InvalidArgumentError, "INVALID_STATE", "text() while a reader holds it");
+    eq(new TextDecoder().decode((await reader.read()).value), "hello", "the reader reads");
+    await b.delete("bg/obj");
+    return {};
+  },
+
+  async getjson_precondition(env) {
+    const b = sealed(env);
+    await b.putJson("gj/a", { a: 1 });
+    const etag = (await b.head("gj/a")).etag;
+    const e = await rejects(b.getJson("gj/a", { onlyIf: { etagDoesNotMatch: etag } }), PreconditionFailedError, "PRECONDITION_FAILED", "not modified");
+    eq(e.object.etag, etag, "the error carries the object's metadata");
+    eq(e.object.key, "gj/a", "its plaintext key");
+    await rejects(b.getJson("gj/a", { onlyIf: { etagMatches: "nope" } }), PreconditionFailedError, "PRECONDITION_FAILED", "etagMatches fails");
+    eq(await b.getJson("gj/missing", { onlyIf: { etagDoesNotMatch: etag } }), null, "missing: null");
+    eq((await b.getJson("gj/a", { onlyIf: { etagMatches: etag } })).a, 1, "condition met: the value");
+    await b.delete("gj/a");
+    return {};
+  },
+
+  async reserved_delete(env) {
+    const b = sealed(env);
+    await b.writeDescriptor({ replace: true });
+    await b.put("rd/x", "x");
+    await rejects(b.delete(".r2seal/descriptor"), InvalidArgumentError, "INVALID_ARGUMENT", "delete of the descriptor");
+    await rejects(b.delete(["rd/x", ".r2seal/descriptor"]), InvalidArgumentError, "INVALID_ARGUMENT", "in a batch");
+    assert((await env.BUCKET.head(".r2seal/descriptor")) !== null, "descriptor left");
+    assert((await b.head("rd/x")) !== null, "a refused batch deletes nothing");
+    await b.delete("rd/x");
+    await env.BUCKET.delete(".r2seal/descriptor");
+    return {};
+  },
+
+  async conditional_big_put(env) {
+    const { bucket, calls } = instrumented(env.BUCKET);
+    const b = new SealedBucket(bucket, sealed(env).keys, { partSize: 5 * MiB });
+    const data = bytes(6 * MiB + 3, 13);
+    // In memory, beyond one part, with onlyIf: one conditional put.
+    const put = await b.put("cb/bytes", data, { onlyIf: { etagDoesNotMatch: "*" } });
+    assert(put !== null, "written");
+    eq(calls.createMultipartUpload, undefined, "no multipart upload");
+    eq(await b.put("cb/bytes", data, { onlyIf: { etagDoesNotMatch: "*" } }), null, "second create-only put: condition fails");
+    assert(same(await (await b.get("cb/bytes")).bytes(), data), "round trip");
+    // A sized stream: the same.
+    const s = await b.put("cb/stream", new Blob([data]).stream(), { size: data.length, onlyIf: { etagDoesNotMatch: "*" } });
+    assert(s !== null, "sized stream written");
+    eq(calls.createMultipartUpload, undefined, "no multipart upload (stream)");
+    assert(same(await (await b.get("cb/stream")).bytes(), data), "stream round trip");
+    // Without onlyIf the same value still goes multipart.
+    await b.put("cb/plain", data);
+    eq(calls.createMultipartUpload, 1, "unconditional: multipart");
+    await b.delete(["cb/bytes", "cb/stream", "cb/plain"]);
+    return {};
+  },
+
+  async range_arguments(env) {
+    const b = sealed(env);
+    await b.put("ri/obj", "0123456789");
+    for (const range of [{ offset: 1.5, length: 2 }, { offset: 1, length: 2.5 }, { suffix: 0.5 }, { offset: -1 }, { offset: "1" }]) {
+      await rejects(b.get("ri/obj", { range }), InvalidArgumentError, "INVALID_ARGUMENT", `range ${JSON.stringify(range)}`);
+    }
+    await rejects(b.get("ri/obj", { range: { offset: 10 } }), SealError, "RANGE_NOT_SATISFIABLE", "past the end is still 416");
+    eq(await (await b.get("ri/obj", { range: { offset: 2, length: 3 } })).text(), "234", "integers work");
+    await b.delete("ri/obj");
+    return {};
+  },
+
+
+  async range_calls(env) {
+    // A long range of a single-stream object: one streamed GET (plus the HEAD, and the
+    // salt's own GET when the range starts far from it), not one GET per MiB.
+    const b0 = sealed(env);
+    const data = bytes(6 * MiB + 777, 17);
+    await b0.put("rc/obj", data);
+    const cases = [
+      [{ offset: 1 }, 1, data.length, 1],
+      [{ offset: 3 * MiB + 5 }, 3 * MiB + 5, data.length, 2],
+      [{ suffix: 2 * MiB }, data.length - 2 * MiB, data.length, 2],
+      [{ offset: 100, length: 5 * MiB }, 100, 100 + 5 * MiB, 1],
+      [{ offset: 65536 * 3 - 3, length: 10 }, 65536 * 3 - 3, 65536 * 3 + 7, 2],
+    ];
+    const counts = {};
+    for (const [range, from, to, gets] of cases) {
+      const { bucket, calls } = instrumented(env.BUCKET);
+      const got = await new SealedBucket(bucket, b0.keys).get("rc/obj", { range });
+      assert(same(await got.bytes(), data.slice(from, to)), `range ${JSON.stringify(range)} bytes`);
+      eq(calls.head, 1, `range ${JSON.stringify(range)}: one HEAD`);
+      eq(calls.get, gets, `range ${JSON.stringify(range)}: GETs`);
+      counts[JSON.stringify(range)] = calls.get;
+    }
+    // Cancelling a streamed range midway releases it; a later read still works.
+    const partial = await b0.get("rc/obj", { range: { offset: 0 } });
+    const reader = partial.body.getReader();
+    await reader.read();
+    await reader.read();
+    await reader.cancel();
+    assert(same(await (await b0.get("rc/obj", { range: { offset: 5, length: 5 } })).bytes(), data.slice(5, 10)), "after a cancel");
+    // Tampering in the middle of a streamed range: the stream errors there.
+    const raw = new Uint8Array(await (await env.BUCKET.get("rc/obj")).arrayBuffer());
+    const meta = (await env.BUCKET.head("rc/obj")).customMetadata;
+    raw[16 + 40 * 65552 + 9] ^= 1;
+    await env.BUCKET.put("rc/obj", raw, { customMetadata: meta });
+    const tampered = await b0.get("rc/obj", { range: { offset: 1 } });
+    await rejects(tampered.bytes(), IntegrityError, "CORRUPT", "tampered chunk in a streamed range");
+    await b0.delete("rc/obj");
+    return { gets: counts };
   },
 
   async bench(env, url) {

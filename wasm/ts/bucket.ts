@@ -11,27 +11,34 @@
  * - Values beyond one part go up as a multipart upload: equal-size parts over one
  *   single-stream payload, sliced at arbitrary byte offsets.
  * - An object without `customMetadata.r2seal` is plaintext: refused unless
- *   `allowPlaintext`.
+ *   `allowPlaintext`. One carrying `r2seal-pending` instead is an unfinished sealed
+ *   upload of the native library or gateway (ciphertext without its header): never
+ *   plaintext, always an `IntegrityError` (`UNFINISHED_UPLOAD`).
  */
 import {
+  allowPlaintextFromEnv,
   checkDescriptor,
   descriptorFor,
   init,
   Opener,
+  openerFor,
   Sealer,
   SealKeys,
   plaintextLength,
   sealedLength,
-  type SealEnv,
   type SealedMetadataInput,
   type SealedMetadataOutput,
 } from "./core.js";
 import {
   DescriptorError,
+  HeaderTooLargeError,
   IntegrityError,
   InvalidArgumentError,
+  InvalidJsonError,
   LengthMismatchError,
+  ObjectChangedError,
   PlaintextObjectError,
+  PreconditionFailedError,
   SealError,
   fromWasm,
   wasmCall,
@@ -39,17 +46,26 @@ import {
 
 /** The `customMetadata` key holding the header (metadata form). */
 export const METADATA_KEY = "r2seal";
+/** The marker of a parts upload whose header is not installed yet (native `PENDING_KEY`). */
+const PENDING_KEY = "r2seal-pending";
 /** R2's minimum size of every part but the last. */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Default part size, and the sealed size above which a value is uploaded in parts. */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/**
+ * R2's largest single upload (5 GiB less 5 MiB, stored bytes): a conditional put (`onlyIf`)
+ * of a larger value is refused, since a multipart upload cannot be conditional.
+ */
+export const MAX_SINGLE_PUT = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
 /** r2seal's own objects (the bucket descriptor): hidden from listings, never written by `put`. */
 export const RESERVED_PREFIX = ".r2seal/";
 /** The bucket descriptor (SECURITY.md §3.11). */
 export const DESCRIPTOR_KEY = ".r2seal/descriptor";
 /** Plaintext bytes opened per ranged fetch when a range is streamed (16 chunks). */
 const RANGE_WINDOW = 16 * 65536;
+/** Fresh starts of a ranged read whose object changed between its HEAD and first GET. */
+const RANGE_ATTEMPTS = 3;
 
 export interface SealedBucketOptions {
   /** Serve objects that have no r2seal header (not migrated yet) as they are. */
@@ -76,7 +92,12 @@ export interface SealedPutOptions {
   httpMetadata?: R2HTTPMetadata | Headers;
   /** Sealed in the header; the key "r2seal" is reserved. */
   customMetadata?: Record<string, string>;
-  /** Conditions on the stored object (R2 semantics): `null` is returned if they fail. */
+  /**
+   * Conditions on the stored object (R2 semantics): `null` is returned if they fail.
+   * A conditional value is always written in one put (R2's multipart uploads are
+   * unconditional), so it may be up to `MAX_SINGLE_PUT` stored bytes, beyond `partSize`;
+   * a `ReadableStream` beyond one part needs `size`.
+   */
   onlyIf?: R2Conditional | Headers;
   /**
    * Plaintext length of a `ReadableStream` value, when known: the sealed length is then
@@ -109,8 +130,12 @@ export interface SealedObject {
 }
 
 export interface SealedObjectBody extends SealedObject {
-  /** Plaintext. Errors (an `IntegrityError`) if the object proves truncated or tampered. */
+  /**
+   * Plaintext. Errors (an `IntegrityError`) if the object proves truncated or tampered.
+   * Not enumerable: spreading, logging or `JSON.stringify` of the object leave it unread.
+   */
   readonly body: ReadableStream<Uint8Array>;
+  /** True once the body is being read (locked) or was read by `text()`, `json()`, …. */
   readonly bodyUsed: boolean;
   arrayBuffer(): Promise<ArrayBuffer>;
   bytes(): Promise<Uint8Array>;
@@ -120,12 +145,22 @@ export interface SealedObjectBody extends SealedObject {
 
 export interface SealedListEntry {
   readonly key: string;
-  /** Plaintext size (a pure function of the stored size), or null if no valid object has this size. */
+  /**
+   * Plaintext size, computed from the stored size as for a single stream (not
+   * authenticated; an object in the native parts layout shows a wrong figure until
+   * `head`). Null if no single-stream object has this size, or for an unfinished upload.
+   */
   readonly size: number | null;
   readonly storedSize: number;
   readonly etag: string;
   readonly uploaded: Date;
+  /** False only for a plaintext object (no `r2seal` header, no `r2seal-pending` marker). */
   readonly sealed: boolean;
+  /**
+   * An unfinished sealed upload of the native library or gateway (`r2seal-pending`, no
+   * `r2seal`): ciphertext without its header, unreadable (`UNFINISHED_UPLOAD`); upload it again.
+   */
+  readonly unfinished: boolean;
   /** The readable part: contentType, cacheControl, cacheExpiry. */
   readonly httpMetadata: R2HTTPMetadata;
 }
@@ -169,12 +204,16 @@ export class SealedBucket {
     this.partSize = partSize;
   }
 
-  /** Keys from `env` (see `SealKeys.fromEnv`); `allowPlaintext` also from `R2SEAL_ALLOW_PLAINTEXT`. */
-  static fromEnv(bucket: R2Bucket, env: SealEnv | Record<string, unknown>, options: SealedBucketOptions = {}): SealedBucket {
-    const flag = String(env["R2SEAL_ALLOW_PLAINTEXT"] ?? "").toLowerCase();
+  /**
+   * Keys from `env` (see `SealKeys.fromEnv`); `allowPlaintext` also from
+   * `R2SEAL_ALLOW_PLAINTEXT` (true/1/false/0). `env` is any object: the Worker's `Env`,
+   * an interface as `wrangler types` writes it, or a record.
+   */
+  static fromEnv(bucket: R2Bucket, env: object, options: SealedBucketOptions = {}): SealedBucket {
+    const allowPlaintext = allowPlaintextFromEnv(env);
     return new SealedBucket(bucket, SealKeys.fromEnv(env), {
       ...options,
-      allowPlaintext: options.allowPlaintext ?? (flag === "true" || flag === "1"),
+      allowPlaintext: options.allowPlaintext ?? allowPlaintext ?? false,
     });
   }
 
@@ -194,7 +233,7 @@ export class SealedBucket {
     const stored = await this.bucket.head(this.storedKey(key));
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
-    if (header === undefined) return this.plaintextObject(stored);
+    if (header === undefined) return this.plaintextObject(stored, key);
     const opener = this.opener(header, key);
     try {
       return describe(stored, opener, key);
@@ -211,9 +250,14 @@ export class SealedBucket {
     if (stored === null) return null;
     const header = stored.customMetadata?.[METADATA_KEY];
     if (header === undefined) {
-      if (!("body" in stored)) return this.plaintextObject(stored);
-      if (!this.allowPlaintext) await stored.body.cancel();
-      return this.plaintextBody(stored);
+      if (!("body" in stored)) return this.plaintextObject(stored, key);
+      try {
+        this.checkPlaintext(stored, key);
+      } catch (e) {
+        await stored.body.cancel();
+        throw e;
+      }
+      return withBody(plainDescribe(stored, key), stored.body);
     }
     let opener: Opener;
     try {
@@ -288,16 +332,18 @@ export class SealedBucket {
 
     try {
       let result: R2Object | null;
+      // A conditional value goes up in one put whatever its size: multipart cannot be conditional.
+      const singleLimit = stored.onlyIf !== undefined ? MAX_SINGLE_PUT : this.partSize;
       if (bytes !== null) {
         const body = concat([...sealSlices(sealer, bytes), sealer.finish()]);
         result =
-          body.length <= this.partSize
+          body.length <= singleLimit
             ? await this.bucket.put(skey, body, stored)
             : await this.multipart(skey, stored, singleChunkStream(body));
       } else {
         const ciphertext = stream!.pipeThrough(sealStream(sealer, size));
         const storedLength = size === undefined ? undefined : sealedLength(size);
-        if (storedLength !== undefined && storedLength <= this.partSize) {
+        if (storedLength !== undefined && storedLength <= singleLimit) {
           const fixed = new FixedLengthStream(storedLength);
           const pump = ciphertext.pipeTo(fixed.writable);
           [result] = await Promise.all([this.bucket.put(skey, fixed.readable, stored), pump]);
@@ -307,20 +353,28 @@ export class SealedBucket {
       }
       return result === null ? null : written(result, key, readable, meta);
     } catch (e) {
-      throw fromWasm(e);
+      throw fromR2(fromWasm(e));
     } finally {
       sealer.free();
     }
   }
 
+  /** Deletes objects by plaintext key; `.r2seal/` (the descriptor) is refused, as in `put`. */
   async delete(keys: string | string[]): Promise<void> {
-    await this.bucket.delete(Array.isArray(keys) ? keys.map((k) => this.storedKey(k)) : this.storedKey(keys));
+    const list = Array.isArray(keys) ? keys : [keys];
+    for (const k of list) {
+      if (typeof k === "string" && k.startsWith(RESERVED_PREFIX)) {
+        throw new InvalidArgumentError("INVALID_ARGUMENT", `${RESERVED_PREFIX} is reserved for r2seal's own objects`);
+      }
+    }
+    await this.bucket.delete(Array.isArray(keys) ? list.map((k) => this.storedKey(k)) : this.storedKey(keys));
   }
 
   /**
    * Write the bucket descriptor for these keys (as `r2seal bucket init` does from a
    * keyring): refuses to replace an existing one unless `replace` (then only the one it
-   * read, by its etag). Returns the bytes written.
+   * read, by its etag). Create-only when none exists: a descriptor another writer puts
+   * first wins and this call throws `DescriptorError`. Returns the bytes written.
    */
   async writeDescriptor(options: { replace?: boolean } = {}): Promise<Uint8Array> {
     const bytes = wasmCall(() => descriptorFor(this.keys.keys, this.keys.names?.keyId));
@@ -329,9 +383,18 @@ export class SealedBucket {
       throw new DescriptorError("DESCRIPTOR_INVALID", "a bucket descriptor exists already (replace it explicitly)");
     }
     const stored: R2PutOptions = { httpMetadata: { contentType: "text/plain; charset=utf-8" } };
-    if (existing !== null) stored.onlyIf = { etagMatches: existing.etag };
+    // Conditional either way, as the native `bucket init` (If-None-Match: *): of two
+    // writers racing, one wins and the other learns it.
+    stored.onlyIf = existing !== null ? { etagMatches: existing.etag } : { etagDoesNotMatch: "*" };
     const put = await this.bucket.put(DESCRIPTOR_KEY, bytes, stored);
-    if (put === null) throw new DescriptorError("DESCRIPTOR_INVALID", "the bucket descriptor changed while it was written");
+    if (put === null) {
+      throw new DescriptorError(
+        "DESCRIPTOR_INVALID",
+        existing === null
+          ? "another writer created a bucket descriptor meanwhile: read it, and replace it explicitly if it is wrong"
+          : "the bucket descriptor changed while it was written",
+      );
+    }
     this.descriptorChecked = Promise.resolve();
     return bytes;
   }
@@ -368,7 +431,11 @@ export class SealedBucket {
     return this.descriptorChecked;
   }
 
-  /** A listing with plaintext sizes (computed from stored sizes: no key needed). */
+  /**
+   * A listing with plaintext sizes (computed from stored sizes: no key needed). With
+   * encrypted names, objects come in stored-key order, not plaintext order, so
+   * `startAfter` (a plaintext key) is refused: page with `cursor`.
+   */
   async list(options: R2ListOptions = {}): Promise<SealedObjects> {
     // With encrypted names: list the stored form of the prefix up to its last "/",
     // decrypt, keep what the plaintext prefix selects (SECURITY.md §3.10).
@@ -377,6 +444,13 @@ export class SealedBucket {
     let storedPrefix = prefix;
     let partial = false;
     if (names !== null) {
+      if (options.startAfter !== undefined) {
+        // Stored keys sort by ciphertext: no stored key marks "after this plaintext key".
+        throw new InvalidArgumentError(
+          "INVALID_ARGUMENT",
+          "startAfter cannot be used with encrypted names (listings come in stored-key order, not plaintext order): page with cursor",
+        );
+      }
       if (options.delimiter !== undefined && options.delimiter !== "/") {
         throw new InvalidArgumentError("INVALID_ARGUMENT", 'with encrypted names the only delimiter is "/"');
       }
@@ -402,9 +476,10 @@ export class SealedBucket {
       if (o.key.startsWith(RESERVED_PREFIX)) continue;
       const key = plain(o.key);
       if (key === null) continue;
-      const sealed = o.customMetadata?.[METADATA_KEY] !== undefined;
-      let size: number | null = o.size;
-      if (sealed) {
+      const unfinished = o.customMetadata?.[METADATA_KEY] === undefined && o.customMetadata?.[PENDING_KEY] !== undefined;
+      const sealed = o.customMetadata?.[METADATA_KEY] !== undefined || unfinished;
+      let size: number | null = unfinished ? null : o.size;
+      if (sealed && !unfinished) {
         try {
           size = plaintextSize(o.size);
         } catch {
@@ -418,6 +493,7 @@ export class SealedBucket {
         etag: o.etag,
         uploaded: o.uploaded,
         sealed,
+        unfinished,
         httpMetadata: readableHttp(o.httpMetadata),
       });
     }
@@ -436,10 +512,17 @@ export class SealedBucket {
     };
   }
 
+  /**
+   * The object's value parsed as JSON, or `null` if there is no object. A failed `onlyIf`
+   * throws `PreconditionFailedError` (its `object`: the metadata R2 returns then), so
+   * "not modified" never reads as "missing". Not JSON: `InvalidJsonError`.
+   */
   async getJson<T = unknown>(key: string, options: SealedGetOptions = {}): Promise<T | null> {
     const object = await this.get(key, options);
     if (object === null) return null;
-    if (!("body" in object)) return null;
+    if (!("body" in object)) {
+      throw new PreconditionFailedError("PRECONDITION_FAILED", `onlyIf failed for ${JSON.stringify(key)}`, object);
+    }
     return object.json<T>();
   }
 
@@ -452,30 +535,64 @@ export class SealedBucket {
   // ---- internals ----
 
   private opener(header: string, key: string): Opener {
-    return wasmCall(() => new Opener(this.keys.keys, header, key));
+    return openerFor(this.keys, header, key);
   }
 
-  private plaintextObject(stored: R2Object): SealedObject {
-    if (!this.allowPlaintext) throw plaintextError(stored.key);
-    return plainDescribe(stored);
+  /**
+   * An object without an `r2seal` header may be served as plaintext only if it is not an
+   * unfinished sealed upload (its bytes are ciphertext) and plaintext is allowed.
+   */
+  private checkPlaintext(stored: R2Object, key: string): void {
+    if (stored.customMetadata?.[PENDING_KEY] !== undefined) throw unfinishedError(key);
+    if (!this.allowPlaintext) throw plaintextError(key);
   }
 
-  private plaintextBody(stored: R2ObjectBody): SealedObjectBody {
-    if (!this.allowPlaintext) throw plaintextError(stored.key);
-    return withBody(plainDescribe(stored), stored.body);
+  private plaintextObject(stored: R2Object, key: string): SealedObject {
+    this.checkPlaintext(stored, key);
+    return plainDescribe(stored, key);
   }
 
+  /**
+   * A plaintext range. The object is fetched in pieces, each pinned to the version the
+   * HEAD saw; if it changes before the first piece, the read starts again from a fresh
+   * HEAD (a few times, then `ObjectChangedError`). Metadata without a body is returned
+   * only when the caller's own `onlyIf` failed.
+   */
   private async getRange(key: string, options: SealedGetOptions): Promise<SealedObjectBody | SealedObject | null> {
     const skey = this.storedKey(key);
-    const head = await this.bucket.head(skey);
-    if (head === null) return null;
+    const ownCondition = Object.keys(conditional(options.onlyIf)).length > 0;
+    let head = await this.bucket.head(skey);
+    for (let attempt = 1; ; attempt++) {
+      if (head === null) return null;
+      const got = await this.rangeOf(skey, key, head, options);
+      if (got === null || !("failed" in got)) return got;
+      // The first pinned GET failed: the caller's condition, or a new version since the HEAD.
+      const now = await this.bucket.head(skey);
+      if (ownCondition && now !== null && now.etag === head.etag) return got.failed;
+      if (attempt >= RANGE_ATTEMPTS) throw objectChanged();
+      head = now;
+    }
+  }
+
+  /** One attempt of `getRange` on the version `head` describes. */
+  private async rangeOf(
+    skey: string,
+    key: string,
+    head: R2Object,
+    options: SealedGetOptions,
+  ): Promise<SealedObjectBody | SealedObject | { failed: SealedObject } | null> {
     const header = head.customMetadata?.[METADATA_KEY];
     const onlyIf = conditional(options.onlyIf);
     if (header === undefined) {
-      if (!this.allowPlaintext) throw plaintextError(key);
+      this.checkPlaintext(head, key);
       const stored = await this.bucket.get(skey, { range: options.range!, onlyIf: options.onlyIf ?? {} });
       if (stored === null) return null;
-      return "body" in stored ? this.plaintextBody(stored) : this.plaintextObject(stored);
+      if (stored.customMetadata?.[METADATA_KEY] !== undefined || stored.customMetadata?.[PENDING_KEY] !== undefined) {
+        // Sealed since the HEAD: never serve its bytes as plaintext; start again.
+        if ("body" in stored) await stored.body.cancel();
+        return { failed: plainDescribe(head, key) };
+      }
+      return "body" in stored ? withBody(plainDescribe(stored, key), stored.body) : plainDescribe(stored, key);
     }
     const opener = this.opener(header, key);
     let base: SealedObject;
@@ -511,7 +628,7 @@ export class SealedBucket {
       return bytes;
     };
     // One window: plan it, fetch salt(s) and chunks, open.
-    const openWindow = async (ws: number, we: number): Promise<Uint8Array | null> => {
+    const fetchWindow = async (ws: number, we: number): Promise<Uint8Array | null> => {
       const plan = wasmCall(() => opener.rangePlan(storedSize, ws, we));
       const parts: Uint8Array[] = [];
       for (let i = 3; i < plan.length; i += 4) {
@@ -537,6 +654,72 @@ export class SealedBucket {
       }
       return wasmCall(() => opener.openRange(storedSize, ws, we, concat(parts)));
     };
+    // A range within one stream (a single-stream object, or inside one part): one ranged
+    // GET streams its chunks and each window opens from the bytes as they arrive, instead
+    // of one GET per window. The salt comes with it if it is near, else in its own GET.
+    let whole: Float64Array;
+    try {
+      whole = wasmCall(() => opener.rangePlan(storedSize, start, end));
+    } catch (e) {
+      opener.free();
+      throw e;
+    }
+    let streamWindow: ((ws: number, we: number) => Promise<Uint8Array | null>) | null = null;
+    let releaseStream = (): void => undefined;
+    if (whole.length === 7) {
+      const [saltStart, saltEnd, chunksStart, chunksEnd] = Array.from(whole.subarray(3, 7)) as [number, number, number, number];
+      let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+      let salt: Uint8Array | null = null;
+      let pending: Uint8Array = new Uint8Array(0);
+      let at = chunksStart;
+      const corrupt = () => new IntegrityError("CORRUPT", "authentication failed: the object is corrupted or was tampered with");
+      const take = async (n: number): Promise<Uint8Array> => {
+        const parts: Uint8Array[] = [];
+        let have = 0;
+        while (have < n) {
+          if (pending.length === 0) {
+            const r = await reader!.read();
+            if (r.done) throw corrupt(); // shorter than the range asked for
+            pending = toBytes(r.value);
+          }
+          const k = Math.min(n - have, pending.length);
+          parts.push(pending.subarray(0, k));
+          pending = pending.subarray(k);
+          have += k;
+        }
+        return concat(parts);
+      };
+      releaseStream = () => {
+        reader?.cancel().catch(() => undefined);
+        reader = null;
+      };
+      streamWindow = async (ws, we) => {
+        const plan = wasmCall(() => opener.rangePlan(storedSize, ws, we));
+        const [cs, ce] = Array.from(plan.subarray(5, 7)) as [number, number];
+        if (plan.length !== 7 || cs !== at) throw corrupt(); // windows tile the range: cannot happen
+        if (reader === null) {
+          const near = chunksStart - saltEnd <= 65552;
+          if (!near) {
+            salt = await fetchRange(saltStart, saltEnd - saltStart);
+            if (salt === null) return null;
+          }
+          const from = near ? saltStart : chunksStart;
+          const got = await this.bucket.get(skey, { range: { offset: from, length: chunksEnd - from }, onlyIf: pinned });
+          if (got === null || !("body" in got)) return null;
+          reader = got.body.getReader();
+          if (near) {
+            salt = (await take(saltEnd - saltStart)).slice();
+            await take(chunksStart - saltEnd);
+          }
+        }
+        const chunks = await take(ce - cs);
+        at = ce;
+        if (ce === chunksEnd) releaseStream();
+        return wasmCall(() => opener.openRange(storedSize, ws, we, concat([salt!, chunks])));
+      };
+    }
+    const openWindow = async (ws: number, we: number): Promise<Uint8Array | null> =>
+      streamWindow !== null ? streamWindow(ws, we) : fetchWindow(ws, we);
     // Windows aligned to 64 KiB chunks, so no chunk is fetched twice.
     const windows: [number, number][] = [];
     for (let ws = start; ws <= end; ) {
@@ -548,12 +731,13 @@ export class SealedBucket {
     try {
       first = await openWindow(windows[0]![0], windows[0]![1]);
     } catch (e) {
+      releaseStream();
       opener.free();
       throw e;
     }
     if (first === null) {
       opener.free();
-      return base; // precondition failed
+      return { failed: base }; // the caller's condition failed, or the object changed
     }
     const meta: SealedObject = { ...base, range: { offset: start, length: end - start + 1 } };
     let next = 1;
@@ -567,7 +751,7 @@ export class SealedBucket {
           } else if (next < windows.length) {
             const [ws, we] = windows[next++]!;
             const chunk = await openWindow(ws, we);
-            if (chunk === null) throw new IntegrityError("CORRUPT", "the object changed while it was being read");
+            if (chunk === null) throw objectChanged();
             controller.enqueue(chunk);
           }
           if (pendingFirst === null && next >= windows.length) {
@@ -575,11 +759,13 @@ export class SealedBucket {
             opener.free();
           }
         } catch (e) {
+          releaseStream();
           opener.free();
           controller.error(fromWasm(e));
         }
       },
       cancel() {
+        releaseStream();
         opener.free();
       },
     });
@@ -626,7 +812,8 @@ export class SealedBucket {
       await ciphertext.cancel();
       throw new InvalidArgumentError(
         "PRECONDITION_UNSUPPORTED",
-        "onlyIf is not supported for values larger than one part (R2 multipart uploads are unconditional)",
+        "onlyIf needs a single put (R2 multipart uploads are unconditional): at most MAX_SINGLE_PUT stored bytes, " +
+          "and a ReadableStream beyond one part needs its size",
       );
     }
     const upload = await this.bucket.createMultipartUpload(key, {
@@ -671,6 +858,32 @@ function plaintextError(key: string): PlaintextObjectError {
     "PLAINTEXT_OBJECT",
     `object ${JSON.stringify(key)} is not sealed (no r2seal header); enable allowPlaintext to serve unmigrated objects`,
   );
+}
+
+function unfinishedError(key: string): IntegrityError {
+  return new IntegrityError(
+    "UNFINISHED_UPLOAD",
+    `object ${JSON.stringify(key)} is an unfinished sealed upload (r2seal-pending, its final header was never installed): it cannot be opened; upload it again`,
+  );
+}
+
+function objectChanged(): ObjectChangedError {
+  return new ObjectChangedError("OBJECT_CHANGED", "the object changed while it was being read: read it again");
+}
+
+/**
+ * R2 refuses metadata over its limit with error 10012. The wrapper budgets R2's 8,192
+ * bytes; local development (miniflare, `wrangler dev`) allows only 2,048.
+ */
+function fromR2(e: unknown): unknown {
+  if (e instanceof Error && !(e instanceof SealError) && /\(10012\)/.test(e.message)) {
+    return new HeaderTooLargeError(
+      "HEADER_TOO_LARGE",
+      "R2 refused the object's metadata as too large (10012): nothing was written. R2 allows 8,192 bytes; " +
+        "local development (miniflare, wrangler dev) only 2,048",
+    );
+  }
+  return e;
 }
 
 /** Single stream (metadata form): the plaintext size is a pure function of the stored size. */
@@ -723,10 +936,10 @@ function written(stored: R2Object, key: string, readable: R2HTTPMetadata, meta: 
   };
 }
 
-function plainDescribe(stored: R2Object): SealedObject {
+function plainDescribe(stored: R2Object, key: string): SealedObject {
   const httpMetadata = { ...stored.httpMetadata };
   return {
-    key: stored.key,
+    key,
     version: stored.version,
     size: stored.size,
     storedSize: stored.size,
@@ -821,6 +1034,12 @@ function plaintextRange(range: R2Range | Headers, total: number): [number, numbe
     else if (m[2] === "") r = { offset: Number(m[1]) };
     else r = { offset: Number(m[1]), length: Number(m[2]) - Number(m[1]) + 1 };
   }
+  for (const field of ["offset", "length", "suffix"] as const) {
+    const v = (r as Record<string, unknown>)[field];
+    if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0)) {
+      throw new InvalidArgumentError("INVALID_ARGUMENT", `range ${field} must be a non-negative integer`);
+    }
+  }
   let start: number;
   let end: number;
   if ("suffix" in r && r.suffix !== undefined) {
@@ -844,10 +1063,12 @@ function notSatisfiable(): SealError {
 }
 
 function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedObjectBody {
-  let used = false;
+  // Used means read: a reader holds the stream (a Response, pipeTo, getReader) or one
+  // of the methods below drained it. Merely touching `.body` does not count.
+  let drained = false;
   const all = async (): Promise<Uint8Array> => {
-    if (used) throw new InvalidArgumentError("INVALID_STATE", "the body has already been read");
-    used = true;
+    if (drained || body.locked) throw new InvalidArgumentError("INVALID_STATE", "the body has already been read");
+    drained = true;
     const parts: Uint8Array[] = [];
     const reader = body.getReader();
     for (;;) {
@@ -857,14 +1078,10 @@ function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedO
     }
     return concat(parts);
   };
-  return {
+  const object = {
     ...meta,
-    get body() {
-      used = true;
-      return body;
-    },
     get bodyUsed() {
-      return used;
+      return drained || body.locked;
     },
     arrayBuffer: async () => {
       const b = await all();
@@ -872,8 +1089,19 @@ function withBody(meta: SealedObject, body: ReadableStream<Uint8Array>): SealedO
     },
     bytes: all,
     text: async () => new TextDecoder().decode(await all()),
-    json: async <T>() => JSON.parse(new TextDecoder().decode(await all())) as T,
+    json: async <T>() => {
+      const text = new TextDecoder().decode(await all());
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        // V8's message quotes the text: the plaintext must not reach logs or clients.
+        throw new InvalidJsonError("INVALID_JSON", `object ${JSON.stringify(meta.key)} is not valid JSON`);
+      }
+    },
   };
+  // Not enumerable: `{...object}`, console.log and JSON.stringify must not touch the stream.
+  Object.defineProperty(object, "body", { value: body, enumerable: false });
+  return object as typeof object & { readonly body: ReadableStream<Uint8Array> };
 }
 
 /** Plaintext → payload. Counts bytes against a declared size. */

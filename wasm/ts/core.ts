@@ -18,7 +18,7 @@ import {
   splitFileForm,
 } from "./wasm/r2seal_wasm.js";
 import wasmModule from "./wasm/r2seal_wasm_bg.wasm";
-import { KeyConfigError, sealError, wasmCall } from "./errors.js";
+import { IntegrityError, KeyConfigError, SealError, sealError, wasmCall } from "./errors.js";
 
 let instance: { memory: WebAssembly.Memory } | null = null;
 
@@ -77,6 +77,27 @@ export interface SealEnv {
 
 const NAME_RE = /^[A-Za-z0-9_.-]+$/;
 
+/** The fixed names `fromEnv` reads (besides `R2SEAL_KEY_<NAME>` and `R2SEAL_RECIPIENT_<NAME>`). */
+const WORKER_VARIABLES = new Set(["R2SEAL_KEY", "R2SEAL_NAMES_KEY", "R2SEAL_DEFAULTS", "R2SEAL_POLICIES", "R2SEAL_ALLOW_PLAINTEXT"]);
+/** Read by the native CLI and its tooling, not by a Worker: tolerated in a shared env, ignored. */
+const NATIVE_VARIABLES = new Set([
+  "R2SEAL_KEYRING",
+  "R2SEAL_PASSPHRASE",
+  "R2SEAL_S3_SDK_ONLY",
+  "R2SEAL_PATH_STYLE",
+  "R2SEAL_GATEWAY_ACCESS_KEY_ID",
+  "R2SEAL_GATEWAY_SECRET_ACCESS_KEY",
+  "R2SEAL_CACHE",
+  "R2SEAL_CACHE_MAX_GIB",
+  "R2SEAL_BIN",
+]);
+
+/** A var or secret (string, number, boolean, JSON), not a binding (an R2 bucket named R2SEAL_… is fine). */
+function isConfigValue(value: unknown): boolean {
+  if (value === null || typeof value !== "object") return typeof value !== "function" && value !== undefined;
+  return Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype;
+}
+
 /** The keys a Worker holds, as a native-keyring-equivalent policy set. */
 export class SealKeys {
   /** @internal */
@@ -129,14 +150,21 @@ export class SealKeys {
 
   /**
    * Reads `R2SEAL_KEY` (read-write, "main"), `R2SEAL_KEY_<NAME>` (more read-write keys),
-   * `R2SEAL_RECIPIENT_<NAME>` (write-only `age1…`, name lower-cased), `R2SEAL_DEFAULTS`
-   * and `R2SEAL_POLICIES`. Errors name the variable, never its value.
+   * `R2SEAL_RECIPIENT_<NAME>` (write-only `age1…`, name lower-cased), `R2SEAL_DEFAULTS`,
+   * `R2SEAL_POLICIES` and `R2SEAL_NAMES_KEY`. Errors name the variable, never its value.
+   * Any other `R2SEAL_*` variable is refused (`INVALID_CONFIG`): a misspelt one would
+   * otherwise be ignored silently (e.g. names left unencrypted), except those the native
+   * CLI reads (`R2SEAL_KEYRING`, …), which are ignored here.
+   * `env` is any object (a wrangler `interface Env` has no index signature).
    */
-  static fromEnv(env: SealEnv | Record<string, unknown>): SealKeys {
+  static fromEnv(env: object): SealKeys {
+    const vars = env as Record<string, unknown>;
     const config: SealKeysConfig = { identities: {}, recipients: {}, recovery: [] };
-    const names = env["R2SEAL_NAMES_KEY"];
-    if (names !== undefined && names !== "") config.names = secretString("R2SEAL_NAMES_KEY", names);
-    for (const [variable, value] of Object.entries(env)) {
+    // Present means meant: an empty value is an error, never "names off".
+    if (vars["R2SEAL_NAMES_KEY"] !== undefined) {
+      config.names = secretString("R2SEAL_NAMES_KEY", vars["R2SEAL_NAMES_KEY"]);
+    }
+    for (const [variable, value] of Object.entries(vars)) {
       let m: RegExpMatchArray | null;
       if (variable === "R2SEAL_KEY" || (m = variable.match(/^R2SEAL_KEY_([A-Z0-9_]+)$/))) {
         const name = variable === "R2SEAL_KEY" ? "main" : variable.slice("R2SEAL_KEY_".length).toLowerCase();
@@ -145,6 +173,12 @@ export class SealKeys {
         const name = m[1]!.toLowerCase();
         config.recipients![name] = secretString(variable, value);
         if (name.startsWith("recovery")) config.recovery!.push(name);
+      } else if (variable.startsWith("R2SEAL_") && !WORKER_VARIABLES.has(variable) && !NATIVE_VARIABLES.has(variable) && isConfigValue(value)) {
+        throw new KeyConfigError(
+          "INVALID_CONFIG",
+          `${variable} is not an r2seal Worker variable (R2SEAL_KEY, R2SEAL_KEY_<NAME>, R2SEAL_RECIPIENT_<NAME>, ` +
+            "R2SEAL_NAMES_KEY, R2SEAL_DEFAULTS, R2SEAL_POLICIES, R2SEAL_ALLOW_PLAINTEXT; <NAME> in upper case)",
+        );
       }
     }
     if (Object.keys(config.identities!).length === 0 && Object.keys(config.recipients!).length === 0) {
@@ -153,14 +187,14 @@ export class SealKeys {
         "R2SEAL_KEY is not set: add the Worker's key as a secret (`wrangler secret put R2SEAL_KEY`, value R2SEAL-SYM-KEY-1…)",
       );
     }
-    const defaults = env["R2SEAL_DEFAULTS"];
+    const defaults = vars["R2SEAL_DEFAULTS"];
     if (defaults !== undefined) {
       config.defaults = String(defaults)
         .split(",")
         .map((s) => s.trim())
         .filter((s) => s !== "");
     }
-    const policies = env["R2SEAL_POLICIES"];
+    const policies = vars["R2SEAL_POLICIES"];
     if (policies !== undefined) {
       let parsed: unknown;
       try {
@@ -205,6 +239,33 @@ function secretString(variable: string, value: unknown): string {
     throw new KeyConfigError("MISSING_KEY", `${variable} is empty`);
   }
   return value;
+}
+
+/** `R2SEAL_ALLOW_PLAINTEXT`: unset, or true/1/false/0 (anything else is a typo, refused). */
+export function allowPlaintextFromEnv(env: object): boolean | undefined {
+  const value = (env as Record<string, unknown>)["R2SEAL_ALLOW_PLAINTEXT"];
+  if (value === undefined) return undefined;
+  const flag = String(value).trim().toLowerCase();
+  if (flag === "true" || flag === "1") return true;
+  if (flag === "false" || flag === "0" || flag === "") return false;
+  throw new KeyConfigError("INVALID_CONFIG", "R2SEAL_ALLOW_PLAINTEXT must be true, 1, false or 0");
+}
+
+/**
+ * Parses an object's `r2seal` header value for opening. A value that is not a header
+ * at all was tampered with (the object *has* the header key): `MALFORMED`, an
+ * `IntegrityError`, never the "not sealed" of an object without one.
+ */
+export function openerFor(keys: SealKeys, header: string, name: string): Opener {
+  init();
+  try {
+    return wasmCall(() => new Opener(keys.keys, header, name));
+  } catch (e) {
+    if (e instanceof SealError && e.code === "NOT_SEALED") {
+      throw new IntegrityError("MALFORMED", "the r2seal header does not parse: the object is corrupted or was tampered with");
+    }
+    throw e;
+  }
 }
 
 /** Maps "key \"main\": …" to "R2SEAL_KEY: …" so the message names the variable. */
@@ -289,8 +350,7 @@ export function openBytes(
   header: string,
   body: Uint8Array,
 ): { plaintext: Uint8Array; metadata: SealedMetadataOutput } {
-  init();
-  const opener = wasmCall(() => new Opener(keys.keys, header, name));
+  const opener = openerFor(keys, header, name);
   try {
     const parts: Uint8Array[] = [];
     for (let at = 0; at < body.length; at += SLICE) {

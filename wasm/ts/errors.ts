@@ -3,6 +3,7 @@
  * stable `code`. Messages come from the Rust core, which never quotes key material;
  * configuration errors name the environment variable, never its value.
  */
+import type { SealedObject } from "./bucket.js";
 
 export type SealErrorCode =
   | "MISSING_KEY"
@@ -27,6 +28,10 @@ export type SealErrorCode =
   | "NAME_TOO_LONG"
   | "DESCRIPTOR_MISMATCH"
   | "DESCRIPTOR_INVALID"
+  | "UNFINISHED_UPLOAD"
+  | "INVALID_JSON"
+  | "OBJECT_CHANGED"
+  | "PRECONDITION_FAILED"
   | "ERROR";
 
 export class SealError extends Error {
@@ -46,12 +51,35 @@ export class NoMatchingKeyError extends SealError {}
 
 /**
  * The object failed authentication or does not parse: tampered, truncated, extended,
- * moved to another key (`WRONG_NAME`), or written by a newer format version.
+ * moved to another key (`WRONG_NAME`), an `r2seal` header that is not one (`MALFORMED`),
+ * written by a newer format version, or an unfinished sealed upload
+ * (`UNFINISHED_UPLOAD`: `r2seal-pending` and no `r2seal`; never readable, upload it again).
  */
 export class IntegrityError extends SealError {}
 
 /** The object has no r2seal header: it is stored in plaintext (see `allowPlaintext`). */
 export class PlaintextObjectError extends SealError {}
+
+/** `json()` / `getJson`: the object opened (it is authentic) but is not JSON. The message quotes none of it. */
+export class InvalidJsonError extends SealError {}
+
+/**
+ * The object was replaced or deleted while it was being read (a ranged read fetches it
+ * in several requests, all pinned to one version). Reading again is safe.
+ */
+export class ObjectChangedError extends SealError {}
+
+/**
+ * `getJson` with `onlyIf`: the condition failed (e.g. not modified). `object` is the
+ * stored object's metadata, as R2's `get` returns it on a failed condition.
+ */
+export class PreconditionFailedError extends SealError {
+  readonly object?: SealedObject;
+  constructor(code: SealErrorCode, message: string, object?: SealedObject) {
+    super(code, message);
+    this.object = object;
+  }
+}
 
 /** A byte range outside the object. */
 export class RangeNotSatisfiableError extends SealError {}
@@ -83,6 +111,10 @@ const CLASSES: Partial<Record<SealErrorCode, new (code: SealErrorCode, message: 
   UNSUPPORTED_VERSION: IntegrityError,
   WRONG_NAME: IntegrityError,
   NAME_REQUIRED: IntegrityError,
+  UNFINISHED_UPLOAD: IntegrityError,
+  INVALID_JSON: InvalidJsonError,
+  OBJECT_CHANGED: ObjectChangedError,
+  PRECONDITION_FAILED: PreconditionFailedError,
   NOT_SEALED: PlaintextObjectError,
   PLAINTEXT_OBJECT: PlaintextObjectError,
   RANGE_NOT_SATISFIABLE: RangeNotSatisfiableError,

@@ -19,11 +19,15 @@ const STATUS = {
   LENGTH_MISMATCH: 400,
   INVALID_ARGUMENT: 400,
   PRECONDITION_UNSUPPORTED: 400,
+  PRECONDITION_FAILED: 412,
+  // Replaced while a range was read: the client may simply retry.
+  OBJECT_CHANGED: 503,
 };
 
 function errorResponse(e) {
   if (e instanceof SealError) {
-    // Integrity failures are the bucket's fault, not the client's: 502.
+    // Integrity failures (a tampered header is MALFORMED, an unfinished upload
+    // UNFINISHED_UPLOAD) are the bucket's fault, not the client's: 502.
     const status = STATUS[e.code] ?? (e.name === "KeyConfigError" ? 500 : 502);
     return Response.json({ error: e.code, message: e.message }, { status });
   }
@@ -77,7 +81,13 @@ export default {
       if (!url.pathname.startsWith("/objects/")) {
         return new Response("PUT|GET|DELETE /objects/<key>, GET /objects?prefix=, POST /demo\n", { status: 404 });
       }
-      const key = decodeURIComponent(url.pathname.slice("/objects/".length));
+      let key;
+      try {
+        key = decodeURIComponent(url.pathname.slice("/objects/".length));
+      } catch {
+        // A malformed percent-escape (URIError) is the client's mistake.
+        return Response.json({ error: "INVALID_ARGUMENT", message: "the key is not valid percent-encoded UTF-8" }, { status: 400 });
+      }
       if (key === "") return new Response("empty key\n", { status: 400 });
       switch (request.method) {
         case "PUT": {
