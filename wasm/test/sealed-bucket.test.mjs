@@ -75,12 +75,12 @@ function nativeCli() {
   return join(target, "debug", "r2seal");
 }
 
-before(async () => {
-  tmp = mkdtempSync(join(tmpdir(), "r2seal-wasm-test-"));
-  mf = new Miniflare({
+/** A module Worker in workerd with an in-memory R2 bucket bound as BUCKET. */
+function workerd(scriptPath, modulesRoot, bindings) {
+  return new Miniflare({
     modules: true,
-    scriptPath: join(here, "worker.js"),
-    modulesRoot: wasmRoot,
+    scriptPath,
+    modulesRoot,
     modulesRules: [
       { type: "ESModule", include: ["**/*.js"] },
       { type: "CompiledWasm", include: ["**/*.wasm"] },
@@ -89,12 +89,17 @@ before(async () => {
     cf: false,
     r2Buckets: ["BUCKET"],
     r2Persist: false,
-    bindings: {
-      R2SEAL_KEY: symKey,
-      R2SEAL_RECIPIENT_RECOVERY: recoveryRecipient,
-      R2SEAL_POLICIES: JSON.stringify({ "archive/": ["recovery"] }),
-      OTHER_KEY: otherKey,
-    },
+    bindings,
+  });
+}
+
+before(async () => {
+  tmp = mkdtempSync(join(tmpdir(), "r2seal-wasm-test-"));
+  mf = workerd(join(here, "worker.js"), wasmRoot, {
+    R2SEAL_KEY: symKey,
+    R2SEAL_RECIPIENT_RECOVERY: recoveryRecipient,
+    R2SEAL_POLICIES: JSON.stringify({ "archive/": ["recovery"] }),
+    OTHER_KEY: otherKey,
   });
   await mf.ready;
 });
@@ -328,20 +333,7 @@ describe("the package as a Worker project uses it", () => {
   });
 
   test("the example Worker: a malformed percent-escape is a 400, a tampered header a 502", async () => {
-    const example = new Miniflare({
-      modules: true,
-      scriptPath: join(repo, "examples", "worker", "src", "index.js"),
-      modulesRoot: repo,
-      modulesRules: [
-        { type: "ESModule", include: ["**/*.js"] },
-        { type: "CompiledWasm", include: ["**/*.wasm"] },
-      ],
-      compatibilityDate: "2026-04-01",
-      cf: false,
-      r2Buckets: ["BUCKET"],
-      r2Persist: false,
-      bindings: { R2SEAL_KEY: symKey },
-    });
+    const example = workerd(join(repo, "examples", "worker", "src", "index.js"), repo, { R2SEAL_KEY: symKey });
     try {
       const bad = await example.dispatchFetch("http://localhost/objects/%E0%A4%A");
       assert.equal(bad.status, 400, await bad.clone().text());
