@@ -33,6 +33,21 @@ fn setup() -> (TempDir, String) {
     (dir, recipient)
 }
 
+/// A temp dir with an identity `key.age` protected by `passphrase`; returns (dir, recipient).
+fn protected_setup(passphrase: &str) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    let out = r2seal(dir.path())
+        .env("R2SEAL_PASSPHRASE", passphrase)
+        .args(["keygen", "--passphrase", "-o", "key.age"])
+        .assert()
+        .success();
+    let recipient = String::from_utf8(out.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned();
+    (dir, recipient)
+}
+
 fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -403,16 +418,7 @@ fn broken_pipe_exits_zero() {
 
 #[test]
 fn passphrase_protected_identity() {
-    let dir = TempDir::new().unwrap();
-    let out = r2seal(dir.path())
-        .env("R2SEAL_PASSPHRASE", "correct horse battery staple")
-        .args(["keygen", "--passphrase", "-o", "key.age"])
-        .assert()
-        .success();
-    let recipient = String::from_utf8(out.get_output().stdout.clone())
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (dir, recipient) = protected_setup("correct horse battery staple");
     let raw = fs::read(dir.path().join("key.age")).unwrap();
     assert!(raw.starts_with(b"age-encryption.org/v1\n-> r2seal-argon2id "));
     assert!(!String::from_utf8_lossy(&raw).contains("AGE-SECRET-KEY"));
@@ -1010,12 +1016,7 @@ fn retiring_a_named_key_warns_where_it_is_still_named() {
 /// `R2SEAL_PASSPHRASE` set but empty is named as such, not as a missing passphrase.
 #[test]
 fn an_empty_passphrase_variable_is_named() {
-    let dir = TempDir::new().unwrap();
-    r2seal(dir.path())
-        .env("R2SEAL_PASSPHRASE", "pw")
-        .args(["keygen", "--passphrase", "-o", "key.age"])
-        .assert()
-        .success();
+    let (dir, _) = protected_setup("pw");
     let out = r2seal(dir.path())
         .env("R2SEAL_PASSPHRASE", "")
         .args(["recipient", "-i", "key.age"])
@@ -1185,13 +1186,8 @@ fn an_unreachable_endpoint_reads_as_its_cause() {
 /// `credential_process`, run as the first request is signed) does not inherit it.
 #[test]
 fn the_passphrase_variable_is_not_inherited() {
-    let dir = TempDir::new().unwrap();
     let passphrase = "correct horse battery staple";
-    r2seal(dir.path())
-        .env("R2SEAL_PASSPHRASE", passphrase)
-        .args(["keygen", "--passphrase", "-o", "key.age"])
-        .assert()
-        .success();
+    let (dir, _) = protected_setup(passphrase);
     let child_env = dir.path().join("child-env");
     let config = dir.path().join("aws-config");
     fs::write(

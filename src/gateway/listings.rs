@@ -144,10 +144,11 @@ impl KeptListings {
         let mut kept = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let kept = &mut *kept;
         kept.by_resume.retain(|_, s| {
-            if !live(s) {
+            let keep = live(s);
+            if !keep {
                 kept.bytes -= s.bytes;
             }
-            live(s)
+            keep
         });
         while kept.bytes + sorted.bytes > limit {
             let oldest = kept

@@ -227,8 +227,7 @@ impl Gateway {
             }
         }
         .map_err(|e| sealed_error(&e, Ctx::Bucket))?;
-        let url = encoding.is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let enc = |s: &str| encoded(s, encoding);
         // An object uploaded in parts has its own size function, and only such an
         // object can be larger than one minimum part: those are HEADed for their exact
         // plaintext size (few, large objects; small ones need no request).
@@ -531,12 +530,17 @@ fn timestamp(t: Option<SystemTime>) -> Option<Timestamp> {
     t.map(Timestamp::from)
 }
 
+/// A key or prefix in a listing, encoded as the request asked (`encoding-type=url`).
+fn encoded(s: &str, encoding: Option<&EncodingType>) -> String {
+    match encoding {
+        Some(e) if e.as_str() == EncodingType::URL => url_encode(s),
+        _ => s.to_owned(),
+    }
+}
+
 /// A key the client sent, echoed in a listing encoded as the listing's keys are.
 fn echoed(key: Option<String>, encoding: Option<&EncodingType>) -> Option<String> {
-    match encoding {
-        Some(e) if e.as_str() == EncodingType::URL => key.map(|k| url_encode(&k)),
-        _ => key,
-    }
+    key.map(|k| encoded(&k, encoding))
 }
 
 /// Continuation tokens of sorted listings (encrypted names) carry the last key given.
@@ -578,23 +582,11 @@ async fn sorted_page(
     });
     let sorted = match kept_listing {
         Some(sorted) => sorted,
-        None => {
-            let mut all = ListPage::default();
-            let mut from = ListFrom::Start;
-            loop {
-                let delimiter = resume.delimiter.as_deref();
-                let page = bucket
-                    .list_from(&resume.prefix, delimiter, from, None)
-                    .await?;
-                all.objects.extend(page.objects);
-                all.common_prefixes.extend(page.common_prefixes);
-                match page.next_continuation {
-                    Some(t) => from = ListFrom::Continuation(t),
-                    None => break,
-                }
-            }
-            Sorted::new(all)
-        }
+        None => Sorted::new(
+            bucket
+                .list_all(&resume.prefix, resume.delimiter.as_deref())
+                .await?,
+        ),
     };
     let (mut page, next) = sorted.page(after.as_deref(), max_keys as usize);
     if let Some(last) = next {
@@ -1820,11 +1812,8 @@ impl S3 for Gateway {
                 .max_uploads
                 .map_or(1000, |n| n.clamp(1, 1000) as usize),
         );
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let encoding = input.encoding_type.clone();
+        let enc = |s: String| encoded(&s, encoding.as_ref());
         let (next_key_marker, next_upload_id_marker) = match page.next {
             Some((key, id)) => (Some(enc(key)), id),
             None => (None, None),
